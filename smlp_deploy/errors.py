@@ -1,0 +1,37 @@
+"""The toolkit's error family.
+
+Every error raised for bad input or a failed step derives from :class:`SmlpDeployError`, so callers can catch
+one type. Errors about what the caller passed in also derive from :class:`ValueError`.
+"""
+
+
+class SmlpDeployError(Exception):
+    """Base of every error this toolkit raises on purpose."""
+
+
+class InputError(SmlpDeployError, ValueError):
+    """An argument, file or image given to the toolkit is unusable; the message names it."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint cannot be read, or does not fit the requested model."""
+
+
+class ImageError(InputError):
+    """An image cannot be decoded or converted; the message names the image (path or batch index)."""
+
+
+class ArtifactError(InputError):
+    """An exported artifact (ONNX file, engine, manifest) is missing, corrupt or does not match its manifest."""
+
+
+class ParityError(SmlpDeployError):
+    """An artifact's outputs differ from the PyTorch reference by more than the allowed threshold."""
+
+
+class CalibrationError(InputError):
+    """Calibration images or a calibration cache are unusable."""
+
+
+class BackendUnavailableError(SmlpDeployError):
+    """A backend (TensorRT, a GPU, onnxruntime-gpu) is not installed or not usable on this machine."""

@@ -1,0 +1,203 @@
+"""Loading checkpoints: the authors' released files (microsoft/SPACH) and state dicts of this package.
+
+The authors' module names differ from ours, and one of them misleads: their ``proj_h`` is applied to
+``x.permute(0, 3, 1, 2)``, whose channel axis is W, so it mixes along the *width*; their ``proh_w`` is applied
+to ``x.permute(0, 2, 1, 3)`` and mixes along the *height*. Their fuse conv sees ``cat([x, proj_h, proh_w])``.
+So ``proj_h`` maps to our ``mix_w`` and ``proh_w`` to ``mix_h``, and our concat order is
+``[x, mix_w, mix_h]``: the fuse weights then meet the branches they were trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .smlpnet import SMLPNet
+
+# Keys under which training scripts nest the weights, in order of preference (the authors' files use "model").
+_NESTED_KEYS = ("model", "model_ema", "state_dict")
+# BatchNorm's counter of training steps: absent from some re-saved files and irrelevant to inference.
+_OPTIONAL_SUFFIX = ".num_batches_tracked"
+_MAX_LISTED = 8
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file safely (``weights_only=True``) and return its state dict, unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try:
+        # argparse.Namespace is what DeiT-style training scripts (the authors' included) store under "args";
+        # it holds plain values, so allowing it keeps such files loadable without unpickling anything else.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds Python objects other than tensors and plain containers, which are "
+            f"not unpickled for safety ({_first_line(exc)}). Re-save it as a state dict: "
+            "torch.save(model.state_dict(), path)"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read: it is truncated or not a PyTorch file ({_first_line(exc)})"
+        ) from exc
+    return _unwrap(obj, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in _NESTED_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a state dict: expected a mapping of names to tensors, either bare or "
+            f"under one of the keys {', '.join(_NESTED_KEYS)}"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def is_authors_format(state_dict: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith("to_patch_embedding.") for k in state_dict)
+
+
+def convert_authors_state_dict(state_dict: dict[str, torch.Tensor], depths: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Rename the authors' keys to ours, block by block; keys that do not fit ``depths`` are kept as they are,
+    so that the strict check reports them."""
+    block_of = [(stage, j) for stage, depth in enumerate(depths) for j in range(depth)]
+    converted = {}
+    for key, value in state_dict.items():
+        new_key, new_value = _convert_key(key, value, block_of)
+        converted[new_key] = new_value
+    return converted
+
+
+_AUTHORS_BLOCK_PARTS = {
+    "token_mix.0.conv_merge.BN.": "token_mix.dwconv.norm.",
+    "token_mix.0.conv_merge.Conv.": "token_mix.dwconv.conv.",
+    "token_mix.1.BN.": "token_mix.smlp.norm.",
+    "token_mix.1.proj_h.": "token_mix.smlp.mix_w.",  # mixes along W: see the module docstring
+    "token_mix.1.proh_w.": "token_mix.smlp.mix_h.",  # mixes along H
+    "token_mix.1.fuse.": "token_mix.smlp.fuse.",
+    "channel_mix.1.": "channel_mix.norm.",
+    "channel_mix.2.net.0.": "channel_mix.fc1.",
+    "channel_mix.2.net.3.": "channel_mix.fc2.",
+}
+_AUTHORS_BLOCK_KEY = re.compile(r"^(token_mix|channel_mix)\.(\d+)\.(.*)$")
+
+
+def _convert_key(key: str, value: torch.Tensor, block_of: list[tuple[int, int]]) -> tuple[str, torch.Tensor]:
+    if m := re.match(r"^to_patch_embedding\.(\d+)\.0\.weight$", key):
+        return f"stages.{m.group(1)}.downsample.weight", value
+    if key.startswith("batch_norm."):
+        return "head.norm." + key.removeprefix("batch_norm."), value
+    if key.startswith("mlp_head.0."):
+        return "head.fc." + key.removeprefix("mlp_head.0."), value
+    m = _AUTHORS_BLOCK_KEY.match(key)
+    if m is None or int(m.group(2)) >= len(block_of):
+        return key, value
+    part = f"{m.group(1)}.{m.group(3)}"
+    for theirs, ours in _AUTHORS_BLOCK_PARTS.items():
+        if part.startswith(theirs):
+            stage, j = block_of[int(m.group(2))]
+            if ".proj_h.weight" in key or ".proh_w.weight" in key:
+                value = _squeeze_1x1(value)
+            return f"stages.{stage}.blocks.{j}.{ours}{part.removeprefix(theirs)}", value
+    return key, value
+
+
+def _squeeze_1x1(weight: torch.Tensor) -> torch.Tensor:
+    """The authors' token-mixing weights are 1x1 conv kernels (S, S, 1, 1); ours are matrices (S, S)."""
+    return weight[:, :, 0, 0] if weight.dim() == 4 and weight.shape[2:] == (1, 1) else weight
+
+
+def load_checkpoint(model: SMLPNet, path: str | Path) -> SMLPNet:
+    """Load a checkpoint into ``model`` strictly; every mismatch is reported with the keys involved."""
+    state_dict = read_state_dict(path)
+    if is_authors_format(state_dict):
+        state_dict = convert_authors_state_dict(state_dict, model.config.depths)
+    check_compatible(model, state_dict, str(path))
+    model.load_state_dict(state_dict, strict=False)  # strictness was checked above, with better messages
+    return model
+
+
+def check_compatible(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the variant, resolution, class count or keys that do not fit."""
+    expected = model.state_dict()
+    _check_architecture(model, state_dict, source)
+    _check_resolution(model, state_dict, source)
+    missing = [k for k in expected if k not in state_dict and not k.endswith(_OPTIONAL_SUFFIX)]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if not (missing or unexpected or misshaped):
+        return
+    hint = ""
+    fc = state_dict.get("head.fc.weight")
+    if fc is not None and fc.shape[0] != model.num_classes:
+        hint = f" The checkpoint has {fc.shape[0]} classes: pass num_classes={fc.shape[0]}."
+    raise CheckpointError(
+        f"checkpoint {source!r} does not fit {getattr(model, 'variant', 'the model')}:"
+        + _listing("missing", missing)
+        + _listing("unexpected", unexpected)
+        + _listing("mis-shaped", misshaped)
+        + hint
+    )
+
+
+def _listing(title: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return f"\n  {len(items)} {title} key(s): {shown}{more}"
+
+
+def _architecture(state_dict: dict[str, torch.Tensor]) -> tuple[int | None, int]:
+    """(embedding width, number of blocks) of the network a converted state dict describes."""
+    embed = state_dict.get("stages.0.downsample.weight")
+    blocks = {m.group(0) for k in state_dict if (m := re.match(r"^stages\.\d+\.blocks\.\d+\.", k))}
+    return (embed.shape[0] if embed is not None else None), len(blocks)
+
+
+def _check_architecture(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    from .registry import VARIANTS
+
+    theirs = _architecture(state_dict)
+    ours = (model.config.dim, sum(model.config.depths))
+    if theirs[0] is None or theirs == ours:
+        return
+    match = [v.name for v in VARIANTS.values() if (v.config.dim, sum(v.config.depths)) == theirs]
+    guess = f"; it looks like {match[0]}" if match else ""
+    raise CheckpointError(
+        f"checkpoint {source!r} is for another variant (width {theirs[0]}, {theirs[1]} blocks{guess}) but the "
+        f"model is {getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks)"
+    )
+
+
+def _check_resolution(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    mix = state_dict.get("stages.0.blocks.0.token_mix.smlp.mix_w.weight")
+    size = model.config.stage_sizes(model.image_size)[0]
+    if mix is None or mix.shape[0] == size:
+        return
+    trained = mix.shape[0] * model.config.patch_size
+    raise CheckpointError(
+        f"checkpoint {source!r} was trained at {trained}x{trained} (its token-mixing weights are "
+        f"{mix.shape[0]}x{mix.shape[0]}) but the model was built for {model.image_size}x{model.image_size}. "
+        f"sMLPNet's mixing weights are tied to the resolution: create the model with image_size={trained}."
+    )

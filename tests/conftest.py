@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smlp_deploy.models import PreprocessConfig
+from smlp_deploy.runtime import Preprocessor
+from smlp_deploy.samples import sample_images
+
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """Real photographs shipped with the package."""
+    return sample_images()
+
+
+def photo_batch(image_size: int) -> np.ndarray:
+    """The bundled photographs through the real preprocessing, at ``image_size``."""
+    return Preprocessor(PreprocessConfig.for_image_size(image_size)).batch(sample_images())
