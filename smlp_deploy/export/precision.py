@@ -1,0 +1,22 @@
+"""FP16 as an ONNX-to-ONNX transformation: TensorRT 11 builds strongly typed networks, so precision lives in
+the graph, where ONNX Runtime can check it on any machine."""
+
+from __future__ import annotations
+
+import onnx
+
+# Ops kept in float32, chosen by measurement (see README, "FP16: which ops stay in fp32"): the statistics of
+# LayerNormalization and the global average pool (ReduceMean) are sums over many values.
+FP16_KEEP_FP32_OPS = ("LayerNormalization", "ReduceMean")
+
+
+def convert_to_fp16(proto: onnx.ModelProto, keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS) -> onnx.ModelProto:
+    """Mixed-precision copy of ``proto``: float16 weights and compute, float32 inputs and outputs, and the ops in
+    ``keep_fp32_ops`` in float32 with Casts around them (ONNX Runtime's maintained float16 converter)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=list(keep_fp32_ops))
+    model = OnnxModel(converted)
+    model.topological_sort()  # the converter appends its Cast nodes at the end of the node list
+    return model.model

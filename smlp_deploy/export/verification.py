@@ -1,0 +1,54 @@
+"""The inputs every artifact is checked on, and the PyTorch logits they are checked against.
+
+Real photographs through the real preprocessing, plus random tensors that reach parts of the input space
+photographs do not. Saved beside the artifacts, so an engine built later on a GPU host is checked against
+the same reference without the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..fileio import atomic_path
+from ..models.preprocess_config import PreprocessConfig
+from ..runtime.preprocess import Preprocessor
+from ..samples import sample_images
+
+VERIFICATION_NAME = "verification.npz"
+N_RANDOM = 11
+
+
+@dataclass
+class VerificationSet:
+    inputs: np.ndarray  # [N, 3, H, W] float32
+    reference: np.ndarray  # [N, classes] float32, PyTorch FP32 logits
+
+    @classmethod
+    def create(cls, model: torch.nn.Module, preprocess: PreprocessConfig, n_random: int = N_RANDOM, seed: int = 0):
+        photos = Preprocessor(preprocess).batch(sample_images())
+        size = preprocess.input_size
+        noise = np.random.default_rng(seed).standard_normal((n_random, 3, size, size)).astype(np.float32)
+        inputs = np.concatenate([photos, noise])
+        with torch.inference_mode():
+            reference = model.eval()(torch.from_numpy(inputs)).numpy()
+        return cls(inputs, reference)
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, inputs=self.inputs, reference=self.reference)
+
+    @classmethod
+    def load(cls, path: Path) -> "VerificationSet":
+        with np.load(path) as data:
+            return cls(data["inputs"], data["reference"])
+
+
+def run_in_batches(run, inputs: np.ndarray, max_batch: int | None) -> np.ndarray:
+    """Run ``inputs`` through ``run`` in chunks of at most ``max_batch`` (engines have a profile maximum)."""
+    step = max_batch or len(inputs)
+    return np.concatenate([run(inputs[i : i + step]) for i in range(0, len(inputs), step)])

@@ -1,0 +1,70 @@
+"""ONNX Runtime: the CUDA execution provider where onnxruntime-gpu and a GPU are present, else the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ArtifactError, BackendUnavailableError
+from .base import Backend
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.log_severity_level = 3  # errors only: ORT warns about every fp16 fallback on CPU
+    return options
+
+
+class OnnxRuntimeBackend(Backend):
+    """One InferenceSession, shared by all threads (ORT's ``run`` is thread-safe)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        providers = available_providers()
+        if device in (None, "cuda") and "CUDAExecutionProvider" in providers and _cuda_visible():
+            chosen = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device == "cuda":
+            raise BackendUnavailableError(
+                f"device='cuda' asked for, but onnxruntime offers only {providers}: install onnxruntime-gpu "
+                "(pip install 'smlp-deploy[gpu]') on a machine with an NVIDIA GPU"
+            )
+        else:
+            chosen = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=chosen)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by onnxruntime: {exc}") from exc
+        self.provider = self.session.get_providers()[0]
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0].astype(np.float32, copy=False)
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.provider} ({self.path.name})"
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False

@@ -1,0 +1,28 @@
+"""The reference PyTorch model, eager, on the CPU or a CUDA device."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import Backend
+
+
+class TorchBackend(Backend):
+    """Eager PyTorch; inference mode needs no per-thread state, so one instance serves all threads."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, *, device: str | None = None, dtype: torch.dtype = torch.float32):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype
+        self.model = model.eval().to(self.device, dtype)
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype, non_blocking=True)
+        return self.model(x).float().cpu().numpy()
+
+    def describe(self) -> str:
+        precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+        return f"torch {torch.__version__} {self.device.type} {precision} ({getattr(self.model, 'variant', 'model')})"
