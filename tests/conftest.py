@@ -21,3 +21,16 @@ def photos() -> list[Path]:
 def photo_batch(image_size: int) -> np.ndarray:
     """The bundled photographs through the real preprocessing, at ``image_size``."""
     return Preprocessor(PreprocessConfig.for_image_size(image_size)).batch(sample_images())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``tensorrt`` or ``cuda`` run unchanged on a GPU host and are skipped, with why, elsewhere."""
+    import torch
+
+    from smlp_deploy.export.tensorrt_build import tensorrt_unavailable_reason
+
+    reasons = {"tensorrt": tensorrt_unavailable_reason(), "cuda": None if torch.cuda.is_available() else "no CUDA GPU"}
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=f"needs {marker}: {reason}"))

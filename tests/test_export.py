@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from smlp_deploy.cli.export import entry_point, main
+from smlp_deploy.errors import BackendUnavailableError, ParityError
+from smlp_deploy.export import BatchProfile, BuildOptions, build_from_onnx, export_model
+from smlp_deploy.export.onnx_graph import op_counts
+from smlp_deploy.export.parity import check, compare
+from smlp_deploy.export.verification import VerificationSet
+from smlp_deploy.fileio import sha256_file
+from smlp_deploy.runtime.backends import OnnxRuntimeBackend
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    return export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=out, quiet=True)
+
+
+def test_manifest_meets_the_contract(exported):
+    manifest = json.loads(exported.manifest_path.read_text())
+    model = manifest["model"]
+    assert model["name"] == "smlpnet_test" and model["variant"] == "test"
+    assert model["image_size"] == 64 and model["num_classes"] == 1000 and model["checkpoint"] is None
+    assert model["params"] > 0 and model["macs"] > 0
+    assert manifest["preprocess"]["input_size"] == 64 and manifest["preprocess"]["interpolation"] == "bicubic"
+    assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "fp16"}
+    for artifact in manifest["artifacts"]:
+        assert artifact["format"] == "onnx"
+        assert artifact["sha256"] == sha256_file(exported.out_dir / artifact["path"])
+        assert set(artifact["parity"]) >= {"max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement",
+                                           "top5_agreement", "n_inputs"}
+        assert artifact["parity"]["n_inputs"] == 16
+    assert manifest["engine"]["status"] in ("skipped", "built")
+    if manifest["engine"]["status"] == "skipped":
+        assert manifest["engine"]["reason"]
+        assert any(c.startswith("trtexec --onnx=") and "--stronglyTyped" in c for c in manifest["engine"]["commands"])
+        assert any(c.startswith("smlp-export --from-onnx") for c in manifest["engine"]["commands"])
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "onnxsim", "tensorrt"}
+    assert not list(exported.out_dir.glob("*.part"))
+
+
+def test_onnx_graph_io_and_dynamic_batch(exported):
+    proto = onnx.load(exported.out_dir / "model.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 17
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "input" and out.name == "logits"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3, 64, 64]
+    ops = op_counts(proto)
+    assert ops["LayerNormalization"] == 5  # one node per block: opset >= 17
+    assert ops["Reshape"] == 0 and ops["Constant"] == 0 and ops["Identity"] == 0
+    backend = OnnxRuntimeBackend(exported.out_dir / "model.onnx")
+    for n in (1, 3):
+        assert backend.run(np.zeros((n, 3, 64, 64), np.float32)).shape == (n, 1000)
+
+
+def test_fp16_graph_keeps_float32_io_and_fp32_norms(exported):
+    proto = onnx.load(exported.out_dir / "model.fp16.onnx")
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = {i.name: i for i in proto.graph.initializer}
+    conv_weights = [weights[n.input[1]] for n in proto.graph.node if n.op_type == "Conv"]
+    assert conv_weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in conv_weights)
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.value_info}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    norms = [n for n in proto.graph.node if n.op_type in ("LayerNormalization", "ReduceMean")]
+    assert norms
+    for node in norms:
+        data = node.input if node.op_type == "LayerNormalization" else node.input[:1]  # ReduceMean's axes: int64
+        assert all(types[t] == onnx.TensorProto.FLOAT for t in list(data) + list(node.output) if t), node.name
+
+
+def test_parity_figures_meet_thresholds(exported):
+    fp32, fp16 = exported.reports["model.onnx"], exported.reports["model.fp16.onnx"]
+    assert fp32.rel_max_abs_diff <= 1e-4 and fp32.top1_agreement == 1.0
+    assert fp16.cosine >= 0.999 and fp16.top1_agreement >= 0.99
+
+
+def test_a_broken_artifact_is_caught(exported, tmp_path):
+    proto = onnx.load(exported.out_dir / "model.onnx")
+    target = next(i for i in proto.graph.initializer if i.name.endswith("fuse.weight"))
+    broken = numpy_helper.to_array(target) * 1.5
+    target.CopyFrom(numpy_helper.from_array(broken, target.name))
+    path = tmp_path / "broken.onnx"
+    onnx.save(proto, path)
+    verification = VerificationSet.load(exported.out_dir / "verification.npz")
+    report = compare(verification.reference, OnnxRuntimeBackend(path).run(verification.inputs))
+    with pytest.raises(ParityError, match=r"broken\.onnx \(fp32\) fails parity.*max abs diff"):
+        check(report, "fp32", path.name)
+    check(compare(verification.reference, OnnxRuntimeBackend(exported.out_dir / "model.onnx").run(verification.inputs)),
+          "fp32", "model.onnx")
+
+
+def test_require_engine_fails_without_tensorrt(tmp_path):
+    from smlp_deploy.export.tensorrt_build import tensorrt_unavailable_reason
+
+    if tensorrt_unavailable_reason() is None:
+        pytest.skip("TensorRT and a GPU are present: the engine gets built")
+    with pytest.raises(BackendUnavailableError, match="--require-engine"):
+        export_model("test", image_size=64, out_dir=tmp_path, require_engine=True, quiet=True)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["engine"]["status"] == "skipped" and manifest["artifacts"][0]["path"] == "model.onnx"
+    with pytest.raises(BackendUnavailableError):
+        build_from_onnx(tmp_path, quiet=True)
+
+
+def test_rerun_into_the_same_directory(tmp_path):
+    first = export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
+    second = export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
+    assert [a["path"] for a in second.manifest["artifacts"]] == ["model.onnx"]
+    assert first.manifest["artifacts"][0]["sha256"] == second.manifest["artifacts"][0]["sha256"]
+
+
+def test_cli_summary_and_errors(tmp_path, capsys, monkeypatch):
+    assert main(["--variant", "test", "--image-size", "64", "--fp16", "--out", str(tmp_path), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "model.fp16.onnx" in printed and "manifest:" in printed
+    monkeypatch.setattr("sys.argv", ["smlp-export", "--variant", "test", "--image-size", "100", "--out", str(tmp_path)])
+    assert entry_point() == 2
+    assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_batch_profile_parsing():
+    assert BatchProfile.parse("1:8:32") == BatchProfile(1, 8, 32)
+    with pytest.raises(Exception, match="min:opt:max"):
+        BatchProfile.parse("8")
+    with pytest.raises(Exception, match="min <= opt <= max"):
+        BatchProfile.parse("8:4:32")
+
+
+def test_tiny_fp16_export(tmp_path):
+    """The README's main job on the real tiny variant, end to end on the CPU."""
+    result = export_model("tiny", precisions=("fp16",), out_dir=tmp_path, quiet=True)
+    assert result.reports["model.fp16.onnx"].cosine >= 0.999
+    assert result.manifest["model"]["params"] == 24_123_584
+
+
+@pytest.mark.tensorrt
+def test_engines_are_built_and_verified(tmp_path):
+    cache = tmp_path / "timing.cache"
+    build = BuildOptions(BatchProfile(1, 4, 8), workspace_mib=1024, timing_cache=cache)
+    result = export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=tmp_path, build=build,
+                          require_engine=True, quiet=True)
+    engines = [a for a in result.manifest["artifacts"] if a["format"] == "tensorrt"]
+    assert {e["precision"] for e in engines} == {"fp32", "fp16"}
+    for engine in engines:
+        assert engine["profile"] == {"min": 1, "opt": 4, "max": 8}
+        assert engine["tensorrt_version"] and engine["gpu"]["compute_capability"]
+    assert result.manifest["engine"]["status"] == "built" and cache.stat().st_size > 0
+    rebuilt = build_from_onnx(tmp_path, build, quiet=True)  # reuses the timing cache
+    assert rebuilt.manifest["engine"]["status"] == "built"
