@@ -175,6 +175,29 @@ def _architecture(state_dict: dict[str, torch.Tensor]) -> tuple[int | None, int]
     return (embed.shape[0] if embed is not None else None), len(blocks)
 
 
+def infer_model_args(path: str | Path) -> dict[str, object]:
+    """``create_model`` arguments (name, num_classes, image_size) that fit the checkpoint at ``path``."""
+    from .registry import VARIANTS
+
+    state_dict = read_state_dict(path)
+    if is_authors_format(state_dict):
+        n_blocks = len({k.split(".")[1] for k in state_dict if k.startswith("token_mix.")})
+        embed, head = state_dict.get("to_patch_embedding.0.0.weight"), state_dict.get("mlp_head.0.weight")
+        mix = state_dict.get("token_mix.0.1.proj_h.weight")
+    else:
+        embed, n_blocks = state_dict.get("stages.0.downsample.weight"), _architecture(state_dict)[1]
+        head, mix = state_dict.get("head.fc.weight"), state_dict.get("stages.0.blocks.0.token_mix.smlp.mix_w.weight")
+    if embed is None or head is None or mix is None:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not an sMLPNet state dict (no patch embedding or head)")
+    for variant in VARIANTS.values():
+        if (variant.config.dim, sum(variant.config.depths)) == (embed.shape[0], n_blocks):
+            size = mix.shape[0] * variant.config.patch_size
+            return {"name": variant.name, "num_classes": head.shape[0], "image_size": size}
+    raise CheckpointError(
+        f"checkpoint {str(path)!r} (width {embed.shape[0]}, {n_blocks} blocks) matches no known sMLPNet variant"
+    )
+
+
 def _check_architecture(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
     from .registry import VARIANTS
 
