@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smlp_deploy import Classifier, Prediction, SmlpDeployError
+from smlp_deploy.cli.predict import main as predict_main
+from smlp_deploy.errors import ArtifactError, ImageError, InputError
+from smlp_deploy.export import BatchProfile, BuildOptions, THRESHOLDS, compare, export_model
+from smlp_deploy.export.tensorrt_build import tensorrt_unavailable_reason
+from smlp_deploy.models import create_model
+
+from .conftest import photo_batch
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("classifier")
+    build = BuildOptions(BatchProfile(1, 8, 32), workspace_mib=1024)
+    export_model("test", image_size=SIZE, precisions=("fp32", "fp16"), out_dir=out, build=build, quiet=True)
+    torch.manual_seed(0)  # the export's random weights, saved as a checkpoint for the PyTorch backend
+    torch.save(create_model("test", image_size=SIZE).state_dict(), out / "model.pt")
+    return out
+
+
+BACKENDS = [
+    pytest.param("model.pt", id="torch"),
+    pytest.param("model.onnx", id="onnxruntime-fp32"),
+    pytest.param("model.fp16.onnx", id="onnxruntime-fp16"),
+    pytest.param("engine.fp32.plan", id="tensorrt-fp32", marks=pytest.mark.tensorrt),
+    pytest.param("engine.fp16.plan", id="tensorrt-fp16", marks=pytest.mark.tensorrt),
+]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def classifier(request, export_dir) -> Classifier:
+    with Classifier(export_dir / request.param, max_batch_size=32) as clf:
+        yield clf
+
+
+def test_backends_agree_with_pytorch_on_photos(classifier, export_dir, photos):
+    reference = Classifier(export_dir / "model.pt").logits([str(p) for p in photos])
+    report = compare(reference, classifier.logits([str(p) for p in photos]))
+    precision = "fp16" if "fp16" in classifier.path.name else "fp32"
+    assert not THRESHOLDS[precision].failures(report), report
+
+
+def test_list_equals_one_by_one_and_keeps_order(classifier, photos):
+    items = [str(p) for p in photos] * 7 + [str(photos[0]), str(photos[1])]  # 37 > max batch 32
+    together = classifier.logits(items)
+    alone = np.stack([classifier.logits(item)[0] for item in items])
+    assert together.shape == (37, 1000)
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-4 * np.abs(alone).max())
+    predictions = classifier.predict(items)
+    assert [p.index for p in predictions] == [int(i) for i in alone.argmax(1)]
+
+
+def test_every_input_type(classifier, photos):
+    path = photos[1]
+    image = Image.open(path)
+    batch = photo_batch(SIZE)[1:2]  # preprocessed from the path, as the encoded inputs are
+    expected = classifier.logits(str(path))
+    tolerance = 1e-5 * np.abs(expected).max()
+    for item in [path, path.read_bytes(), batch, torch.from_numpy(batch), batch[0]]:
+        np.testing.assert_allclose(classifier.logits(item), expected, rtol=0, atol=tolerance, err_msg=type(item).__name__)
+    # Decoded images skip JPEG draft decoding, so they differ from the encoded file within its tolerance only.
+    decoded = classifier.logits(image)
+    np.testing.assert_allclose(classifier.logits(np.asarray(image.convert("RGB"))), decoded, rtol=0, atol=tolerance)
+    assert compare(expected, decoded).cosine > 0.99
+    mixed = classifier.predict([str(path), path.read_bytes(), batch[0]])
+    assert len({p.index for p in mixed}) == 1
+
+
+def test_prediction_fields(classifier, photos):
+    prediction = classifier.predict(str(photos[0]), topk=3)
+    assert isinstance(prediction, Prediction)
+    assert len(prediction.topk) == 3 and prediction.topk[0][:2] == (prediction.index, prediction.label)
+    scores = [s for _, _, s in prediction.topk]
+    assert scores == sorted(scores, reverse=True) and 0 < prediction.score <= 1
+
+
+def test_threads_give_the_sequential_results(classifier, photos):
+    items = [[str(p)] * 3 for p in photos] * 4
+    sequential = [classifier.logits(chunk) for chunk in items]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(classifier.logits, items))
+    for a, b in zip(sequential, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_inputs_raise_documented_errors(classifier, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    cases = [
+        ([str(tmp_path / "ok.png"), "missing.jpg"], ImageError, r"#0 .*no such file"),
+        (["x", str(bad)], ImageError, r"image #0 \(x\): no such file"),
+        ([b"junk"], ImageError, "#0: not a readable image"),
+        (np.zeros((2, 3, 32, 32), np.float32), InputError, r"must be \[3, 64, 64\]"),
+        (np.zeros((5,), np.float32), InputError, r"\[N, 3, H, W\]"),
+        ([], InputError, "empty list"),
+    ]
+    for value, error, message in cases:
+        with pytest.raises(error, match=message) as info:
+            classifier.predict(value)
+        assert isinstance(info.value, SmlpDeployError) and isinstance(info.value, ValueError)
+
+
+def test_manifest_sha256_is_checked(export_dir, tmp_path):
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    with open(copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match="does not match the sha256"):
+        Classifier(copy / "model.onnx")
+
+
+def test_without_manifest_warns_and_uses_imagenet_defaults(export_dir, tmp_path, photos):
+    lone = tmp_path / "model.pt"
+    shutil.copy(export_dir / "model.pt", lone)
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        clf = Classifier(lone)
+    assert clf.preprocess.config.input_size == SIZE  # read from the checkpoint's mixing weights
+    assert clf.predict(str(photos[0])).label
+
+
+def test_unknown_suffix_and_missing_file(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"")
+    with pytest.raises(InputError, match="cannot tell the backend"):
+        Classifier(tmp_path / "model.bin")
+    with pytest.raises(ArtifactError, match="does not exist"):
+        Classifier(tmp_path / "nope.onnx")
+
+
+def test_tensorrt_needs_tensorrt(export_dir):
+    if tensorrt_unavailable_reason() is None:
+        pytest.skip("TensorRT is present here")
+    with pytest.raises(SmlpDeployError, match="tensorrt"):
+        Classifier(export_dir / "model.onnx", backend="tensorrt")
+
+
+def test_predict_cli_table_and_json(export_dir, photos, capsys):
+    assert predict_main([str(export_dir / "model.onnx"), str(photos[0].parent), "--topk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "chelsea.jpg" in out and "5 image(s) with onnxruntime" in out
+    assert predict_main([str(export_dir / "model.onnx"), str(photos[0]), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["image"].endswith(photos[0].name) and len(record["topk"]) == 5
