@@ -123,10 +123,11 @@ def test_our_own_state_dict_round_trips(tmp_path):
         assert torch.equal(loaded(x), model(x))
 
 
-def test_wrong_variant_is_named(tmp_path):
-    _, path = _authors_checkpoint(tmp_path, "test", image_size=64)
-    with pytest.raises(CheckpointError, match=r"another variant.*smlpnet_test.*model is smlpnet_tiny"):
-        create_model("tiny", image_size=64, checkpoint=path)
+@pytest.mark.parametrize("theirs, ours", [("small", "tiny"), ("test", "base")])
+def test_wrong_variant_is_named(tmp_path, theirs, ours):
+    _, path = _authors_checkpoint(tmp_path, theirs, image_size=64)
+    with pytest.raises(CheckpointError, match=rf"another variant.*looks like smlpnet_{theirs}.*model is smlpnet_{ours}"):
+        create_model(ours, image_size=64, checkpoint=path)
 
 
 def test_wrong_resolution_is_explained(tmp_path):

@@ -13,6 +13,7 @@ import argparse
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -126,18 +127,19 @@ def _squeeze_1x1(weight: torch.Tensor) -> torch.Tensor:
 def load_checkpoint(model: SMLPNet, path: str | Path) -> SMLPNet:
     """Load a checkpoint into ``model`` strictly; every mismatch is reported with the keys involved."""
     state_dict = read_state_dict(path)
+    found = Architecture.of(state_dict, str(path))
+    _check_architecture(model, found, str(path))
+    _check_resolution(model, found, str(path))
     if is_authors_format(state_dict):
         state_dict = convert_authors_state_dict(state_dict, model.config.depths)
-    check_compatible(model, state_dict, str(path))
+    check_keys(model, state_dict, str(path))
     model.load_state_dict(state_dict, strict=False)  # strictness was checked above, with better messages
     return model
 
 
-def check_compatible(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointError` naming the variant, resolution, class count or keys that do not fit."""
+def check_keys(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys, with a hint for the head."""
     expected = model.state_dict()
-    _check_architecture(model, state_dict, source)
-    _check_resolution(model, state_dict, source)
     missing = [k for k in expected if k not in state_dict and not k.endswith(_OPTIONAL_SUFFIX)]
     unexpected = [k for k in state_dict if k not in expected]
     misshaped = [
@@ -168,59 +170,69 @@ def _listing(title: str, items: list[str]) -> str:
     return f"\n  {len(items)} {title} key(s): {shown}{more}"
 
 
-def _architecture(state_dict: dict[str, torch.Tensor]) -> tuple[int | None, int]:
-    """(embedding width, number of blocks) of the network a converted state dict describes."""
-    embed = state_dict.get("stages.0.downsample.weight")
-    blocks = {m.group(0) for k in state_dict if (m := re.match(r"^stages\.\d+\.blocks\.\d+\.", k))}
-    return (embed.shape[0] if embed is not None else None), len(blocks)
+@dataclass(frozen=True)
+class Architecture:
+    """What a state dict says about the network it came from, in either naming."""
+
+    width: int  # channels after the patch embedding
+    n_blocks: int
+    num_classes: int
+    grid: int  # token grid side of the first stage (image size / patch size)
+
+    @classmethod
+    def of(cls, state_dict: dict[str, torch.Tensor], source: str) -> "Architecture":
+        if is_authors_format(state_dict):
+            blocks = {k.split(".")[1] for k in state_dict if k.startswith("token_mix.")}
+            keys = ("to_patch_embedding.0.0.weight", "mlp_head.0.weight", "token_mix.0.1.proj_h.weight")
+        else:
+            blocks = {m.group(0) for k in state_dict if (m := re.match(r"^stages\.\d+\.blocks\.\d+\.", k))}
+            keys = ("stages.0.downsample.weight", "head.fc.weight", "stages.0.blocks.0.token_mix.smlp.mix_w.weight")
+        embed, head, mix = (state_dict.get(k) for k in keys)
+        if embed is None or head is None or mix is None:
+            raise CheckpointError(f"checkpoint {source!r} is not an sMLPNet state dict (no {', '.join(keys)})")
+        return cls(embed.shape[0], len(blocks), head.shape[0], mix.shape[0])
+
+    def variant(self) -> str | None:
+        from .registry import VARIANTS
+
+        for v in VARIANTS.values():
+            if (v.config.dim, sum(v.config.depths)) == (self.width, self.n_blocks):
+                return v.name
+        return None
 
 
 def infer_model_args(path: str | Path) -> dict[str, object]:
     """``create_model`` arguments (name, num_classes, image_size) that fit the checkpoint at ``path``."""
     from .registry import VARIANTS
 
-    state_dict = read_state_dict(path)
-    if is_authors_format(state_dict):
-        n_blocks = len({k.split(".")[1] for k in state_dict if k.startswith("token_mix.")})
-        embed, head = state_dict.get("to_patch_embedding.0.0.weight"), state_dict.get("mlp_head.0.weight")
-        mix = state_dict.get("token_mix.0.1.proj_h.weight")
-    else:
-        embed, n_blocks = state_dict.get("stages.0.downsample.weight"), _architecture(state_dict)[1]
-        head, mix = state_dict.get("head.fc.weight"), state_dict.get("stages.0.blocks.0.token_mix.smlp.mix_w.weight")
-    if embed is None or head is None or mix is None:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not an sMLPNet state dict (no patch embedding or head)")
-    for variant in VARIANTS.values():
-        if (variant.config.dim, sum(variant.config.depths)) == (embed.shape[0], n_blocks):
-            size = mix.shape[0] * variant.config.patch_size
-            return {"name": variant.name, "num_classes": head.shape[0], "image_size": size}
-    raise CheckpointError(
-        f"checkpoint {str(path)!r} (width {embed.shape[0]}, {n_blocks} blocks) matches no known sMLPNet variant"
-    )
+    found = Architecture.of(read_state_dict(path), str(path))
+    name = found.variant()
+    if name is None:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} (width {found.width}, {found.n_blocks} blocks) matches no known sMLPNet variant"
+        )
+    size = found.grid * VARIANTS[name].config.patch_size
+    return {"name": name, "num_classes": found.num_classes, "image_size": size}
 
 
-def _check_architecture(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    from .registry import VARIANTS
-
-    theirs = _architecture(state_dict)
+def _check_architecture(model: SMLPNet, found: Architecture, source: str) -> None:
     ours = (model.config.dim, sum(model.config.depths))
-    if theirs[0] is None or theirs == ours:
+    if (found.width, found.n_blocks) == ours:
         return
-    match = [v.name for v in VARIANTS.values() if (v.config.dim, sum(v.config.depths)) == theirs]
-    guess = f"; it looks like {match[0]}" if match else ""
+    guess = f"; it looks like {found.variant()}" if found.variant() else ""
     raise CheckpointError(
-        f"checkpoint {source!r} is for another variant (width {theirs[0]}, {theirs[1]} blocks{guess}) but the "
-        f"model is {getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks)"
+        f"checkpoint {source!r} is for another variant (width {found.width}, {found.n_blocks} blocks{guess}) but "
+        f"the model is {getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks)"
     )
 
 
-def _check_resolution(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    mix = state_dict.get("stages.0.blocks.0.token_mix.smlp.mix_w.weight")
+def _check_resolution(model: SMLPNet, found: Architecture, source: str) -> None:
     size = model.config.stage_sizes(model.image_size)[0]
-    if mix is None or mix.shape[0] == size:
+    if found.grid == size:
         return
-    trained = mix.shape[0] * model.config.patch_size
+    trained = found.grid * model.config.patch_size
     raise CheckpointError(
         f"checkpoint {source!r} was trained at {trained}x{trained} (its token-mixing weights are "
-        f"{mix.shape[0]}x{mix.shape[0]}) but the model was built for {model.image_size}x{model.image_size}. "
+        f"{found.grid}x{found.grid}) but the model was built for {model.image_size}x{model.image_size}. "
         f"sMLPNet's mixing weights are tied to the resolution: create the model with image_size={trained}."
     )

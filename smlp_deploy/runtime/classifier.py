@@ -98,8 +98,10 @@ class Classifier:
         info = self.manifest.get("model") or {}
         args = ({"name": info["name"], "num_classes": info["num_classes"], "image_size": info["image_size"]}
                 if info.get("name") else infer_model_args(self.path))
-        if not self.manifest.get("model"):
+        if not info.get("name"):  # no manifest: the checkpoint tells the resolution and the class count
             self.preprocess = Preprocessor(PreprocessConfig.for_image_size(args["image_size"]))
+            if args["num_classes"] != len(self.labels):
+                self.labels = [str(i) for i in range(args["num_classes"])]
         return TorchBackend(create_model(**args, checkpoint=self.path), device=device)
 
     def describe(self) -> str:

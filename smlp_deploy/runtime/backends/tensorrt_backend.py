@@ -45,9 +45,9 @@ class TensorRTBackend(Backend):
         self.input_name = next(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if modes[n] == trt.TensorIOMode.OUTPUT)
         _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.max_batch_size = int(max_shape[0])
-        self.sample_shape = tuple(int(d) for d in max_shape[1:])
-        self.num_classes = int(self.engine.get_tensor_shape(self.output_name)[-1])
+        max_shape = tuple(int(d) for d in max_shape)
+        self.max_batch_size, self.sample_shape = max_shape[0], max_shape[1:]
+        self.num_classes = int(tuple(self.engine.get_tensor_shape(self.output_name))[-1])
         self._dtypes = {n: _torch_dtype(torch, trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._local = threading.local()
         self._lock = threading.Lock()
