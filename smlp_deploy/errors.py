@@ -29,9 +29,5 @@ class ParityError(SmlpDeployError):
     """An artifact's outputs differ from the PyTorch reference by more than the allowed threshold."""
 
 
-class CalibrationError(InputError):
-    """Calibration images or a calibration cache are unusable."""
-
-
 class BackendUnavailableError(SmlpDeployError):
     """A backend (TensorRT, a GPU, onnxruntime-gpu) is not installed or not usable on this machine."""

@@ -24,8 +24,8 @@ from .precision import convert_to_fp16
 from .tensorrt_build import BuildOptions, build_engine, tensorrt_unavailable_reason, trtexec_command
 from .verification import VERIFICATION_NAME, VerificationSet, run_in_batches
 
-PRECISIONS = ("fp32", "fp16", "int8")
-ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+PRECISIONS = ("fp32", "fp16")
+ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 
 
 def engine_name(precision: str) -> str:
@@ -82,8 +82,6 @@ def export_model(
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
         raise SmlpDeployError(f"precisions must be among {PRECISIONS}, got {precisions}")
-    if "int8" in precisions:
-        raise SmlpDeployError("int8 export needs calibration images: use smlp_deploy.calibration (smlp-export --int8)")
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
     engine_steps = 0 if tensorrt_unavailable_reason() else 2 * len(precisions)
