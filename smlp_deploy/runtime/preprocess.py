@@ -92,9 +92,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     """Map a single-channel integer or float image to 8 bits: floats up to 1 are taken as [0, 1], values up to
     255 as 8-bit, anything larger as 16-bit."""
+    is_float = values.dtype.kind == "f"
     values = values.astype(np.float64)
     peak = float(values.max()) if values.size else 0.0
-    if values.dtype.kind == "f" and peak <= 1.0:
+    if is_float and peak <= 1.0:
         scale = 255.0
     elif peak <= 255.0:
         scale = 1.0
