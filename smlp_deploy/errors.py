@@ -25,6 +25,10 @@ class ArtifactError(InputError):
     """An exported artifact (ONNX file, engine, manifest) is missing, corrupt or does not match its manifest."""
 
 
+class CalibrationError(InputError):
+    """Calibration cannot run: no usable images, or a calibration cache that cannot be used."""
+
+
 class ParityError(SmlpDeployError):
     """An artifact's outputs differ from the PyTorch reference by more than the allowed threshold."""
 

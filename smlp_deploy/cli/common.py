@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Callable
 
 from ..errors import SmlpDeployError
@@ -12,6 +13,7 @@ def run_main(main: Callable[[], int | None]) -> Callable[[], int]:
     """Wrap a command's ``main`` so that toolkit errors print ``error: ...`` instead of a traceback."""
 
     def wrapped() -> int:
+        warnings.formatwarning = _one_line
         try:
             return main() or 0
         except SmlpDeployError as exc:
@@ -22,3 +24,7 @@ def run_main(main: Callable[[], int | None]) -> Callable[[], int]:
             return 130
 
     return wrapped
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"

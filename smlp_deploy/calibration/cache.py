@@ -1,0 +1,59 @@
+"""The calibration cache: tensor ranges saved with everything they depend on.
+
+A cache is valid only for the same float model (sha256), preprocessing, sample list (paths and content hashes)
+and method settings; anything else is stale and is recalibrated, with a message saying what changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CalibrationError
+from ..fileio import write_json_atomic
+
+CACHE_KIND = "smlp-deploy calibration cache"
+CACHE_VERSION = 1
+_WHAT = {"model_sha256": "the model", "preprocess": "the preprocessing", "method": "the calibration method",
+         "settings": "the method's settings", "samples": "the calibration images"}
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    ranges: dict[str, tuple[float, float]] | None  # None: calibrate
+    message: str
+
+
+def cache_key(model_sha256: str, preprocess: dict, method: str, settings: dict, samples: list[list[str]]) -> dict:
+    """What the ranges depend on; ``samples`` are ``[relative path, sha256]`` pairs in calibration order."""
+    return {"model_sha256": model_sha256, "preprocess": preprocess, "method": method, "settings": settings,
+            "samples": samples}
+
+
+def read_cache(path: Path, key: dict[str, Any]) -> CacheLookup:
+    """The cached ranges if ``path`` holds a cache for ``key``; otherwise why not. Never deletes anything."""
+    if not path.exists():
+        return CacheLookup(None, f"no calibration cache at {path} yet: calibrating")
+    try:
+        data = json.loads(path.read_text())
+        is_cache = data.get("kind") == CACHE_KIND
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CalibrationError(f"--calib-cache {str(path)!r} cannot be read as a calibration cache ({exc}); "
+                               "delete it or choose another path") from exc
+    if not is_cache:
+        raise CalibrationError(f"--calib-cache {str(path)!r} is not an smlp-deploy calibration cache; it was left "
+                               "untouched: delete it or choose another path")
+    if data.get("version") != CACHE_VERSION:
+        return CacheLookup(None, f"calibration cache {path} has format version {data.get('version')}: recalibrating")
+    changed = [what for field, what in _WHAT.items() if data["key"].get(field) != key[field]]
+    if changed:
+        return CacheLookup(None, f"calibration cache {path} is stale ({', '.join(changed)} changed): recalibrating")
+    ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in data["ranges"].items()}
+    return CacheLookup(ranges, f"reusing calibration cache {path} ({len(key['samples'])} images, {key['method']})")
+
+
+def write_cache(path: Path, key: dict[str, Any], ranges: dict[str, tuple[float, float]]) -> None:
+    write_json_atomic(path, {"kind": CACHE_KIND, "version": CACHE_VERSION, "key": key,
+                             "ranges": {name: list(r) for name, r in ranges.items()}})

@@ -1,0 +1,115 @@
+"""INT8 as an ONNX-to-ONNX transformation: Q/DQ nodes placed by ONNX Runtime's quantizer from cached ranges.
+
+Two targets. ``tensorrt`` is the form TensorRT's explicit quantization consumes: signed int8, zero points 0,
+per-channel weight scales on the output-channel axis, Q/DQ only on the inputs of Conv/MatMul/Gemm, biases in
+float. ``cpu`` is the form ONNX Runtime's x86 kernels run fastest: uint8 activations with zero points, and Q/DQ
+on outputs too, so whole QLinear chains form; it is for ONNX Runtime only.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.version_converter
+
+from ..export.onnx_graph import save_model
+from ..export.precision import convert_to_fp16
+from .methods import QUANTIZED_OPS, Method
+
+
+# DequantizeLinear outputs the type of its scale, and float16 scales arrive with opset 19.
+FP16_SCALES_OPSET = 19
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    onnx_name: str
+    description: str
+    unsigned_activations: bool
+    quantize_outputs: bool
+    fp16_float_parts: bool  # under --fp16; ONNX Runtime's CPU kernels have no fast fp16, so the cpu form stays fp32
+
+
+TARGETS = {
+    t.name: t
+    for t in (
+        Target("tensorrt", "model.int8.onnx", "TensorRT explicit quantization (s8s8, symmetric, inputs of "
+               "Conv/MatMul/Gemm)", unsigned_activations=False, quantize_outputs=False, fp16_float_parts=True),
+        Target("cpu", "model.int8.cpu.onnx", "ONNX Runtime on x86 CPUs (u8s8, Q/DQ on inputs and outputs)",
+               unsigned_activations=True, quantize_outputs=True, fp16_float_parts=False),
+    )
+}
+
+
+def left_operand_weights(model: onnx.ModelProto) -> list[str]:
+    """MatMul weights used as ``weight @ x`` (sMLPNet's H-axis mixing): their output channels are axis 0, not
+    the axis 1 the quantizer assumes for MatMul weights."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in initializers]
+
+
+def quantize_qdq(
+    float_model: str | Path,
+    out_path: str | Path,
+    ranges: dict[str, tuple[float, float]],
+    method: Method,
+    target: Target,
+    *,
+    fp16: bool = False,
+) -> onnx.ModelProto:
+    """Write the Q/DQ model for ``target`` to ``out_path`` and return it; with ``fp16`` the float parts
+    (including the Q/DQ scales, so dequantized tensors are fp16) are converted after quantizing."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    source = onnx.load(str(float_model))
+    options = {
+        "ActivationSymmetric": not target.unsigned_activations,
+        "WeightSymmetric": True,
+        "QuantizeBias": target.unsigned_activations,  # TensorRT takes float biases, ORT's CPU kernels int32
+        "TensorQuantOverrides": {name: [{"axis": 0}] for name in left_operand_weights(source)},
+    }
+    if not target.quantize_outputs:
+        options["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
+    tensors = TensorsData(method.ort_method(), {
+        name: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for name, (lo, hi) in ranges.items()
+    })
+    with tempfile.TemporaryDirectory(prefix="smlp-quant-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(tensors, cache)
+        quantized = Path(tmp) / "model.onnx"
+        with _root_warnings_silenced():
+            quantize_static(
+                source, quantized, calibration_data_reader=None, calibration_cache_path=cache,
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                activation_type=QuantType.QUInt8 if target.unsigned_activations else QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method.ort_method(), extra_options=options,
+            )
+        model = onnx.load(str(quantized))
+    if fp16:
+        model = convert_to_fp16(_with_opset(model, FP16_SCALES_OPSET))
+    save_model(model, Path(out_path))
+    return model
+
+
+def _with_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    current = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return model if current >= opset else onnx.version_converter.convert_version(model, opset)
+
+
+@contextmanager
+def _root_warnings_silenced():
+    """ONNX Runtime's quantizer logs a pre-processing hint on the root logger at every call; ranges come from
+    our own calibration, so the hint does not apply."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
