@@ -86,12 +86,8 @@ class Classifier:
         return manifest
 
     def _load_backend(self, kind: str, device: str | None, threads: int | None) -> Backend:
-        if kind == "tensorrt":
-            from .backends.tensorrt_backend import TensorRTBackend
-
-            return TensorRTBackend(self.path, device=device)
-        if kind == "onnxruntime":
-            return OnnxRuntimeBackend(self.path, device=device, threads=threads)
+        if kind != "torch":
+            return load_backend(kind, self.path, device=device, threads=threads)
         from ..models import create_model
         from ..models.checkpoint import infer_model_args
 
@@ -170,6 +166,15 @@ class Classifier:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def load_backend(kind: str, path: Path, *, device: str | None = None, threads: int | None = None) -> Backend:
+    """The backend that runs an exported file: ``kind`` is "tensorrt" (an engine) or "onnxruntime"."""
+    if kind == "tensorrt":
+        from .backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, device=device)
+    return OnnxRuntimeBackend(path, device=device, threads=threads)
 
 
 def _is_tensor(x) -> bool:
