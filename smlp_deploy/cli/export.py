@@ -1,11 +1,13 @@
-"""smlp-export: sMLPNet -> verified ONNX (FP32, FP16) and TensorRT engines, with manifest.json."""
+"""smlp-export: sMLPNet -> verified ONNX (FP32, FP16, INT8) and TensorRT engines, with manifest.json."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ..calibration import DEFAULT_METHOD, DEFAULT_SAMPLES, METHODS, TARGETS
 from ..export import BatchProfile, BuildOptions, build_from_onnx, export_model
+from ..export.int8 import Int8Options
 from ..export.onnx_graph import DEFAULT_OPSET
 from ..models import ALIASES, VARIANTS
 from .common import run_main
@@ -26,6 +28,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default: exports/<model name>/)")
     p.add_argument("--fp32", action="store_true", help="FP32 artifacts (the default when no precision is given)")
     p.add_argument("--fp16", action="store_true", help="mixed-precision FP16 artifacts (float32 I/O)")
+    p.add_argument("--int8", action="store_true", help="INT8 Q/DQ model calibrated on --calib-dir (float parts fp16 "
+                   "when --fp16 is also given: the usual fastest engine)")
+    p.add_argument("--calib-dir", type=Path, metavar="DIR", help="folder of calibration images (searched recursively)")
+    p.add_argument("--calib-samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+                   help=f"calibration images drawn from --calib-dir (default: {DEFAULT_SAMPLES})")
+    p.add_argument("--calib-method", default=DEFAULT_METHOD, choices=sorted(METHODS),
+                   help=f"activation range method (default: {DEFAULT_METHOD})")
+    p.add_argument("--calib-cache", type=Path, metavar="PATH",
+                   help="calibration cache, reused when model, preprocessing, images and method match "
+                   "(default: calibration.cache.json in the output directory)")
+    p.add_argument("--int8-target", default="tensorrt", choices=sorted(TARGETS) + ["both"],
+                   help="tensorrt: model.int8.onnx for TensorRT (default); cpu: model.int8.cpu.onnx, the form "
+                   "ONNX Runtime runs fastest on x86 CPUs; both")
+    p.add_argument("--eval-dir", type=Path, metavar="DIR",
+                   help="labeled image folder (one subfolder per class): add top-1/top-5 of every artifact")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--batch", default="1:8:32", type=BatchProfile.parse, metavar="MIN:OPT:MAX",
                    help="engine batch profile (default: 1:8:32)")
@@ -36,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--require-engine", action="store_true", help="fail if no TensorRT engine can be built here")
     p.add_argument("--from-onnx", type=Path, metavar="EXPORT_DIR",
                    help="build and verify engines for an earlier export's ONNX files (on a GPU host)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random weights and random verification inputs")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for random weights, random verification inputs and the calibration sample")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
 
@@ -47,12 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_onnx:
         result = build_from_onnx(args.from_onnx, build, quiet=args.quiet)
     else:
-        precisions = tuple(p for p in ("fp32", "fp16") if getattr(args, p)) or ("fp32",)
+        precisions = tuple(p for p in ("fp32", "fp16", "int8") if getattr(args, p)) or ("fp32",)
+        int8 = None
+        if args.int8 and args.calib_dir:
+            targets = tuple(TARGETS) if args.int8_target == "both" else (args.int8_target,)
+            int8 = Int8Options(args.calib_dir, args.calib_samples, args.calib_method, args.calib_cache, targets,
+                               args.seed)
         result = export_model(
             args.variant, precisions=precisions, out_dir=args.out, checkpoint=args.checkpoint,
             image_size=args.image_size, num_classes=args.num_classes, opset=args.opset,
-            do_simplify=not args.no_simplify, build=build, require_engine=args.require_engine, seed=args.seed,
-            quiet=args.quiet,
+            do_simplify=not args.no_simplify, build=build, require_engine=args.require_engine, int8_options=int8,
+            eval_dir=args.eval_dir, seed=args.seed, quiet=args.quiet,
         )
     print(result.summary())
     print(f"\nmanifest: {result.manifest_path}")

@@ -71,6 +71,7 @@ class Thresholds:
 THRESHOLDS = {
     "fp32": Thresholds(max_rel_diff=1e-4, min_top1=1.0),
     "fp16": Thresholds(min_cosine=0.999, min_top1=0.99),
+    "int8": Thresholds(min_cosine=0.9),
 }
 
 

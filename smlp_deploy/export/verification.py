@@ -24,8 +24,16 @@ N_RANDOM = 11
 
 @dataclass
 class VerificationSet:
-    inputs: np.ndarray  # [N, 3, H, W] float32
+    inputs: np.ndarray  # [N, 3, H, W] float32: the photographs first, then random tensors
     reference: np.ndarray  # [N, classes] float32, PyTorch FP32 logits
+    n_photos: int
+
+    def for_precision(self, precision: str) -> tuple[np.ndarray, np.ndarray]:
+        """The inputs and reference logits ``precision`` is held to. INT8 ranges are calibrated on images, and
+        random tensors fall outside them by design, so INT8 is held to the photographs only."""
+        if precision == "int8":
+            return self.inputs[: self.n_photos], self.reference[: self.n_photos]
+        return self.inputs, self.reference
 
     @classmethod
     def create(cls, model: torch.nn.Module, preprocess: PreprocessConfig, n_random: int = N_RANDOM, seed: int = 0):
@@ -35,17 +43,17 @@ class VerificationSet:
         inputs = np.concatenate([photos, noise])
         with torch.inference_mode():
             reference = model.eval()(torch.from_numpy(inputs)).numpy()
-        return cls(inputs, reference)
+        return cls(inputs, reference, len(photos))
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, inputs=self.inputs, reference=self.reference)
+                np.savez(f, inputs=self.inputs, reference=self.reference, n_photos=self.n_photos)
 
     @classmethod
     def load(cls, path: Path) -> "VerificationSet":
         with np.load(path) as data:
-            return cls(data["inputs"], data["reference"])
+            return cls(data["inputs"], data["reference"], int(data["n_photos"]))
 
 
 def run_in_batches(run, inputs: np.ndarray, max_batch: int | None) -> np.ndarray:
