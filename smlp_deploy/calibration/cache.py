@@ -36,15 +36,7 @@ def read_cache(path: Path, key: dict[str, Any]) -> CacheLookup:
     """The cached ranges if ``path`` holds a cache for ``key``; otherwise why not. Never deletes anything."""
     if not path.exists():
         return CacheLookup(None, f"no calibration cache at {path} yet: calibrating")
-    try:
-        data = json.loads(path.read_text())
-        is_cache = data.get("kind") == CACHE_KIND
-    except (OSError, ValueError, AttributeError) as exc:
-        raise CalibrationError(f"--calib-cache {str(path)!r} cannot be read as a calibration cache ({exc}); "
-                               "delete it or choose another path") from exc
-    if not is_cache:
-        raise CalibrationError(f"--calib-cache {str(path)!r} is not an smlp-deploy calibration cache; it was left "
-                               "untouched: delete it or choose another path")
+    data = check_cache_file(path)
     if data.get("version") != CACHE_VERSION:
         return CacheLookup(None, f"calibration cache {path} has format version {data.get('version')}: recalibrating")
     changed = [what for field, what in _WHAT.items() if data["key"].get(field) != key[field]]
@@ -52,6 +44,23 @@ def read_cache(path: Path, key: dict[str, Any]) -> CacheLookup:
         return CacheLookup(None, f"calibration cache {path} is stale ({', '.join(changed)} changed): recalibrating")
     ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in data["ranges"].items()}
     return CacheLookup(ranges, f"reusing calibration cache {path} ({len(key['samples'])} images, {key['method']})")
+
+
+def check_cache_file(path: Path) -> dict[str, Any] | None:
+    """The contents of the cache at ``path`` (None if there is none yet); a file that is not a calibration cache
+    raises :class:`CalibrationError` and is never overwritten."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        is_cache = isinstance(data, dict) and data.get("kind") == CACHE_KIND
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"--calib-cache {str(path)!r} cannot be read as a calibration cache ({exc}); it was "
+                               "left untouched: delete it or choose another path") from exc
+    if not is_cache:
+        raise CalibrationError(f"--calib-cache {str(path)!r} is not an smlp-deploy calibration cache; it was left "
+                               "untouched: delete it or choose another path")
+    return data
 
 
 def write_cache(path: Path, key: dict[str, Any], ranges: dict[str, tuple[float, float]]) -> None:

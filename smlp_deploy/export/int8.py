@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..calibration import (
-    DEFAULT_METHOD, DEFAULT_SAMPLES, TARGETS, cache_key, compute_ranges, get_method, load_calibration_set,
-    quantize_qdq, read_cache, write_cache,
+    DEFAULT_METHOD, DEFAULT_SAMPLES, TARGETS, CalibrationSet, cache_key, check_cache_file, compute_ranges, get_method,
+    load_calibration_set, quantize_qdq, read_cache, write_cache,
 )
 from ..errors import CalibrationError
 from ..fileio import sha256_file
@@ -37,13 +37,25 @@ class Int8Options:
             raise CalibrationError(f"--int8-target must be among {', '.join(TARGETS)}, got {', '.join(self.targets)}")
         if not Path(self.calib_dir).is_dir():
             raise CalibrationError(f"--calib-dir {str(self.calib_dir)!r} is not a directory")
+        if self.cache is not None:
+            check_cache_file(Path(self.cache))
 
 
 STEPS = 2  # calibration images, ranges; then quantize + verify per target
 
 
+def read_calibration_images(options: Int8Options, preprocess: PreprocessConfig, steps: Steps) -> CalibrationSet:
+    """The first INT8 step, run before anything is written, so a folder without usable images fails cleanly."""
+    with steps.step(f"Reading calibration images from {options.calib_dir}"):
+        calib = load_calibration_set(options.calib_dir, preprocess, samples=options.samples, seed=options.seed,
+                                     quiet=steps.quiet)
+        steps.say(f"{len(calib)} images, {len(calib.skipped)} unreadable skipped")
+    return calib
+
+
 def export_int8(
     fp32_model: Path,
+    calib: CalibrationSet,
     preprocess: PreprocessConfig,
     options: Int8Options,
     *,
@@ -57,10 +69,6 @@ def export_int8(
     """
     method = get_method(options.method)
     cache_path = Path(options.cache or fp32_model.parent / CACHE_NAME)
-    with steps.step(f"Reading calibration images from {options.calib_dir}"):
-        calib = load_calibration_set(options.calib_dir, preprocess, samples=options.samples, seed=options.seed,
-                                     quiet=steps.quiet)
-        steps.say(f"{len(calib)} images, {len(calib.skipped)} unreadable skipped")
     key = cache_key(sha256_file(fp32_model), preprocess.to_dict(), method.name, method.settings,
                     [[f, d] for f, d in zip(calib.files, calib.digests)])
     with steps.step(f"Calibrating activation ranges ({method.name}: {method.description})"):

@@ -107,8 +107,10 @@ def export_model(
         torch.manual_seed(seed)
         model = create_model(name, num_classes=num_classes, image_size=image_size, checkpoint=checkpoint)
         verification = VerificationSet.create(model, model.preprocess, seed=seed)
-        out.mkdir(parents=True, exist_ok=True)
-        verification.save(out / VERIFICATION_NAME)
+    if "int8" in precisions:
+        calib = int8.read_calibration_images(int8_options, model.preprocess, steps)
+    out.mkdir(parents=True, exist_ok=True)
+    verification.save(out / VERIFICATION_NAME)
     manifest = mf.new_manifest(
         _model_info(model, checkpoint), model.preprocess.to_dict(), labels or _default_labels(num_classes)
     )
@@ -134,7 +136,7 @@ def export_model(
 
     if "int8" in precisions:
         manifest["calibration"] = int8.export_int8(
-            out / ONNX_NAMES["fp32"], model.preprocess, int8_options, fp16="fp16" in precisions, steps=steps,
+            out / ONNX_NAMES["fp32"], calib, model.preprocess, int8_options, fp16="fp16" in precisions, steps=steps,
             verify=lambda path, precision, **extra: _verify_onnx(result, path, precision, verification, steps, **extra),
         )
 
