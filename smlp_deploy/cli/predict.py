@@ -10,11 +10,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..imagefolder import find_images
 from ..progress import format_table
 from ..runtime import Classifier
 from .common import run_main
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def expand(paths: list[Path]) -> list[Path]:
     files = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += find_images(path)
         elif path.exists():
             files.append(path)
         else:

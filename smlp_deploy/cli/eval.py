@@ -1,0 +1,59 @@
+"""smlp-eval: top-1/top-5 of exported artifacts on a labeled image folder (one subfolder per class)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..evaluation import class_indices, evaluate
+from ..imagefolder import LabeledFolder
+from ..progress import format_table
+from ..runtime import Classifier
+from .common import run_main
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smlp-eval", description=__doc__)
+    p.add_argument("artifacts", nargs="+", type=Path,
+                   help="engines (.plan/.engine), ONNX models (.onnx) or checkpoints (.pt/.pth), each with its manifest")
+    p.add_argument("--data", type=Path, required=True,
+                   help="labeled folder: DIR/<class>/<image>, classes named by label, ImageNet wnid, or in sorted order")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    folder = LabeledFolder.scan(args.data)
+    classifiers = [Classifier(path, device=args.device, threads=args.threads) for path in args.artifacts]
+    rows = []
+    # Artifacts that share preprocessing share one decoding pass.
+    groups: dict[str, list[Classifier]] = {}
+    for classifier in classifiers:
+        groups.setdefault(json.dumps(classifier.manifest["preprocess"], sort_keys=True), []).append(classifier)
+    scores = {}
+    for group in groups.values():
+        first = group[0]
+        indices = class_indices(folder.classes, first.manifest.get("labels", "imagenet-1k"), len(first.labels))
+        models = {str(c.path): c.logits for c in group}
+        scores.update(evaluate(models, folder, first.preprocess, indices, batch_size=args.batch_size,
+                               quiet=args.quiet))
+    for classifier in classifiers:
+        accuracy = scores[str(classifier.path)]
+        rows.append({"artifact": str(classifier.path), "backend": classifier.describe(), **accuracy.to_dict()})
+        classifier.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(["artifact", "backend", "top-1", "top-5", "images"],
+                           [[r["artifact"], r["backend"], f"{r['top1']:.2%}", f"{r['top5']:.2%}", r["n_images"]]
+                            for r in rows]))
+    return 0
+
+
+entry_point = run_main(main)
