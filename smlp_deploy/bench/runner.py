@@ -1,0 +1,196 @@
+"""run_benchmark: every target at every batch size, with the eager PyTorch baseline measured in the same run."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import InputError
+from ..export import manifest as mf
+from ..models import PreprocessConfig, count_macs, create_model
+from ..runtime.preprocess import Preprocessor
+from ..samples import sample_images
+from . import environment
+from .peak import matmul_peak_gflops
+from .targets import BACKENDS, PRECISIONS, Skipped, Target, resolve
+from .timing import measure
+
+BASELINE = ("torch", "fp32")
+E2E_PHOTO_SIZE = (500, 375)  # a typical web photo, as JPEG
+
+
+@dataclass
+class BenchConfig:
+    variant: str = "tiny"
+    backends: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+    precisions: tuple[str, ...] = ("fp32",)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    artifacts: Path | None = None  # an export directory; None: export fp32/fp16 to a temporary one
+    warmup: int = 3
+    iters: int | None = None
+    duration_s: float = 3.0
+    end_to_end: bool = False
+    device: str | None = None  # default: cuda when a GPU is visible
+    threads: int | None = None  # default: every core this process may use
+
+    def check(self) -> None:
+        for name, given, allowed in (("backend", self.backends, BACKENDS), ("precision", self.precisions, PRECISIONS)):
+            unknown = [g for g in given if g not in allowed]
+            if unknown or not given:
+                raise InputError(f"--{name}s must be among {', '.join(allowed)}, got {', '.join(given) or 'none'}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise InputError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
+        if self.artifacts is not None and not mf.manifest_beside(Path(self.artifacts) / "model.onnx"):
+            raise InputError(f"--artifacts {str(self.artifacts)!r} is not an export directory (no {mf.MANIFEST_NAME})")
+
+
+@dataclass
+class BenchReport:
+    env: dict[str, Any]
+    model: dict[str, Any]
+    peak_gflops: dict[str, float]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "model": self.model, "peak_gflops": self.peak_gflops, "results": self.results,
+                "skipped": self.skipped}
+
+
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchReport:
+    config.check()
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    threads = config.threads or environment.cpu_cores()
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="smlp-bench-") as tmp:
+        artifacts = Path(config.artifacts) if config.artifacts else _export(config, Path(tmp), log)
+        manifest = mf.read_manifest(artifacts / mf.MANIFEST_NAME)
+        info = manifest["model"]
+        torch.manual_seed(0)
+        model = create_model(info["name"], num_classes=info["num_classes"], image_size=info["image_size"])
+        macs = count_macs(model)
+        report = BenchReport(environment.capture() | {"threads": threads, "device": device},
+                             {"name": info["name"], "image_size": info["image_size"], "macs": macs},
+                             {})
+        log(f"measuring the matmul peak on {device} ...")
+        report.peak_gflops["fp32"] = matmul_peak_gflops(device, "fp32")
+        if device == "cuda":
+            report.peak_gflops["fp16"] = matmul_peak_gflops(device, "fp16")
+        targets: list[Target] = []
+        for backend, precision in _pairs(config, device):
+            for found in resolve(backend, precision, model=model, artifacts=artifacts, device=device, threads=threads):
+                if isinstance(found, Skipped):
+                    report.skipped.append(vars(found))
+                    log(f"skipped {backend} {precision}: {found.reason}")
+                else:
+                    targets.append(found)
+        preprocessor = Preprocessor(PreprocessConfig.from_dict(manifest["preprocess"]))
+        for target in targets:
+            report.results += _bench_target(target, config, preprocessor, macs, report.peak_gflops, log)
+    _add_speedups(report.results)
+    return report
+
+
+def _pairs(config: BenchConfig, device: str) -> list[tuple[str, str]]:
+    """The requested matrix, with the baselines first: eager FP32 always, and on GPUs eager FP16 and
+    torch.compile, so every figure has a ratio measured in the same run."""
+    baselines = [BASELINE] + ([("torch", "fp16"), ("torch.compile", "fp16")] if device == "cuda" else [])
+    pairs = [(b, p) for b in config.backends for p in config.precisions]
+    return baselines + [pair for pair in pairs if pair not in baselines]
+
+
+def _bench_target(target, config, preprocessor, macs, peaks, log) -> list[dict[str, Any]]:
+    backend = target.load()
+    rows = []
+    try:
+        for batch_size in config.batch_sizes:
+            if backend.max_batch_size and batch_size > backend.max_batch_size:
+                log(f"{target.label}: batch {batch_size} is beyond the engine's profile ({backend.max_batch_size})")
+                continue
+            batch = np.random.default_rng(0).standard_normal((batch_size, 3, *[preprocessor.config.input_size] * 2),
+                                                             dtype=np.float32)
+            _reset_peak_memory()
+            latency = measure(lambda: backend.run(batch), warmup=config.warmup, iters=config.iters,
+                              duration_s=config.duration_s).summary()
+            seconds = latency["p50"] * 1e-3
+            gflops = 2 * macs * batch_size / seconds / 1e9
+            peak = peaks.get("fp16" if target.precision == "fp16" and "fp16" in peaks else "fp32")
+            row = {"backend": target.backend, "precision": target.precision, "artifact": target.artifact,
+                   "label": target.label, "device": target.device, "batch_size": batch_size,
+                   "latency_ms": latency, "throughput_ips": batch_size / seconds, "gflops": gflops,
+                   "peak_fraction": gflops / peak, **_peak_memory(target.device)}
+            if config.end_to_end:
+                row["end_to_end"] = _end_to_end(backend, preprocessor, batch_size, config)
+            log(f"{target.label:<32} batch {batch_size:>3}: p50 {latency['p50']:8.2f} ms "
+                f"({row['throughput_ips']:8.1f} img/s, {row['peak_fraction']:.0%} of matmul peak)")
+            rows.append(row)
+    finally:
+        backend.close()
+    return rows
+
+
+def _end_to_end(backend, preprocessor: Preprocessor, batch_size: int, config: BenchConfig) -> dict[str, float]:
+    """JPEG bytes -> top-5: decode + preprocess + inference, and the share preprocessing takes."""
+    photos = [_jpeg(path) for path in sample_images()]
+    jpegs = [photos[i % len(photos)] for i in range(batch_size)]
+
+    def classify():
+        logits = backend.run(preprocessor.batch(jpegs))
+        return np.argpartition(-logits, 5, axis=1)[:, :5]
+
+    timing = dict(warmup=config.warmup, iters=config.iters, duration_s=config.duration_s)
+    total = measure(classify, **timing).summary()["p50"]
+    preprocess = measure(lambda: preprocessor.batch(jpegs), **timing).summary()["p50"]
+    return {"latency_ms": total, "throughput_ips": batch_size / (total * 1e-3), "preprocess_ms": preprocess,
+            "preprocess_share": preprocess / total}
+
+
+def _jpeg(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").resize(E2E_PHOTO_SIZE, Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _add_speedups(results: list[dict[str, Any]]) -> None:
+    """``speedup``: the eager FP32 baseline's p50 over this row's, at the same batch size."""
+    base = {r["batch_size"]: r["latency_ms"]["p50"] for r in results if (r["backend"], r["precision"]) == BASELINE}
+    for r in results:
+        r["speedup"] = base[r["batch_size"]] / r["latency_ms"]["p50"] if r["batch_size"] in base else None
+
+
+def _reset_peak_memory() -> None:
+    """Linux resets the process's peak RSS (VmHWM) when 5 is written to clear_refs."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory(device: str) -> dict[str, float | None]:
+    rss = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    return {"peak_rss_mib": rss, "peak_gpu_mib": gpu}
+
+
+def _export(config: BenchConfig, out: Path, log) -> Path:
+    from ..export import export_model
+
+    precisions = tuple(p for p in ("fp32", "fp16") if p == "fp32" or p in config.precisions)
+    log(f"exporting {config.variant} ({', '.join(precisions)}) to a temporary directory ...")
+    export_model(config.variant, precisions=precisions, out_dir=out, quiet=True)
+    return out

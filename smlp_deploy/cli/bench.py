@@ -1,0 +1,59 @@
+"""smlp-bench: latency and throughput of sMLPNet across backends, precisions and batch sizes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..bench import BenchConfig, format_report, run_benchmark, write_csv, write_json, write_plot
+from .common import run_main
+
+
+def _list(kind):
+    return lambda text: tuple(kind(part) for part in text.split(",") if part)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="smlp-bench", description=__doc__,
+        epilog="Eager PyTorch FP32 (and on GPUs eager FP16 and torch.compile) is always measured in the same run: "
+               "every figure gets a ratio against it.")
+    p.add_argument("--variant", default="tiny", help="model to export when --artifacts is not given (default: tiny)")
+    p.add_argument("--artifacts", type=Path, help="an export directory (smlp-export --out); default: export to a "
+                   "temporary directory (fp32, and fp16 when asked)")
+    p.add_argument("--backends", type=_list(str), default=("torch", "onnxruntime", "tensorrt"),
+                   help="comma-separated: torch, torch.compile, onnxruntime, tensorrt (default: all but torch.compile)")
+    p.add_argument("--precision", "--precisions", dest="precisions", type=_list(str), default=("fp32",),
+                   help="comma-separated: fp32, fp16, int8 (default: fp32)")
+    p.add_argument("--batch-sizes", type=_list(int), default=(1, 8, 32), help="comma-separated (default: 1,8,32)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--iters", type=int, help="timed calls per point")
+    timing.add_argument("--duration", type=float, default=3.0, help="seconds per point, at least 5 calls (default: 3)")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="also time JPEG bytes -> top-5 (500x375 photos) and report the preprocessing share")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible")
+    p.add_argument("--threads", type=int, help="CPU threads (default: every core this process may use)")
+    p.add_argument("--json", type=Path, help="write the full report as JSON")
+    p.add_argument("--csv", type=Path, help="write one row per result as CSV")
+    p.add_argument("--plot", type=Path, help="write latency and throughput plots as PNG (needs matplotlib)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config = BenchConfig(variant=args.variant, backends=args.backends, precisions=args.precisions,
+                         batch_sizes=args.batch_sizes, artifacts=args.artifacts, warmup=args.warmup, iters=args.iters,
+                         duration_s=args.duration, end_to_end=args.end_to_end, device=args.device,
+                         threads=args.threads)
+    report = run_benchmark(config, log=lambda line: print(line, file=sys.stderr))
+    print(format_report(report))
+    for path, write in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
+        if path:
+            write(report, path)
+            print(f"wrote {path}")
+    return 0
+
+
+entry_point = run_main(main)

@@ -1,0 +1,71 @@
+"""smlp-bench on the small test variant: every output format, skips with reasons, ratios against eager PyTorch."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from smlp_deploy.bench import BenchConfig, run_benchmark
+from smlp_deploy.bench.timing import measure
+from smlp_deploy.cli.bench import entry_point
+from smlp_deploy.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    from smlp_deploy.export import export_model
+
+    out = tmp_path_factory.mktemp("bench-export")
+    export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=out, quiet=True)
+    return out
+
+
+def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeypatch):
+    paths = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "png")}
+    monkeypatch.setattr("sys.argv", [
+        "smlp-bench", "--artifacts", str(artifacts), "--backends", "torch,onnxruntime,tensorrt",
+        "--precision", "fp32,fp16,int8", "--batch-sizes", "1,4", "--device", "cpu", "--iters", "5", "--warmup", "1", "--end-to-end",
+        "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--plot", str(paths["png"])])
+    assert entry_point() == 0
+    printed = capsys.readouterr().out
+    assert "vs eager fp32" in printed and "skipped onnxruntime int8: no model.int8.onnx" in printed
+
+    report = json.loads(paths["json"].read_text())
+    assert report["env"]["cpu_cores"] >= 1 and report["env"]["versions"]["onnxruntime"]
+    assert report["peak_gflops"]["fp32"] > 0
+    measured = {(r["backend"], r["precision"], r["batch_size"]) for r in report["results"] if r["backend"] != "tensorrt"}
+    assert measured == {(b, p, n) for b in ("torch", "onnxruntime") for p in ("fp32",) for n in (1, 4)} | {
+        ("onnxruntime", "fp16", 1), ("onnxruntime", "fp16", 4)}
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        assert lat["n"] == 5 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert r["throughput_ips"] == pytest.approx(r["batch_size"] / lat["p50"] * 1e3)
+        assert r["gflops"] > 0 and 0 < r["peak_fraction"] and r["peak_rss_mib"] > 0
+        assert 0 < r["end_to_end"]["preprocess_share"] < 1
+        if r["backend"] == "torch":
+            assert r["speedup"] == 1.0
+    skipped = {(s["backend"], s["precision"]) for s in report["skipped"]}
+    assert {("torch", "int8"), ("torch", "fp16"), ("onnxruntime", "int8")} <= skipped
+    assert all(s["reason"] for s in report["skipped"])
+
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert len(rows) == len(report["results"]) and float(rows[0]["p50_ms"]) > 0
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 20_000
+
+
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(InputError, match="--backends must be among"):
+        run_benchmark(BenchConfig(backends=("tvm",)))
+    with pytest.raises(InputError, match="--batch-sizes"):
+        run_benchmark(BenchConfig(batch_sizes=(0,)))
+    with pytest.raises(InputError, match="not an export directory"):
+        run_benchmark(BenchConfig(artifacts=tmp_path))
+
+
+def test_measure_counts_and_orders():
+    calls = []
+    latency = measure(lambda: calls.append(1), warmup=2, iters=7)
+    assert len(calls) == 9 and latency.summary()["n"] == 7
+    assert measure(lambda: None, warmup=0, duration_s=0.0).summary()["n"] == 5  # at least MIN_ITERS
