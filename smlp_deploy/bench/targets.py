@@ -84,7 +84,7 @@ def _torch_backend(model, device, dtype, threads, compile_) -> Backend:
     torch.set_num_threads(threads)
     backend = TorchBackend(copy.deepcopy(model), device=device, dtype=dtype)  # .to() converts in place
     if compile_:
-        backend.model = torch.compile(backend.model, mode="max-autotune")
+        backend.model = torch.compile(backend.model)  # default mode: max-autotune takes minutes per batch size
     return backend
 
 
