@@ -158,3 +158,14 @@ def test_engines_are_built_and_verified(tmp_path):
     assert result.manifest["engine"]["status"] == "built" and cache.stat().st_size > 0
     rebuilt = build_from_onnx(tmp_path, build, quiet=True)  # reuses the timing cache
     assert rebuilt.manifest["engine"]["status"] == "built"
+
+
+def test_verification_set_from_an_older_export_is_named(exported, tmp_path):
+    from smlp_deploy.errors import ArtifactError
+
+    current = VerificationSet.load(exported.out_dir / "verification.npz")
+    assert current.n_photos == 5 and len(current.for_precision("int8")[0]) == 5
+    old = tmp_path / "verification.npz"
+    np.savez(old, inputs=current.inputs, reference=current.reference)
+    with pytest.raises(ArtifactError, match="older smlp-deploy.*re-run smlp-export"):
+        VerificationSet.load(old)

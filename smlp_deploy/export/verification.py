@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ArtifactError
 from ..fileio import atomic_path
 from ..models.preprocess_config import PreprocessConfig
 from ..runtime.preprocess import Preprocessor
@@ -53,6 +54,9 @@ class VerificationSet:
     @classmethod
     def load(cls, path: Path) -> "VerificationSet":
         with np.load(path) as data:
+            if "n_photos" not in data:
+                raise ArtifactError(f"{path} was written by an older smlp-deploy (no photo count, which INT8 "
+                                    "parity needs): re-run smlp-export for this directory")
             return cls(data["inputs"], data["reference"], int(data["n_photos"]))
 
 
