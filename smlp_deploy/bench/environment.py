@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,6 @@ def gpu_info() -> dict[str, Any] | None:
     info = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
             "compute_capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda}
     try:
-        import subprocess
-
         info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                         capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):

@@ -11,7 +11,8 @@ import torch
 
 from ..export.pipeline import ONNX_NAMES, engine_name
 from ..export.tensorrt_build import tensorrt_unavailable_reason
-from ..runtime.backends import Backend, OnnxRuntimeBackend, TorchBackend
+from ..runtime.backends import Backend, TorchBackend
+from ..runtime.classifier import load_backend
 
 BACKENDS = ("torch", "torch.compile", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -62,7 +63,7 @@ def resolve(
         if not found:
             return skip(_missing(artifacts / names[0], precision))
         return [Target(backend, precision, device, n,
-                       lambda n=n: OnnxRuntimeBackend(artifacts / n, device=device, threads=threads)) for n in found]
+                       lambda n=n: load_backend(backend, artifacts / n, device=device, threads=threads)) for n in found]
     if backend == "tensorrt":
         reason = tensorrt_unavailable_reason()
         if reason:
@@ -70,13 +71,7 @@ def resolve(
         engine = artifacts / engine_name(precision)
         if not engine.is_file():
             return skip(_missing(engine, precision))
-
-        def load() -> Backend:
-            from ..runtime.backends.tensorrt_backend import TensorRTBackend
-
-            return TensorRTBackend(engine)
-
-        return [Target(backend, precision, "cuda", engine.name, load)]
+        return [Target(backend, precision, "cuda", engine.name, lambda: load_backend(backend, engine))]
     raise ValueError(f"unknown backend {backend!r}")
 
 

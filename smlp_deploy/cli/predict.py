@@ -16,7 +16,6 @@ from ..runtime import Classifier
 from .common import run_main
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smlp-predict", description="Classify images with an engine, ONNX file or checkpoint.")
     p.add_argument("artifact", type=Path, help="engine (.plan/.engine), ONNX model (.onnx) or checkpoint (.pt/.pth)")

@@ -166,11 +166,16 @@ def evaluate_export(result: ExportResult, model: torch.nn.Module, folder: Labele
 
     manifest = result.manifest
     models = {"pytorch": TorchBackend(model, device="cpu").run}
-    for entry in manifest["artifacts"]:
-        backend = load_backend(BACKEND_BY_SUFFIX[Path(entry["path"]).suffix], result.out_dir / entry["path"])
+    backends = [load_backend(BACKEND_BY_SUFFIX[Path(e["path"]).suffix], result.out_dir / e["path"])
+                for e in manifest["artifacts"]]
+    for entry, backend in zip(manifest["artifacts"], backends):
         models[entry["path"]] = partial(run_in_batches, backend.run, max_batch=backend.max_batch_size)
     indices = class_indices(folder.classes, manifest["labels"], manifest["model"]["num_classes"])
-    scores = evaluate(models, folder, Preprocessor(model.preprocess), indices, quiet=quiet)
+    try:
+        scores = evaluate(models, folder, Preprocessor(model.preprocess), indices, quiet=quiet)
+    finally:
+        for backend in backends:
+            backend.close()  # engines hold GPU memory
     manifest["model"]["accuracy"] = {"dataset": str(folder.root), **scores.pop("pytorch").to_dict()}
     for entry in manifest["artifacts"]:
         entry["accuracy"] = scores[entry["path"]].to_dict()
