@@ -49,13 +49,14 @@ def test_manifest_meets_the_contract(exported):
 def test_onnx_graph_io_and_dynamic_batch(exported):
     proto = onnx.load(exported.out_dir / "model.onnx")
     onnx.checker.check_model(proto, full_check=True)
-    assert proto.opset_import[0].version >= 17
+    assert proto.opset_import[0].version == 20
     (inp,), (out,) = proto.graph.input, proto.graph.output
     assert inp.name == "input" and out.name == "logits"
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3, 64, 64]
     ops = op_counts(proto)
     assert ops["LayerNormalization"] == 5  # one node per block: opset >= 17
+    assert ops["Gelu"] == 3 * 5 and ops["Erf"] == 0  # opset 20: each GELU is one node, not five
     assert ops["Reshape"] == 0 and ops["Constant"] == 0 and ops["Identity"] == 0
     backend = OnnxRuntimeBackend(exported.out_dir / "model.onnx")
     for n in (1, 3):
