@@ -8,7 +8,7 @@ import json
 import pytest
 
 from smlp_deploy.bench import BenchConfig, run_benchmark
-from smlp_deploy.bench.timing import measure
+from smlp_deploy.bench.timing import measure, measure_interleaved
 from smlp_deploy.cli.bench import entry_point
 from smlp_deploy.errors import InputError
 
@@ -42,7 +42,7 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
         lat = r["latency_ms"]
         assert lat["n"] == 5 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
         assert r["throughput_ips"] == pytest.approx(r["batch_size"] / lat["p50"] * 1e3)
-        assert r["gflops"] > 0 and 0 < r["peak_fraction"] and r["peak_rss_mib"] > 0
+        assert r["gflops"] > 0 and 0 < r["peak_fraction"] and r["peak_rss_mib"] > 0 and r["load_rss_mib"] >= 0
         assert 0 < r["end_to_end"]["preprocess_share"] < 1
         if r["backend"] == "torch":
             assert r["speedup"] == 1.0
@@ -69,3 +69,11 @@ def test_measure_counts_and_orders():
     latency = measure(lambda: calls.append(1), warmup=2, iters=7)
     assert len(calls) == 9 and latency.summary()["n"] == 7
     assert measure(lambda: None, warmup=0, duration_s=0.0).summary()["n"] == 5  # at least MIN_ITERS
+
+
+def test_interleaved_rounds_settle_each_callable_before_timing_it():
+    order = []
+    timed = measure_interleaved({k: (lambda k=k: order.append(k)) for k in "ab"}, warmup=1, iters=4, block=3)
+    # warm-up; then per round and callable one untimed call and up to `block` timed ones, 4 timed in all
+    assert "".join(order) == "a" "b" + "aaaa" "bbbb" + "aa" "bb"
+    assert {k: t.summary()["n"] for k, t in timed.items()} == {"a": 4, "b": 4}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ from ..samples import sample_images
 from . import environment
 from .peak import matmul_peak_gflops
 from .targets import BACKENDS, PRECISIONS, Skipped, Target, resolve
-from .timing import measure
+from .timing import measure_interleaved
 
 BASELINE = ("torch", "fp32")
 E2E_PHOTO_SIZE = (500, 375)  # a typical web photo, as JPEG
@@ -93,8 +94,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
                 else:
                     targets.append(found)
         preprocessor = Preprocessor(PreprocessConfig.from_dict(manifest["preprocess"]))
-        for target in targets:
-            report.results += _bench_target(target, config, preprocessor, macs, report.peak_gflops, log)
+        report.results = _bench_targets(targets, config, preprocessor, macs, report.peak_gflops, log)
     _add_speedups(report.results)
     return report
 
@@ -107,50 +107,76 @@ def _pairs(config: BenchConfig, device: str) -> list[tuple[str, str]]:
     return baselines + [pair for pair in pairs if pair not in baselines]
 
 
-def _bench_target(target, config, preprocessor, macs, peaks, log) -> list[dict[str, Any]]:
-    backend = target.load()
+def _bench_targets(targets: list[Target], config, preprocessor, macs, peaks, log) -> list[dict[str, Any]]:
+    """All targets stay loaded; at each batch size they are timed interleaved (see ``measure_interleaved``)."""
+    loaded: dict[str, tuple[Target, Any, float | None]] = {}  # label -> (target, backend, RSS growth at load)
     rows = []
     try:
+        for target in targets:
+            before = _rss_mib()
+            backend = target.load()
+            loaded[target.label] = (target, backend, _growth(before, _rss_mib()))
+        timing = dict(warmup=config.warmup, iters=config.iters, duration_s=config.duration_s)
         for batch_size in config.batch_sizes:
-            if backend.max_batch_size and batch_size > backend.max_batch_size:
-                log(f"{target.label}: batch {batch_size} is beyond the engine's profile ({backend.max_batch_size})")
-                continue
+            live = {}
+            for label, (_, backend, _) in loaded.items():
+                if backend.max_batch_size and batch_size > backend.max_batch_size:
+                    log(f"{label}: batch {batch_size} is beyond the engine's profile ({backend.max_batch_size})")
+                else:
+                    live[label] = backend
             batch = np.random.default_rng(0).standard_normal((batch_size, 3, *[preprocessor.config.input_size] * 2),
                                                              dtype=np.float32)
-            _reset_peak_memory()
-            latency = measure(lambda: backend.run(batch), warmup=config.warmup, iters=config.iters,
-                              duration_s=config.duration_s).summary()
-            seconds = latency["p50"] * 1e-3
-            gflops = 2 * macs * batch_size / seconds / 1e9
-            peak = peaks.get("fp16" if target.precision == "fp16" and "fp16" in peaks else "fp32")
-            row = {"backend": target.backend, "precision": target.precision, "artifact": target.artifact,
-                   "label": target.label, "device": target.device, "batch_size": batch_size,
-                   "latency_ms": latency, "throughput_ips": batch_size / seconds, "gflops": gflops,
-                   "peak_fraction": gflops / peak, **_peak_memory(target.device)}
-            if config.end_to_end:
-                row["end_to_end"] = _end_to_end(backend, preprocessor, batch_size, config)
-            log(f"{target.label:<32} batch {batch_size:>3}: p50 {latency['p50']:8.2f} ms "
-                f"({row['throughput_ips']:8.1f} img/s, {row['peak_fraction']:.0%} of matmul peak)")
-            rows.append(row)
+            calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
+            memory = {label: _peak_memory_of(call, loaded[label][0].device) for label, call in calls.items()}
+            latencies = measure_interleaved(calls, **timing)
+            e2e = _end_to_end(live, preprocessor, batch_size, timing) if config.end_to_end else {}
+            for label, latency in latencies.items():
+                target, _, load_rss = loaded[label]
+                row = _row(target, batch_size, latency.summary(), macs, peaks) | {"load_rss_mib": load_rss,
+                                                                                   **memory[label]}
+                if label in e2e:
+                    row["end_to_end"] = e2e[label]
+                log(f"{label:<32} batch {batch_size:>3}: p50 {row['latency_ms']['p50']:8.2f} ms "
+                    f"({row['throughput_ips']:8.1f} img/s, {row['peak_fraction']:.0%} of matmul peak)")
+                rows.append(row)
     finally:
-        backend.close()
+        for _, backend, _ in loaded.values():
+            backend.close()
     return rows
 
 
-def _end_to_end(backend, preprocessor: Preprocessor, batch_size: int, config: BenchConfig) -> dict[str, float]:
-    """JPEG bytes -> top-5: decode + preprocess + inference, and the share preprocessing takes."""
+def _row(target: Target, batch_size: int, latency: dict[str, float], macs: int, peaks: dict[str, float]):
+    seconds = latency["p50"] * 1e-3
+    gflops = 2 * macs * batch_size / seconds / 1e9
+    peak = peaks.get("fp16" if target.precision == "fp16" and "fp16" in peaks else "fp32")
+    return {"backend": target.backend, "precision": target.precision, "artifact": target.artifact,
+            "label": target.label, "device": target.device, "batch_size": batch_size, "latency_ms": latency,
+            "throughput_ips": batch_size / seconds, "gflops": gflops, "peak_fraction": gflops / peak}
+
+
+def _end_to_end(backends: dict[str, Any], preprocessor: Preprocessor, batch_size: int,
+                timing: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """JPEG bytes -> top-5 (decode + preprocess + inference) per target, and the share of those same calls
+    spent decoding and preprocessing."""
     photos = _jpeg_photos()
     jpegs = [photos[i % len(photos)] for i in range(batch_size)]
+    preprocess_ms: dict[str, list[float]] = {label: [] for label in backends}
 
-    def classify():
-        logits = backend.run(preprocessor.batch(jpegs))
+    def classify(label, backend):
+        start = time.perf_counter()
+        batch = preprocessor.batch(jpegs)
+        preprocess_ms[label].append((time.perf_counter() - start) * 1e3)
+        logits = backend.run(batch)
         return np.argpartition(-logits, 5, axis=1)[:, :5]
 
-    timing = dict(warmup=config.warmup, iters=config.iters, duration_s=config.duration_s)
-    total = measure(classify, **timing).summary()["p50"]
-    preprocess = measure(lambda: preprocessor.batch(jpegs), **timing).summary()["p50"]
-    return {"latency_ms": total, "throughput_ips": batch_size / (total * 1e-3), "preprocess_ms": preprocess,
-            "preprocess_share": preprocess / total}
+    calls = {label: functools.partial(classify, label, backend) for label, backend in backends.items()}
+    results = {}
+    for label, latency in measure_interleaved(calls, **timing).items():
+        total = latency.summary()["p50"]
+        preprocess = float(np.median(preprocess_ms[label][-len(latency.samples_ms):]))  # the timed calls only
+        results[label] = {"latency_ms": total, "throughput_ips": batch_size / (total * 1e-3),
+                          "preprocess_ms": preprocess, "preprocess_share": preprocess / total}
+    return results
 
 
 @functools.cache
@@ -172,26 +198,32 @@ def _add_speedups(results: list[dict[str, Any]]) -> None:
         r["speedup"] = base[r["batch_size"]] / r["latency_ms"]["p50"] if r["batch_size"] in base else None
 
 
-def _reset_peak_memory() -> None:
-    """Linux resets the process's peak RSS (VmHWM) when 5 is written to clear_refs."""
+def _peak_memory_of(call: Callable[[], object], device: str) -> dict[str, float | None]:
+    """Peak memory over one call: the process's peak RSS (every loaded target is resident) and, on CUDA,
+    torch's allocator peak. The first call at a batch size is the one that grows the arenas."""
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak RSS (VmHWM)
     except OSError:
         pass
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    call()
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    return {"peak_rss_mib": _rss_mib("VmHWM"), "peak_gpu_mib": gpu}
 
 
-def _peak_memory(device: str) -> dict[str, float | None]:
-    rss = None
+def _rss_mib(field: str = "VmRSS") -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                rss = int(line.split()[1]) / 1024
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
     except OSError:
         pass
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    return {"peak_rss_mib": rss, "peak_gpu_mib": gpu}
+    return None
+
+
+def _growth(before: float | None, after: float | None) -> float | None:
+    return after - before if before is not None and after is not None else None
 
 
 def _export(config: BenchConfig, out: Path, log) -> Path:

@@ -1,4 +1,5 @@
-"""Timing one callable: warm-up excluded, a fixed count or a time budget, the device synchronized per call."""
+"""Timing callables: warm-up excluded, a fixed count or a time budget, the device synchronized per call, and
+several callables interleaved so that their ratios survive a noisy machine."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 MIN_ITERS = 5
+BLOCK = 3  # timed calls per callable per round of measure_interleaved
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,41 @@ def measure(
 
     ``sync`` waits for the device (``torch.cuda.synchronize``), so asynchronous launches are timed to completion.
     """
-    for _ in range(warmup):
-        call()
+    return measure_interleaved({"call": call}, warmup=warmup, iters=iters, duration_s=duration_s, sync=sync)["call"]
+
+
+def measure_interleaved(
+    calls: dict[str, Callable[[], object]],
+    *,
+    warmup: int = 3,
+    iters: int | None = None,
+    duration_s: float = 3.0,
+    block: int = BLOCK,
+    sync: Callable[[], None] = lambda: None,
+) -> dict[str, Latency]:
+    """Time several callables in rounds: each, in turn, gets one untimed call, then ``block`` timed calls.
+
+    On a shared machine, slow phases then fall on every callable alike, so the ratios of their medians hold
+    even when the absolute times drift. The untimed call is there because the first call after another
+    backend ran is slow (up to 1.4x on a 2-core CPU: the other's thread pool still holds the cores, its data
+    the caches). ``iters`` is the number of timed calls per callable; ``duration_s`` the budget per callable
+    (at least MIN_ITERS calls).
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
     sync()
-    samples = []
-    deadline = time.perf_counter() + duration_s
-    while len(samples) < (iters or MIN_ITERS) or (iters is None and time.perf_counter() < deadline):
-        start = time.perf_counter()
-        call()
-        sync()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return Latency(tuple(samples))
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    deadline = time.perf_counter() + duration_s * len(calls)
+    wanted = iters or MIN_ITERS
+    while (done := len(samples[next(iter(calls))])) < wanted or (iters is None and time.perf_counter() < deadline):
+        for name, call in calls.items():
+            if len(calls) > 1:
+                call()
+                sync()
+            for _ in range(min(block, wanted - done) if done < wanted else block):
+                start = time.perf_counter()
+                call()
+                sync()
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: Latency(tuple(times)) for name, times in samples.items()}
