@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from .timing import measure
+from typing import Callable
 
 
-def matmul_peak_gflops(device: str = "cpu", dtype: str = "fp32", duration_s: float = 1.0) -> float:
-    """GFLOP/s of one large square matmul (torch: oneDNN/MKL on CPUs, cuBLAS on GPUs), median over the run."""
+def matmul_probe(device: str = "cpu", dtype: str = "fp32") -> tuple[Callable[[], object], float]:
+    """One large square matmul (torch: oneDNN/MKL on CPUs, cuBLAS on GPUs) as a call, and its FLOP count.
+
+    Timed in the same rounds as the targets, it gives the rate the machine reached in those rounds; a peak
+    measured once, before them, is off by whatever the machine did at that moment.
+    """
     import torch
 
     size = 8192 if device == "cuda" else 2048
@@ -14,6 +18,10 @@ def matmul_peak_gflops(device: str = "cpu", dtype: str = "fp32", duration_s: flo
     a, b = (torch.randn(size, size, device=device, dtype=torch_dtype) for _ in range(2))
     out = torch.empty_like(a)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    with torch.inference_mode():
-        latency = measure(lambda: torch.mm(a, b, out=out), warmup=2, duration_s=duration_s, sync=sync)
-    return 2 * size**3 / (latency.summary()["p50"] * 1e-3) / 1e9
+
+    def call():
+        with torch.inference_mode():
+            torch.mm(a, b, out=out)
+        sync()
+
+    return call, 2.0 * size**3
