@@ -11,7 +11,7 @@ from ..progress import format_table
 from .runner import BenchReport
 
 CSV_FIELDS = ["backend", "precision", "artifact", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-              "std_ms", "throughput_ips", "speedup", "gflops", "peak_fraction", "matmul_peak_gflops", "load_rss_mib",
+              "std_ms", "throughput_ips", "speedup", "gflops", "peak_fraction", "matmul_peak_gflops",
               "peak_rss_mib", "peak_gpu_mib", "e2e_ms", "preprocess_share"]
 
 

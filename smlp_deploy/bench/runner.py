@@ -111,17 +111,16 @@ def _pairs(config: BenchConfig, device: str) -> list[tuple[str, str]]:
 def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, log) -> list[dict[str, Any]]:
     """All targets stay loaded; at each batch size they are timed interleaved (see ``measure_interleaved``)
     together with the matmul ``probes`` (dtype -> (call, FLOPs)), so each row's peak comes from its rounds."""
-    loaded: dict[str, tuple[Target, Any, float | None]] = {}  # label -> (target, backend, RSS growth at load)
+    by_label = {target.label: target for target in targets}
+    backends: dict[str, Any] = {}
     rows = []
     try:
         for target in targets:
-            before = _rss_mib()
-            backend = target.load()
-            loaded[target.label] = (target, backend, _growth(before, _rss_mib()))
+            backends[target.label] = target.load()
         timing = dict(warmup=config.warmup, iters=config.iters, duration_s=config.duration_s)
         for batch_size in config.batch_sizes:
             live = {}
-            for label, (_, backend, _) in loaded.items():
+            for label, backend in backends.items():
                 if backend.max_batch_size and batch_size > backend.max_batch_size:
                     log(f"{label}: batch {batch_size} is beyond the engine's profile ({backend.max_batch_size})")
                 else:
@@ -129,22 +128,20 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, lo
             batch = np.random.default_rng(0).standard_normal((batch_size, 3, *[preprocessor.config.input_size] * 2),
                                                              dtype=np.float32)
             calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
-            memory = {label: _peak_memory_of(call, loaded[label][0].device) for label, call in calls.items()}
+            memory = {label: _peak_memory_of(call, by_label[label].device) for label, call in calls.items()}
             latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing)
             peaks = {d: flops / (latencies.pop(f"matmul {d}").summary()["p50"] * 1e-3) / 1e9
                      for d, (_, flops) in probes.items()}
             e2e = _end_to_end(live, preprocessor, batch_size, timing) if config.end_to_end else {}
             for label, latency in latencies.items():
-                target, _, load_rss = loaded[label]
-                row = _row(target, batch_size, latency.summary(), macs, peaks) | {"load_rss_mib": load_rss,
-                                                                                   **memory[label]}
+                row = _row(by_label[label], batch_size, latency.summary(), macs, peaks) | memory[label]
                 if label in e2e:
                     row["end_to_end"] = e2e[label]
                 log(f"{label:<32} batch {batch_size:>3}: p50 {row['latency_ms']['p50']:8.2f} ms "
                     f"({row['throughput_ips']:8.1f} img/s, {row['peak_fraction']:.0%} of matmul peak)")
                 rows.append(row)
     finally:
-        for _, backend, _ in loaded.values():
+        for backend in backends.values():
             backend.close()
     return rows
 
@@ -204,8 +201,9 @@ def _add_speedups(results: list[dict[str, Any]]) -> None:
 
 
 def _peak_memory_of(call: Callable[[], object], device: str) -> dict[str, float | None]:
-    """Peak memory over one call: the process's peak RSS (every loaded target is resident) and, on CUDA,
-    torch's allocator peak. The first call at a batch size is the one that grows the arenas."""
+    """Peak memory over one call: the process's peak RSS (every target is loaded, so it bounds what a process
+    serving one of them needs) and, on CUDA, torch's allocator peak. The first call at a batch size is the one
+    that grows the arenas."""
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak RSS (VmHWM)
     except OSError:
@@ -217,7 +215,7 @@ def _peak_memory_of(call: Callable[[], object], device: str) -> dict[str, float 
     return {"peak_rss_mib": _rss_mib("VmHWM"), "peak_gpu_mib": gpu}
 
 
-def _rss_mib(field: str = "VmRSS") -> float | None:
+def _rss_mib(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -225,10 +223,6 @@ def _rss_mib(field: str = "VmRSS") -> float | None:
     except OSError:
         pass
     return None
-
-
-def _growth(before: float | None, after: float | None) -> float | None:
-    return after - before if before is not None and after is not None else None
 
 
 def _export(config: BenchConfig, out: Path, log) -> Path:
