@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import pytest
 
@@ -72,8 +73,24 @@ def test_measure_counts_and_orders():
 
 
 def test_interleaved_rounds_settle_each_callable_before_timing_it():
-    order = []
-    timed = measure_interleaved({k: (lambda k=k: order.append(k)) for k in "ab"}, warmup=1, iters=4, block=3)
+    order, timed_results = [], []
+
+    def call(k):
+        order.append(k)
+        return len(order)  # the position of this call
+
+    timed = measure_interleaved({k: (lambda k=k: call(k)) for k in "ab"}, warmup=1, iters=4, block=3,
+                                on_result=lambda k, position: timed_results.append((k, position)))
     # warm-up; then per round and callable one untimed call and up to `block` timed ones, 4 timed in all
     assert "".join(order) == "a" "b" + "aaaa" "bbbb" + "aa" "bb"
     assert {k: t.summary()["n"] for k, t in timed.items()} == {"a": 4, "b": 4}
+    # only timed calls reach on_result: not the warm-up (1, 2) nor the settling calls (3, 7, 11, 13)
+    assert timed_results == [("a", 4), ("a", 5), ("a", 6), ("b", 8), ("b", 9), ("b", 10), ("a", 12), ("b", 14)]
+
+
+def test_interleaved_budget_counts_timed_calls_only():
+    timed = measure_interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, warmup=0, duration_s=0.02)
+    assert timed["slow"].summary()["n"] >= 5 and sum(timed["slow"].samples_ms) >= 20
+    assert timed["fast"].summary()["n"] > timed["slow"].summary()["n"]  # each runs to its own budget
+    with pytest.raises(ValueError, match="at least one"):
+        measure_interleaved({})

@@ -1,13 +1,14 @@
 """Which graph and ONNX Runtime settings make the CPU FP32 path fast: each variant of one sMLPNet, timed
 interleaved with eager PyTorch in one run (the figures behind README, "Benchmarks").
 
-    python docs/benchmarks/cpu_ablation.py --variant tiny --batch-sizes 1,8 --json docs/benchmarks/cpu-2core-ablation.json
+    python docs/benchmarks/cpu_ablation.py --variant tiny --batch-sizes 1,8 --duration 4 --repeats 3 \
+        --json docs/benchmarks/cpu-2core-ablation.json
 
 Variants: the export at opset 18 (GELU as Div/Erf/Add/Mul/Mul) and at the default opset 20 (one Gelu node);
 ONNX Runtime's graph optimization levels; one intra-op thread instead of one per core; worker threads that
 block instead of spin between calls. Also the session start-up with and without a saved optimized model
-(ONNX Runtime's offline optimization), and where the shipped graph spends its time per op type. The model has random weights (seed 0), as smlp-export without a
-checkpoint.
+(ONNX Runtime's offline optimization), and where the shipped graph spends its time per op type. The model
+has random weights (seed 0), as smlp-export without a checkpoint.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import tempfile
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, SmlpDeployError
 from ..export import manifest as mf
 from ..models import PreprocessConfig, count_macs, create_model
 from ..runtime.preprocess import Preprocessor
@@ -92,10 +93,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
         preprocessor = Preprocessor(PreprocessConfig.from_dict(manifest["preprocess"]))
         peak_dtypes = ("fp32", "fp16") if device == "cuda" else ("fp32",)
         probes = {dtype: matmul_probe(device, dtype) for dtype in peak_dtypes}
-        report.results = _bench_targets(targets, probes, config, preprocessor, macs, log)
-        for dtype in peak_dtypes:
-            if rates := [r["matmul_peak_gflops"] for r in report.results if r["peak_dtype"] == dtype]:
-                report.peak_gflops[dtype] = float(np.median(rates))
+        report.results, peaks = _bench_targets(targets, probes, config, preprocessor, macs, report.skipped, log)
+        report.peak_gflops = {dtype: float(np.median([p[dtype] for p in peaks])) for dtype in peak_dtypes}
     _add_speedups(report.results)
     return report
 
@@ -108,15 +107,22 @@ def _pairs(config: BenchConfig, device: str) -> list[tuple[str, str]]:
     return baselines + [pair for pair in pairs if pair not in baselines]
 
 
-def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, log) -> list[dict[str, Any]]:
+def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, skipped, log):
     """All targets stay loaded; at each batch size they are timed interleaved (see ``measure_interleaved``)
-    together with the matmul ``probes`` (dtype -> (call, FLOPs)), so each row's peak comes from its rounds."""
+    together with the matmul ``probes`` (dtype -> (call, FLOPs)), so each row's peak comes from its rounds.
+    Returns the rows and the peaks of each batch size; a target that fails to load joins ``skipped``."""
     by_label = {target.label: target for target in targets}
-    backends: dict[str, Any] = {}
-    rows = []
-    try:
+    rows, peaks_per_batch = [], []
+    with contextlib.ExitStack() as stack:
+        backends: dict[str, Any] = {}
         for target in targets:
-            backends[target.label] = target.load()
+            try:
+                backends[target.label] = target.load()
+            except SmlpDeployError as exc:
+                skipped.append({"backend": target.backend, "precision": target.precision, "reason": str(exc)})
+                log(f"skipped {target.label}: {exc}")
+                continue
+            stack.callback(backends[target.label].close)
         timing = dict(warmup=config.warmup, iters=config.iters, duration_s=config.duration_s)
         for batch_size in config.batch_sizes:
             live = {}
@@ -128,10 +134,11 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, lo
             batch = np.random.default_rng(0).standard_normal((batch_size, 3, *[preprocessor.config.input_size] * 2),
                                                              dtype=np.float32)
             calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
-            memory = {label: _peak_memory_of(call, by_label[label].device) for label, call in calls.items()}
+            memory = {label: _peak_memory_of(call, by_label[label]) for label, call in calls.items()}
             latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing)
             peaks = {d: flops / (latencies.pop(f"matmul {d}").summary()["p50"] * 1e-3) / 1e9
                      for d, (_, flops) in probes.items()}
+            peaks_per_batch.append(peaks)
             e2e = _end_to_end(live, preprocessor, batch_size, timing) if config.end_to_end else {}
             for label, latency in latencies.items():
                 row = _row(by_label[label], batch_size, latency.summary(), macs, peaks) | memory[label]
@@ -140,10 +147,7 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, lo
                 log(f"{label:<32} batch {batch_size:>3}: p50 {row['latency_ms']['p50']:8.2f} ms "
                     f"({row['throughput_ips']:8.1f} img/s, {row['peak_fraction']:.0%} of matmul peak)")
                 rows.append(row)
-    finally:
-        for backend in backends.values():
-            backend.close()
-    return rows
+    return rows, peaks_per_batch
 
 
 def _row(target: Target, batch_size: int, latency: dict[str, float], macs: int, peaks: dict[str, float]):
@@ -158,26 +162,28 @@ def _row(target: Target, batch_size: int, latency: dict[str, float], macs: int, 
 
 def _end_to_end(backends: dict[str, Any], preprocessor: Preprocessor, batch_size: int,
                 timing: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """JPEG bytes -> top-5 (decode + preprocess + inference) per target, and the share of those same calls
-    spent decoding and preprocessing."""
+    """JPEG bytes -> top-5 (decode + preprocess + inference) per target, and the share of it spent decoding and
+    preprocessing, from the timed calls' own split of their time (so the share is below 1 by construction)."""
     photos = _jpeg_photos()
     jpegs = [photos[i % len(photos)] for i in range(batch_size)]
-    preprocess_ms: dict[str, list[float]] = {label: [] for label in backends}
 
-    def classify(label, backend):
+    def classify(backend) -> tuple[float, float]:
         start = time.perf_counter()
         batch = preprocessor.batch(jpegs)
-        preprocess_ms[label].append((time.perf_counter() - start) * 1e3)
-        logits = backend.run(batch)
-        return np.argpartition(-logits, 5, axis=1)[:, :5]
+        preprocessed = time.perf_counter()
+        np.argpartition(-backend.run(batch), 5, axis=1)[:, :5]
+        return (preprocessed - start) * 1e3, (time.perf_counter() - start) * 1e3
 
-    calls = {label: functools.partial(classify, label, backend) for label, backend in backends.items()}
+    splits: dict[str, list[tuple[float, float]]] = {label: [] for label in backends}
+    calls = {label: functools.partial(classify, backend) for label, backend in backends.items()}
+    latencies = measure_interleaved(calls, **timing, on_result=lambda label, split: splits[label].append(split))
     results = {}
-    for label, latency in measure_interleaved(calls, **timing).items():
+    for label, latency in latencies.items():
         total = latency.summary()["p50"]
-        preprocess = float(np.median(preprocess_ms[label][-len(latency.samples_ms):]))  # the timed calls only
+        preprocess = np.array(splits[label])[:, 0]
+        shares = preprocess / np.array(splits[label])[:, 1]
         results[label] = {"latency_ms": total, "throughput_ips": batch_size / (total * 1e-3),
-                          "preprocess_ms": preprocess, "preprocess_share": preprocess / total}
+                          "preprocess_ms": float(np.median(preprocess)), "preprocess_share": float(np.median(shares))}
     return results
 
 
@@ -200,18 +206,22 @@ def _add_speedups(results: list[dict[str, Any]]) -> None:
         r["speedup"] = base[r["batch_size"]] / r["latency_ms"]["p50"] if r["batch_size"] in base else None
 
 
-def _peak_memory_of(call: Callable[[], object], device: str) -> dict[str, float | None]:
-    """Peak memory over one call: the process's peak RSS (every target is loaded, so it bounds what a process
-    serving one of them needs) and, on CUDA, torch's allocator peak. The first call at a batch size is the one
-    that grows the arenas."""
+def _peak_memory_of(call: Callable[[], object], target: Target) -> dict[str, float | None]:
+    """Peak memory over one call (the first at a batch size, the one that grows the arenas).
+
+    Host: the process's peak RSS; every target is loaded, so a row also counts the arenas of the targets
+    measured before it. GPU: what torch's allocator added during the call, for PyTorch targets only (the
+    allocator does not see TensorRT's or ONNX Runtime's memory, nor would the figure be theirs)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak RSS (VmHWM)
     except OSError:
         pass
-    if torch.cuda.is_available():
+    on_torch_gpu = target.device == "cuda" and target.backend in ("torch", "torch.compile")
+    if on_torch_gpu:
         torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     call()
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    gpu = (torch.cuda.max_memory_allocated() - before) / 2**20 if on_torch_gpu else None
     return {"peak_rss_mib": _rss_mib("VmHWM"), "peak_gpu_mib": gpu}
 
 

@@ -49,30 +49,47 @@ def measure_interleaved(
     duration_s: float = 3.0,
     block: int = BLOCK,
     sync: Callable[[], None] = lambda: None,
+    on_result: Callable[[str, object], None] | None = None,
 ) -> dict[str, Latency]:
-    """Time several callables in rounds: each, in turn, gets one untimed call, then ``block`` timed calls.
+    """Time several callables in rounds: each in turn makes ``block`` timed calls, after one untimed call
+    whenever there is more than one callable.
 
     On a shared machine, slow phases then fall on every callable alike, so the ratios of their medians hold
     even when the absolute times drift. The untimed call is there because the first call after another
     backend ran is slow (up to 1.4x on a 2-core CPU: the other's thread pool still holds the cores, its data
-    the caches). ``iters`` is the number of timed calls per callable; ``duration_s`` the budget per callable
-    (at least MIN_ITERS calls).
+    the caches). ``iters`` is the number of timed calls per callable; otherwise each callable is timed until
+    its timed calls add up to ``duration_s`` (at least MIN_ITERS calls). ``on_result`` receives the name and
+    return value of every timed call, for figures taken inside the calls.
     """
+    if not calls:
+        raise ValueError("measure_interleaved needs at least one callable")
     for call in calls.values():
         for _ in range(warmup):
             call()
     sync()
     samples: dict[str, list[float]] = {name: [] for name in calls}
-    deadline = time.perf_counter() + duration_s * len(calls)
+    spent_ms = dict.fromkeys(calls, 0.0)
     wanted = iters or MIN_ITERS
-    while (done := len(samples[next(iter(calls))])) < wanted or (iters is None and time.perf_counter() < deadline):
+
+    def more(name: str) -> int:
+        done = len(samples[name])
+        if done < wanted:
+            return min(block, wanted - done)
+        return block if iters is None and spent_ms[name] < duration_s * 1e3 else 0
+
+    while any(more(name) for name in calls):
         for name, call in calls.items():
+            if not (count := more(name)):
+                continue
             if len(calls) > 1:
                 call()
                 sync()
-            for _ in range(min(block, wanted - done) if done < wanted else block):
+            for _ in range(count):
                 start = time.perf_counter()
-                call()
+                result = call()
                 sync()
                 samples[name].append((time.perf_counter() - start) * 1e3)
+                spent_ms[name] += samples[name][-1]
+                if on_result:
+                    on_result(name, result)
     return {name: Latency(tuple(times)) for name, times in samples.items()}

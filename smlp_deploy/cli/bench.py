@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
     timing = p.add_mutually_exclusive_group()
     timing.add_argument("--iters", type=int, help="timed calls per point")
-    timing.add_argument("--duration", type=float, default=3.0, help="seconds per point, at least 5 calls (default: 3)")
+    timing.add_argument("--duration", type=float, default=3.0,
+                        help="seconds of timed calls per point, at least 5 calls (default: 3)")
     p.add_argument("--end-to-end", action="store_true",
                    help="also time JPEG bytes -> top-5 (500x375 photos) and report the preprocessing share")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible")
