@@ -108,6 +108,7 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     cores = environment.cpu_cores()
     torch.set_num_threads(cores)
     torch.manual_seed(0)
@@ -120,11 +121,11 @@ def main() -> None:
                     for name, (path, options) in variants(Path(tmp), cores).items()}
         shipped = Path(tmp) / f"opset{DEFAULT_OPSET}.onnx"
         startup = startup_seconds(shipped, Path(tmp) / "optimized.onnx", cores)
-        largest = max(int(b) for b in args.batch_sizes.split(","))
+        largest = max(batch_sizes)
         profile = op_profile(shipped, np.zeros((largest, 3, model.image_size, model.image_size), np.float32), cores)
     eager = TorchBackend(model, device="cpu")
     results, rows = [], []
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch_size in batch_sizes:
         batch = np.random.default_rng(0).standard_normal((batch_size, 3, model.image_size, model.image_size),
                                                          dtype=np.float32)
         calls = {EAGER: functools.partial(eager.run, batch)}

@@ -58,7 +58,7 @@ class BenchConfig:
 class BenchReport:
     env: dict[str, Any]
     model: dict[str, Any]
-    peak_gflops: dict[str, float]
+    peak_gflops: dict[str, float] = field(default_factory=dict)  # median over the batch sizes' rounds
     results: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
@@ -80,8 +80,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
         model = create_model(info["name"], num_classes=info["num_classes"], image_size=info["image_size"])
         macs = count_macs(model)
         report = BenchReport(environment.capture() | {"threads": threads, "device": device},
-                             {"name": info["name"], "image_size": info["image_size"], "macs": macs},
-                             {})
+                             {"name": info["name"], "image_size": info["image_size"], "macs": macs})
         targets: list[Target] = []
         for backend, precision in _pairs(config, device):
             for found in resolve(backend, precision, model=model, artifacts=artifacts, device=device, threads=threads):
@@ -119,7 +118,7 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
             try:
                 backends[target.label] = target.load()
             except SmlpDeployError as exc:
-                skipped.append({"backend": target.backend, "precision": target.precision, "reason": str(exc)})
+                skipped.append(vars(Skipped(target.backend, target.precision, str(exc))))
                 log(f"skipped {target.label}: {exc}")
                 continue
             stack.callback(backends[target.label].close)
@@ -180,8 +179,8 @@ def _end_to_end(backends: dict[str, Any], preprocessor: Preprocessor, batch_size
     results = {}
     for label, latency in latencies.items():
         total = latency.summary()["p50"]
-        preprocess = np.array(splits[label])[:, 0]
-        shares = preprocess / np.array(splits[label])[:, 1]
+        preprocess, whole = np.array(splits[label]).T
+        shares = preprocess / whole
         results[label] = {"latency_ms": total, "throughput_ips": batch_size / (total * 1e-3),
                           "preprocess_ms": float(np.median(preprocess)), "preprocess_share": float(np.median(shares))}
     return results
