@@ -1,7 +1,15 @@
-"""smlp-deploy: ship sMLPNet image classifiers to NVIDIA GPUs (ONNX, FP16/INT8 TensorRT engines, a runtime)."""
+"""smlp-deploy: ship sMLPNet image classifiers to NVIDIA GPUs (ONNX, FP16/INT8 TensorRT engines, a runtime).
 
-from .errors import SmlpDeployError
-from .runtime import Classifier, Prediction
+``import smlp_deploy`` is cheap: the names below load their modules on first use.
+"""
 
-__version__ = "0.1.0"
-__all__ = ["Classifier", "Prediction", "SmlpDeployError", "__version__"]
+from typing import TYPE_CHECKING
+
+from ._lazy import attach
+
+__version__ = "0.2.0"
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
+
+if TYPE_CHECKING:
+    from .errors import SmlpDeployError
+    from .runtime.classifier import Classifier, Prediction

@@ -2,11 +2,20 @@
 
 Every error raised for bad input or a failed step derives from :class:`SmlpDeployError`, so callers can catch
 one type. Errors about what the caller passed in also derive from :class:`ValueError`.
+
+Messages speak in terms of the Python API and the values given. An error about one argument names it in
+``parameter`` (``"calib_dir"``), so a command-line front end can point at its own flag for it instead.
 """
+
+from __future__ import annotations
 
 
 class SmlpDeployError(Exception):
     """Base of every error this toolkit raises on purpose."""
+
+    def __init__(self, message: str, *, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class InputError(SmlpDeployError, ValueError):

@@ -6,7 +6,6 @@ decode pass.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -14,25 +13,16 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .imagefolder import LabeledFolder
-from .models import imagenet_wnids
+from .manifest import IMAGENET_LABELS, Accuracy
+from .models.labels import imagenet_wnids
 from .runtime.preprocess import Preprocessor
 
 Logits = Callable[[np.ndarray], np.ndarray]  # [N, 3, H, W] float32 -> [N, classes]
 
 
-@dataclass(frozen=True)
-class Accuracy:
-    top1: float
-    top5: float
-    n_images: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def class_indices(classes: list[str], labels: list[str] | str, num_classes: int) -> dict[str, int]:
     """Map folder names to model outputs: by label name, by ImageNet wnid, or else by sorted folder order."""
-    if labels == "imagenet-1k":
+    if labels == IMAGENET_LABELS:
         wnids = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
         if all(c in wnids for c in classes):
             return {c: wnids[c] for c in classes}
@@ -40,7 +30,7 @@ def class_indices(classes: list[str], labels: list[str] | str, num_classes: int)
         return {c: labels.index(c) for c in classes}
     if len(classes) > num_classes:
         raise InputError(f"the folder has {len(classes)} class subfolders but the model has {num_classes} outputs, "
-                         "and the folder names are neither its labels nor ImageNet wnids")
+                         "and the folder names are neither its labels nor ImageNet wnids", parameter="data")
     return {c: i for i, c in enumerate(classes)}
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,17 @@ def photo_batch(image_size: int) -> np.ndarray:
     return Preprocessor(PreprocessConfig.for_image_size(image_size)).batch(sample_images())
 
 
+def assert_steps_counted(progress: str) -> None:
+    """Progress lines count ``[1/n]`` to ``[n/n]``: the total is the number of steps that ran."""
+    counters = [(int(i), int(n)) for i, n in re.findall(r"^\[(\d+)/(\d+)\]", progress, re.M)]
+    assert counters and counters == [(i, len(counters)) for i in range(1, len(counters) + 1)], counters
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``tensorrt`` or ``cuda`` run unchanged on a GPU host and are skipped, with why, elsewhere."""
     import torch
 
-    from smlp_deploy.export.tensorrt_build import tensorrt_unavailable_reason
+    from smlp_deploy.environment import tensorrt_unavailable_reason
 
     reasons = {"tensorrt": tensorrt_unavailable_reason(), "cuda": None if torch.cuda.is_available() else "no CUDA GPU"}
     for item in items:

@@ -101,6 +101,8 @@ def compare_calibration(samples: int = 256) -> list[dict]:
     import tempfile
     import time
 
+    import onnx
+
     from smlp_deploy.calibration import METHODS, TARGETS, compute_ranges, load_calibration_set, quantize_qdq
     from smlp_deploy.export import export_model
     from smlp_deploy.runtime.backends import OnnxRuntimeBackend
@@ -111,7 +113,7 @@ def compare_calibration(samples: int = 256) -> list[dict]:
         export = export_model("test", checkpoint=CHECKPOINT, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
                               out_dir=Path(tmp) / "export", quiet=True)
         fp32_path = export.out_dir / "model.onnx"
-        calib = load_calibration_set(folders["train"], export_preprocess(export), samples=samples, quiet=True)
+        calib = load_calibration_set(folders["train"], export.manifest.preprocess, samples=samples, quiet=True)
         inputs, labels = load_split(folders["test"])
         reference = OnnxRuntimeBackend(fp32_path, device="cpu").run(inputs)
         rows.append({"method": "fp32", "seconds": 0.0, **_scores("fp32", reference, reference, labels)})
@@ -120,18 +122,12 @@ def compare_calibration(samples: int = 256) -> list[dict]:
             ranges = compute_ranges(fp32_path, calib.inputs, method, quiet=True)
             row = {"method": method.name, "seconds": time.perf_counter() - start}
             for target in TARGETS.values():
-                path = Path(tmp) / f"{method.name}.{target.onnx_name}"
-                quantize_qdq(fp32_path, path, ranges, method, target)
+                path = Path(tmp) / f"{method.name}.{target.artifact.file_name}"
+                onnx.save(quantize_qdq(fp32_path, ranges, method, target), str(path))
                 logits = OnnxRuntimeBackend(path, device="cpu").run(inputs)
                 row.update(_scores(target.name, logits, reference, labels))
             rows.append(row)
     return rows
-
-
-def export_preprocess(export):
-    from smlp_deploy.models import PreprocessConfig
-
-    return PreprocessConfig.from_dict(export.manifest["preprocess"])
 
 
 def _scores(name: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+import torch
 
 from smlp_deploy.bench import BenchConfig, run_benchmark
 from smlp_deploy.bench.timing import measure, measure_interleaved
@@ -27,9 +28,11 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
     paths = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "png")}
     monkeypatch.setattr("sys.argv", [
         "smlp-bench", "--artifacts", str(artifacts), "--backends", "torch,onnxruntime,tensorrt",
-        "--precision", "fp32,fp16,int8", "--batch-sizes", "1,4", "--device", "cpu", "--iters", "5", "--warmup", "1", "--end-to-end",
+        "--precision", "fp32,fp16,int8", "--batch-sizes", "1,4", "--device", "cpu", "--iters", "5", "--warmup", "1", "--end-to-end", "--threads", "1",
         "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--plot", str(paths["png"])])
+    threads = torch.get_num_threads()
     assert entry_point() == 0
+    assert torch.get_num_threads() == threads  # the benchmark's thread count is not left behind
     printed = capsys.readouterr().out
     assert "vs eager fp32" in printed and "skipped onnxruntime int8: no model.int8.onnx" in printed
 
@@ -57,9 +60,9 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
 
 
 def test_bad_settings_are_named(tmp_path):
-    with pytest.raises(InputError, match="--backends must be among"):
+    with pytest.raises(InputError, match="backends must be among"):
         run_benchmark(BenchConfig(backends=("tvm",)))
-    with pytest.raises(InputError, match="--batch-sizes"):
+    with pytest.raises(InputError, match="batch sizes must be positive"):
         run_benchmark(BenchConfig(batch_sizes=(0,)))
     with pytest.raises(InputError, match="not an export directory"):
         run_benchmark(BenchConfig(artifacts=tmp_path))
@@ -68,8 +71,8 @@ def test_bad_settings_are_named(tmp_path):
 def test_measure_counts_and_orders():
     calls = []
     latency = measure(lambda: calls.append(1), warmup=2, iters=7)
-    assert len(calls) == 9 and latency.summary()["n"] == 7
-    assert measure(lambda: None, warmup=0, duration_s=0.0).summary()["n"] == 5  # at least MIN_ITERS
+    assert len(calls) == 9 and latency.summary().n == 7
+    assert measure(lambda: None, warmup=0, duration_s=0.0).summary().n == 5  # at least MIN_ITERS
 
 
 def test_interleaved_rounds_settle_each_callable_before_timing_it():
@@ -83,14 +86,14 @@ def test_interleaved_rounds_settle_each_callable_before_timing_it():
                                 on_result=lambda k, position: timed_results.append((k, position)))
     # warm-up; then per round and callable one untimed call and up to `block` timed ones, 4 timed in all
     assert "".join(order) == "a" "b" + "aaaa" "bbbb" + "aa" "bb"
-    assert {k: t.summary()["n"] for k, t in timed.items()} == {"a": 4, "b": 4}
+    assert {k: t.summary().n for k, t in timed.items()} == {"a": 4, "b": 4}
     # only timed calls reach on_result: not the warm-up (1, 2) nor the settling calls (3, 7, 11, 13)
     assert timed_results == [("a", 4), ("a", 5), ("a", 6), ("b", 8), ("b", 9), ("b", 10), ("a", 12), ("b", 14)]
 
 
 def test_interleaved_budget_counts_timed_calls_only():
     timed = measure_interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, warmup=0, duration_s=0.02)
-    assert timed["slow"].summary()["n"] >= 5 and sum(timed["slow"].samples_ms) >= 20
-    assert timed["fast"].summary()["n"] > timed["slow"].summary()["n"]  # each runs to its own budget
+    assert timed["slow"].summary().n >= 5 and sum(timed["slow"].samples_ms) >= 20
+    assert timed["fast"].summary().n > timed["slow"].summary().n  # each runs to its own budget
     with pytest.raises(ValueError, match="at least one"):
         measure_interleaved({})

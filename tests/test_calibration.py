@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 
 import numpy as np
@@ -23,6 +24,8 @@ from smlp_deploy.export.int8 import Int8Options
 from smlp_deploy.models import PreprocessConfig
 from tests.digits import CHECKPOINT, IMAGE_SIZE, NUM_CLASSES, write_digits
 
+from .conftest import assert_steps_counted
+
 QUANTIZED = {"Conv", "MatMul", "Gemm"}
 PREPROCESS = PreprocessConfig.for_image_size(IMAGE_SIZE)
 
@@ -32,10 +35,10 @@ def digits(tmp_path_factory):
     return write_digits(tmp_path_factory.mktemp("digits"))
 
 
-def export_digits(out, digits, **options):
+def export_digits(out, digits, quiet=True, **options):
     return export_model(
         "test", checkpoint=CHECKPOINT, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
-        precisions=("fp32", "fp16", "int8"), out_dir=out, eval_dir=digits["test"], quiet=True,
+        precisions=("fp32", "fp16", "int8"), out_dir=out, eval_dir=digits["test"], quiet=quiet,
         int8_options=Int8Options(digits["train"], targets=("tensorrt", "cpu"), **options),
     )
 
@@ -164,9 +167,10 @@ def test_smlp_eval_reports_each_artifact(exported, digits, capsys, monkeypatch):
     assert eval_entry_point() != 0 and "is not a directory" in capsys.readouterr().err
 
 
-def test_second_run_reuses_the_cache(exported, digits):
+def test_second_run_reuses_the_cache(exported, digits, capsys):
     first = json.loads(exported.manifest_path.read_text())
-    rerun = export_digits(exported.out_dir, digits)
+    rerun = export_digits(exported.out_dir, digits, quiet=False)
+    assert_steps_counted(capsys.readouterr().err)
     manifest = json.loads(rerun.manifest_path.read_text())
     assert manifest["calibration"]["cache_reused"]
     hashes = {a["path"]: a["sha256"] for a in first["artifacts"]}
@@ -209,7 +213,9 @@ def test_cli_refuses_a_foreign_cache_before_writing(digits, tmp_path, capsys, mo
 
 
 def test_int8_needs_calibration_images(tmp_path, capsys, monkeypatch):
-    assert export_cli(monkeypatch, "--int8", "--out", str(tmp_path / "x")) != 0
+    with pytest.raises(SystemExit) as info:  # a usage error, reported by argparse
+        export_cli(monkeypatch, "--int8", "--out", str(tmp_path / "x"))
+    assert info.value.code == 2
     assert "--calib-dir" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
@@ -256,12 +262,21 @@ def test_sampling_is_deterministic(digits):
     assert len({f.split("/")[0] for f in first.files}) > 1  # drawn across class folders, not the first one
 
 
+def test_cli_names_the_flag_of_a_bad_setting(tmp_path, capsys, monkeypatch):
+    """The library names the API parameter; the command line names its flag for it."""
+    with pytest.raises(CalibrationError, match="^calibration folder .* is not a directory$") as info:
+        Int8Options(tmp_path / "nowhere").check()
+    assert info.value.parameter == "calib_dir"
+    assert export_cli(monkeypatch, "--int8", "--calib-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)) == 2
+    assert "error: --calib-dir: calibration folder" in capsys.readouterr().err
+
+
 def test_bad_settings_are_named(digits):
-    with pytest.raises(CalibrationError, match="--calib-samples"):
+    with pytest.raises(CalibrationError, match="calibration samples must be at least 1"):
         load_calibration_set(digits["train"], PREPROCESS, samples=0)
     with pytest.raises(CalibrationError, match="unknown calibration method 'kl'"):
         get_method("kl")
-    with pytest.raises(CalibrationError, match="--int8-target"):
+    with pytest.raises(CalibrationError, match="INT8 targets must be among"):
         Int8Options(digits["train"], targets=("gpu",)).check()
 
 
@@ -278,12 +293,16 @@ def test_methods_clip_inside_the_observed_range(exported, digits):
             assert lo == -hi and 0 < hi <= ranges["minmax"][name][1] * (1 + 1e-6), (method, name)
 
 
-def test_fp32_float_parts_without_fp16(exported, tmp_path):
-    """``--int8`` alone keeps the float parts (and the scales) float32, at the opset of the float model."""
+def test_fp32_float_parts_without_fp16(exported, caplog):
+    """``--int8`` alone keeps the float parts (and the scales) float32, at the opset of the float model. The
+    quantizer's own log records are dropped while it runs, and the application's logging is left as it was."""
     cache = json.loads((exported.out_dir / "calibration.cache.json").read_text())
     ranges = {name: tuple(r) for name, r in cache["ranges"].items()}
-    model = quantize_qdq(exported.out_dir / "model.onnx", tmp_path / "q.onnx", ranges, get_method("entropy"),
-                         TARGETS["tensorrt"])
+    root_filters = list(logging.getLogger().filters)
+    with caplog.at_level(logging.INFO):
+        model = quantize_qdq(exported.out_dir / "model.onnx", ranges, get_method("entropy"), TARGETS["tensorrt"])
+    assert not [r for r in caplog.records if "onnxruntime" in r.pathname]
+    assert logging.getLogger().filters == root_filters and logging.root.manager.disable == logging.NOTSET
     initializers, _, _ = graph_index(model)
     scales = [initializers[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"]
     assert scales and all(s.dtype == np.float32 for s in scales)

@@ -14,8 +14,9 @@ from smlp_deploy import Classifier, Prediction, SmlpDeployError
 from smlp_deploy.cli.predict import main as predict_main
 from smlp_deploy.errors import ArtifactError, ImageError, InputError
 from smlp_deploy.export import BatchProfile, BuildOptions, THRESHOLDS, compare, export_model
-from smlp_deploy.export.tensorrt_build import tensorrt_unavailable_reason
+from smlp_deploy.environment import tensorrt_unavailable_reason
 from smlp_deploy.models import create_model
+from smlp_deploy.runtime import load_backend
 
 from .conftest import photo_batch
 
@@ -154,3 +155,50 @@ def test_predict_cli_table_and_json(export_dir, photos, capsys):
     assert predict_main([str(export_dir / "model.onnx"), str(photos[0]), "--json"]) == 0
     record = json.loads(capsys.readouterr().out.splitlines()[0])
     assert record["image"].endswith(photos[0].name) and len(record["topk"]) == 5
+
+
+def test_load_backend_refuses_a_file_it_cannot_open(export_dir):
+    with pytest.raises(InputError, match=r"backend 'torch' cannot open .*model\.onnx.*: it runs PyTorch checkpoints "
+                                         r"\(\.pt, \.pth\); \.onnx files are ONNX models, run by backend 'onnxruntime'"):
+        load_backend(export_dir / "model.onnx", "torch")
+    with pytest.raises(InputError, match="backend 'onnxruntime' cannot open"):
+        load_backend(export_dir / "model.pt", "onnxruntime")
+    with pytest.raises(InputError, match="cannot tell the backend") as info:
+        load_backend(export_dir / "model.onnx", "tvm")
+    assert info.value.parameter == "backend"
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.onnx", "model.fp16.onnx"])
+def test_backends_check_each_batch_against_the_artifact(export_dir, name):
+    """The shape the artifact declares is checked before the backend runs, whatever the backend."""
+    backend = load_backend(export_dir / name)
+    assert backend.input_shape == (3, SIZE, SIZE) and backend.num_classes == 1000
+    cases = [
+        (np.zeros((2, 3, 32, 32), np.float32), r"batch of shape \[2, 3, 32, 32\] does not fit .*\['N', 3, 64, 64\]"),
+        (np.zeros((3, SIZE, SIZE), np.float32), r"batch of shape \[3, 64, 64\] does not fit"),
+        (np.zeros((0, 3, SIZE, SIZE), np.float32), r"batch of shape \[0, 3, 64, 64\] does not fit"),
+        (np.zeros((1, 3, SIZE, SIZE), np.float64), "takes float32 batches .* got a float64 array"),
+        ([[0.0]], "takes float32 batches .* got a list"),
+    ]
+    for batch, message in cases:
+        with pytest.raises(InputError, match=message):
+            backend.run(batch)
+    backend.max_batch_size = 2
+    with pytest.raises(InputError, match=r"batch of 3 is larger than .* \(at most 2\)"):
+        backend.run(np.zeros((3, 3, SIZE, SIZE), np.float32))
+    assert backend.run(np.zeros((2, 3, SIZE, SIZE), np.float32)).shape == (2, 1000)
+
+
+def test_a_directory_is_named_with_the_files_it_holds(export_dir):
+    with pytest.raises(ArtifactError, match=r"is a directory, not a model file; pass one of its files: "
+                                            r"model\.fp16\.onnx, model\.onnx, model\.pt"):
+        Classifier(export_dir)
+
+
+def test_a_lone_onnx_file_takes_its_input_size_from_the_graph(export_dir, tmp_path, photos):
+    lone = tmp_path / "model.onnx"
+    shutil.copy(export_dir / "model.onnx", lone)
+    with pytest.warns(UserWarning, match="ImageNet preprocessing at 64x64"):
+        clf = Classifier(lone)
+    assert clf.preprocess.config == Classifier(export_dir / "model.onnx").preprocess.config
+    np.testing.assert_array_equal(clf.logits(str(photos[0])), Classifier(export_dir / "model.onnx").logits(str(photos[0])))

@@ -16,6 +16,8 @@ from smlp_deploy.export.verification import VerificationSet
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
+from .conftest import assert_steps_counted
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -102,23 +104,30 @@ def test_a_broken_artifact_is_caught(exported, tmp_path):
 
 
 def test_require_engine_fails_without_tensorrt(tmp_path):
-    from smlp_deploy.export.tensorrt_build import tensorrt_unavailable_reason
+    from smlp_deploy.environment import tensorrt_unavailable_reason
 
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present: the engine gets built")
-    with pytest.raises(BackendUnavailableError, match="--require-engine"):
-        export_model("test", image_size=64, out_dir=tmp_path, require_engine=True, quiet=True)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["engine"]["status"] == "skipped" and manifest["artifacts"][0]["path"] == "model.onnx"
+    with pytest.raises(BackendUnavailableError, match="no TensorRT engine can be built here") as info:
+        export_model("test", image_size=64, out_dir=tmp_path / "out", require_engine=True, quiet=True)
+    assert info.value.parameter == "require_engine"
+    assert not (tmp_path / "out").exists()  # refused before any work
+    export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
     with pytest.raises(BackendUnavailableError):
         build_from_onnx(tmp_path, quiet=True)
+
+
+@pytest.mark.parametrize("precisions, do_simplify", [(("fp32",), False), (("fp16",), True)])
+def test_progress_counts_the_planned_steps(precisions, do_simplify, tmp_path, capsys):
+    export_model("test", image_size=64, precisions=precisions, do_simplify=do_simplify, out_dir=tmp_path)
+    assert_steps_counted(capsys.readouterr().err)
 
 
 def test_rerun_into_the_same_directory(tmp_path):
     first = export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
     second = export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
-    assert [a["path"] for a in second.manifest["artifacts"]] == ["model.onnx"]
-    assert first.manifest["artifacts"][0]["sha256"] == second.manifest["artifacts"][0]["sha256"]
+    assert [a.path for a in second.manifest.artifacts] == ["model.onnx"]
+    assert first.manifest.artifacts[0].sha256 == second.manifest.artifacts[0].sha256
 
 
 def test_cli_summary_and_errors(tmp_path, capsys, monkeypatch):
@@ -130,19 +139,11 @@ def test_cli_summary_and_errors(tmp_path, capsys, monkeypatch):
     assert "multiple of 32" in capsys.readouterr().err
 
 
-def test_batch_profile_parsing():
-    assert BatchProfile.parse("1:8:32") == BatchProfile(1, 8, 32)
-    with pytest.raises(Exception, match="min:opt:max"):
-        BatchProfile.parse("8")
-    with pytest.raises(Exception, match="min <= opt <= max"):
-        BatchProfile.parse("8:4:32")
-
-
 def test_tiny_fp16_export(tmp_path):
     """The README's main job on the real tiny variant, end to end on the CPU."""
     result = export_model("tiny", precisions=("fp16",), out_dir=tmp_path, quiet=True)
     assert result.reports["model.fp16.onnx"].cosine >= 0.999
-    assert result.manifest["model"]["params"] == 24_123_584
+    assert result.manifest.model.params == 24_123_584
 
 
 @pytest.mark.tensorrt
@@ -151,14 +152,14 @@ def test_engines_are_built_and_verified(tmp_path):
     build = BuildOptions(BatchProfile(1, 4, 8), workspace_mib=1024, timing_cache=cache)
     result = export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=tmp_path, build=build,
                           require_engine=True, quiet=True)
-    engines = [a for a in result.manifest["artifacts"] if a["format"] == "tensorrt"]
-    assert {e["precision"] for e in engines} == {"fp32", "fp16"}
+    engines = [a for a in result.manifest.artifacts if a.format == "tensorrt"]
+    assert {e.precision for e in engines} == {"fp32", "fp16"}
     for engine in engines:
-        assert engine["profile"] == {"min": 1, "opt": 4, "max": 8}
-        assert engine["tensorrt_version"] and engine["gpu"]["compute_capability"]
-    assert result.manifest["engine"]["status"] == "built" and cache.stat().st_size > 0
+        assert engine.profile == BatchProfile(1, 4, 8)
+        assert engine.tensorrt_version and engine.gpu.compute_capability
+    assert result.manifest.engine.status == "built" and cache.stat().st_size > 0
     rebuilt = build_from_onnx(tmp_path, build, quiet=True)  # reuses the timing cache
-    assert rebuilt.manifest["engine"]["status"] == "built"
+    assert rebuilt.manifest.engine.status == "built"
 
 
 def test_verification_set_from_an_older_export_is_named(exported, tmp_path):

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from smlp_deploy.bench import environment
+from smlp_deploy import environment
 from smlp_deploy.bench.timing import measure_interleaved
 from smlp_deploy.export.onnx_graph import DEFAULT_OPSET, export_onnx, save_model, simplify
 from smlp_deploy.fileio import write_json_atomic
@@ -130,7 +130,7 @@ def main() -> None:
                                                          dtype=np.float32)
         calls = {EAGER: functools.partial(eager.run, batch)}
         calls |= {name: functools.partial(s.run, None, {"input": batch}) for name, s in sessions.items()}
-        p50 = [{name: t.summary()["p50"] for name, t in measure_interleaved(calls, duration_s=args.duration).items()}
+        p50 = [{name: t.summary().p50 for name, t in measure_interleaved(calls, duration_s=args.duration).items()}
                for _ in range(args.repeats)]
         for name in calls:
             vs_eager = [r[EAGER] / r[name] for r in p50]

@@ -1,6 +1,12 @@
 """smlp-bench: latency and throughput across backends, precisions and batch sizes, against eager PyTorch."""
 
-from .report import format_report, write_csv, write_json, write_plot
-from .runner import BenchConfig, BenchReport, run_benchmark
+from typing import TYPE_CHECKING
 
-__all__ = ["BenchConfig", "BenchReport", "format_report", "run_benchmark", "write_csv", "write_json", "write_plot"]
+from .._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
+
+if TYPE_CHECKING:
+    from .report import format_report, write_csv, write_json, write_plot
+    from .results import BenchReport, BenchRow
+    from .runner import BenchConfig, run_benchmark

@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..fileio import atomic_path, write_json_atomic
 from ..progress import format_table
-from .runner import BenchReport
+from ..records import to_json
+from .results import BenchReport
 
 CSV_FIELDS = ["backend", "precision", "artifact", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
               "std_ms", "throughput_ips", "speedup", "gflops", "peak_fraction", "matmul_peak_gflops",
@@ -16,22 +17,21 @@ CSV_FIELDS = ["backend", "precision", "artifact", "device", "batch_size", "p50_m
 
 
 def format_report(report: BenchReport) -> str:
-    env = report.env
+    env, model = report.env, report.model
     gpu = env["gpu"]["name"] if env["gpu"] else "no GPU"
-    head = (f"{report.model['name']} at {report.model['image_size']} ({report.model['macs'] / 1e9:.2f} GMACs/image) "
+    head = (f"{model.name} at {model.image_size} ({model.macs / 1e9:.2f} GMACs/image) "
             f"on {env['cpu']} ({env['threads']} threads), {gpu}; matmul peak "
             + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report.peak_gflops.items()))
     rows = []
     for r in report.results:
-        lat = r["latency_ms"]
-        e2e = r.get("end_to_end")
-        rows.append([r["label"], r["batch_size"], f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
-                     f"±{lat['std']:.2f}", f"{r['throughput_ips']:.1f}", _ratio(r["speedup"]), f"{r['gflops']:.0f}",
-                     f"{r['peak_fraction']:.0%}", f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] else "-",
-                     f"{e2e['latency_ms']:.1f} ({e2e['preprocess_share']:.0%})" if e2e else "-"])
+        lat, e2e = r.latency_ms, r.end_to_end
+        rows.append([r.label, r.batch_size, f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.p99:.2f}",
+                     f"±{lat.std:.2f}", f"{r.throughput_ips:.1f}", _ratio(r.speedup), f"{r.gflops:.0f}",
+                     f"{r.peak_fraction:.0%}", f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib else "-",
+                     f"{e2e.latency_ms:.1f} ({e2e.preprocess_share:.0%})" if e2e else "-"])
     table = format_table(["target", "batch", "p50 ms", "p90 ms", "p99 ms", "std", "img/s", "vs eager fp32",
                           "GFLOP/s", "of peak", "RSS MiB", "end-to-end ms (preproc)"], rows)
-    skipped = [f"skipped {s['backend']} {s['precision']}: {s['reason']}" for s in report.skipped]
+    skipped = [f"skipped {s.backend} {s.precision}: {s.reason}" for s in report.skipped]
     return "\n".join([head, "", table, *([""] + skipped if skipped else [])])
 
 
@@ -40,7 +40,7 @@ def _ratio(value: float | None) -> str:
 
 
 def write_json(report: BenchReport, path: Path) -> None:
-    write_json_atomic(Path(path), report.to_dict())
+    write_json_atomic(Path(path), to_json(report))
 
 
 def write_csv(report: BenchReport, path: Path) -> None:
@@ -48,9 +48,11 @@ def write_csv(report: BenchReport, path: Path) -> None:
         writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
         for r in report.results:
-            lat, e2e = r["latency_ms"], r.get("end_to_end") or {}
-            writer.writerow({**{k: r.get(k) for k in CSV_FIELDS}, **{f"{k}_ms": lat[k] for k in ("p50", "p90", "p99",
-                            "mean", "std")}, "e2e_ms": e2e.get("latency_ms"), "preprocess_share": e2e.get("preprocess_share")})
+            lat, e2e = r.latency_ms, r.end_to_end
+            writer.writerow({**{k: getattr(r, k, None) for k in CSV_FIELDS},
+                             **{f"{k}_ms": getattr(lat, k) for k in ("p50", "p90", "p99", "mean", "std")},
+                             "e2e_ms": e2e.latency_ms if e2e else None,
+                             "preprocess_share": e2e.preprocess_share if e2e else None})
 
 
 def write_plot(report: BenchReport, path: Path) -> None:
@@ -62,15 +64,15 @@ def write_plot(report: BenchReport, path: Path) -> None:
         import matplotlib.pyplot as plt
         from matplotlib.ticker import NullFormatter, ScalarFormatter
     except ImportError as exc:
-        raise InputError("--plot needs matplotlib: pip install 'smlp-deploy[bench]'") from exc
-    labels = list(dict.fromkeys(r["label"] for r in report.results))
-    batches = sorted({r["batch_size"] for r in report.results})
-    by_key = {(r["label"], r["batch_size"]): r for r in report.results}
+        raise InputError("plots need matplotlib: pip install 'smlp-deploy[bench]'", parameter="plot") from exc
+    labels = list(dict.fromkeys(r.label for r in report.results))
+    batches = sorted({r.batch_size for r in report.results})
+    by_key = {(r.label, r.batch_size): r for r in report.results}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for label in labels:
-        points = [(b, by_key[label, b]["latency_ms"]) for b in batches if (label, b) in by_key]
-        left.errorbar([b for b, _ in points], [lat["p50"] for _, lat in points],
-                      yerr=[[lat["p50"] - lat["min"] for _, lat in points], [lat["p90"] - lat["p50"] for _, lat in points]],
+        points = [(b, by_key[label, b].latency_ms) for b in batches if (label, b) in by_key]
+        left.errorbar([b for b, _ in points], [lat.p50 for _, lat in points],
+                      yerr=[[lat.p50 - lat.min for _, lat in points], [lat.p90 - lat.p50 for _, lat in points]],
                       marker="o", capsize=3, label=label)
     left.set(xscale="log", yscale="log", xlabel="batch size", ylabel="latency p50, ms (bars: min to p90)",
              title="Latency", xticks=batches, xticklabels=[str(b) for b in batches])
@@ -82,14 +84,14 @@ def write_plot(report: BenchReport, path: Path) -> None:
     width = 0.8 / max(len(labels), 1)
     for i, label in enumerate(labels):
         xs = [j + i * width for j, b in enumerate(batches) if (label, b) in by_key]
-        ys = [by_key[label, b]["throughput_ips"] for b in batches if (label, b) in by_key]
+        ys = [by_key[label, b].throughput_ips for b in batches if (label, b) in by_key]
         bars = right.bar(xs, ys, width, label=label)
         right.bar_label(bars, fmt="%.0f", fontsize=7)
     right.set(xticks=[j + width * (len(labels) - 1) / 2 for j in range(len(batches))],
               xticklabels=[f"batch {b}" for b in batches], ylabel="images/s", title="Throughput")
     right.grid(True, axis="y", alpha=0.3)
     env = report.env
-    fig.suptitle(f"{report.model['name']} {report.model['image_size']}px: {env['gpu']['name'] if env['gpu'] else env['cpu']}"
+    fig.suptitle(f"{report.model.name} {report.model.image_size}px: {env['gpu']['name'] if env['gpu'] else env['cpu']}"
                  f" ({env['threads']} threads)", fontsize=11)
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:

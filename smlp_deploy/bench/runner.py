@@ -7,23 +7,26 @@ import functools
 import io
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..artifacts import PRECISIONS
+from ..environment import capture, cpu_cores
 from ..errors import InputError, SmlpDeployError
-from ..export import manifest as mf
-from ..models import PreprocessConfig, count_macs, create_model
+from ..manifest import MANIFEST_NAME, Manifest
+from ..models.complexity import count_macs
+from ..models.registry import create_model
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
-from . import environment
 from .peak import matmul_probe
-from .targets import BACKENDS, PRECISIONS, Skipped, Target, resolve
-from .timing import measure_interleaved
+from .results import BenchModel, BenchReport, BenchRow, EndToEnd, Skipped
+from .targets import BACKENDS, Target, resolve
+from .timing import LatencyStats, measure_interleaved
 
 BASELINE = ("torch", "fp32")
 E2E_PHOTO_SIZE = (500, 375)  # a typical web photo, as JPEG
@@ -44,58 +47,57 @@ class BenchConfig:
     threads: int | None = None  # default: every core this process may use
 
     def check(self) -> None:
-        for name, given, allowed in (("backend", self.backends, BACKENDS), ("precision", self.precisions, PRECISIONS)):
+        for name, given, allowed in (("backends", self.backends, BACKENDS), ("precisions", self.precisions, PRECISIONS)):
             unknown = [g for g in given if g not in allowed]
             if unknown or not given:
-                raise InputError(f"--{name}s must be among {', '.join(allowed)}, got {', '.join(given) or 'none'}")
+                raise InputError(f"{name} must be among {', '.join(allowed)}, got {', '.join(given) or 'none'}",
+                                 parameter=name)
         if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise InputError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
-        if self.artifacts is not None and not (Path(self.artifacts) / mf.MANIFEST_NAME).is_file():
-            raise InputError(f"--artifacts {str(self.artifacts)!r} is not an export directory (no {mf.MANIFEST_NAME})")
-
-
-@dataclass
-class BenchReport:
-    env: dict[str, Any]
-    model: dict[str, Any]
-    peak_gflops: dict[str, float] = field(default_factory=dict)  # median over the batch sizes' rounds
-    results: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "model": self.model, "peak_gflops": self.peak_gflops, "results": self.results,
-                "skipped": self.skipped}
+            raise InputError(f"batch sizes must be positive integers, got {self.batch_sizes}", parameter="batch_sizes")
+        if self.artifacts is not None and not (Path(self.artifacts) / MANIFEST_NAME).is_file():
+            raise InputError(f"{str(self.artifacts)!r} is not an export directory (no {MANIFEST_NAME})",
+                             parameter="artifacts")
 
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchReport:
     config.check()
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    threads = config.threads or environment.cpu_cores()
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="smlp-bench-") as tmp:
+    threads = config.threads or cpu_cores()
+    with _torch_threads(threads), tempfile.TemporaryDirectory(prefix="smlp-bench-") as tmp:
         artifacts = Path(config.artifacts) if config.artifacts else _export(config, Path(tmp), log)
-        manifest = mf.read_manifest(artifacts / mf.MANIFEST_NAME)
-        info = manifest["model"]
+        manifest = Manifest.load(artifacts / MANIFEST_NAME)
+        info = manifest.model
         torch.manual_seed(0)
-        model = create_model(info["name"], num_classes=info["num_classes"], image_size=info["image_size"])
+        model = create_model(info.name, num_classes=info.num_classes, image_size=info.image_size)
         macs = count_macs(model)
-        report = BenchReport(environment.capture() | {"threads": threads, "device": device},
-                             {"name": info["name"], "image_size": info["image_size"], "macs": macs})
+        report = BenchReport(capture() | {"threads": threads, "device": device},
+                             BenchModel(info.name, info.image_size, macs))
         targets: list[Target] = []
         for backend, precision in _pairs(config, device):
             for found in resolve(backend, precision, model=model, artifacts=artifacts, device=device, threads=threads):
                 if isinstance(found, Skipped):
-                    report.skipped.append(vars(found))
+                    report.skipped.append(found)
                     log(f"skipped {backend} {precision}: {found.reason}")
                 else:
                     targets.append(found)
-        preprocessor = Preprocessor(PreprocessConfig.from_dict(manifest["preprocess"]))
+        preprocessor = Preprocessor(manifest.preprocess)
         peak_dtypes = ("fp32", "fp16") if device == "cuda" else ("fp32",)
         probes = {dtype: matmul_probe(device, dtype) for dtype in peak_dtypes}
         report.results, peaks = _bench_targets(targets, probes, config, preprocessor, macs, report.skipped, log)
         report.peak_gflops = {dtype: float(np.median([p[dtype] for p in peaks])) for dtype in peak_dtypes}
     _add_speedups(report.results)
     return report
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count is process-wide: set it for the run, give the caller's back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _pairs(config: BenchConfig, device: str) -> list[tuple[str, str]]:
@@ -118,7 +120,7 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
             try:
                 backends[target.label] = target.load()
             except SmlpDeployError as exc:
-                skipped.append(vars(Skipped(target.backend, target.precision, str(exc))))
+                skipped.append(Skipped(target.backend, target.precision, str(exc)))
                 log(f"skipped {target.label}: {exc}")
                 continue
             stack.callback(backends[target.label].close)
@@ -135,32 +137,34 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
             calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
             memory = {label: _peak_memory_of(call, by_label[label]) for label, call in calls.items()}
             latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing)
-            peaks = {d: flops / (latencies.pop(f"matmul {d}").summary()["p50"] * 1e-3) / 1e9
+            peaks = {d: flops / (latencies.pop(f"matmul {d}").summary().p50 * 1e-3) / 1e9
                      for d, (_, flops) in probes.items()}
             peaks_per_batch.append(peaks)
             e2e = _end_to_end(live, preprocessor, batch_size, timing) if config.end_to_end else {}
             for label, latency in latencies.items():
-                row = _row(by_label[label], batch_size, latency.summary(), macs, peaks) | memory[label]
-                if label in e2e:
-                    row["end_to_end"] = e2e[label]
-                log(f"{label:<32} batch {batch_size:>3}: p50 {row['latency_ms']['p50']:8.2f} ms "
-                    f"({row['throughput_ips']:8.1f} img/s, {row['peak_fraction']:.0%} of matmul peak)")
+                row = _row(by_label[label], batch_size, latency.summary(), macs, peaks, memory[label], e2e.get(label))
+                log(f"{label:<32} batch {batch_size:>3}: p50 {row.latency_ms.p50:8.2f} ms "
+                    f"({row.throughput_ips:8.1f} img/s, {row.peak_fraction:.0%} of matmul peak)")
                 rows.append(row)
     return rows, peaks_per_batch
 
 
-def _row(target: Target, batch_size: int, latency: dict[str, float], macs: int, peaks: dict[str, float]):
-    seconds = latency["p50"] * 1e-3
+def _row(target: Target, batch_size: int, latency: LatencyStats, macs: int, peaks: dict[str, float],
+         memory: tuple[float | None, float | None], e2e: EndToEnd | None) -> BenchRow:
+    seconds = latency.p50 * 1e-3
     gflops = 2 * macs * batch_size / seconds / 1e9
     peak_dtype = "fp16" if target.precision == "fp16" and "fp16" in peaks else "fp32"
-    return {"backend": target.backend, "precision": target.precision, "artifact": target.artifact,
-            "label": target.label, "device": target.device, "batch_size": batch_size, "latency_ms": latency,
-            "throughput_ips": batch_size / seconds, "gflops": gflops, "peak_fraction": gflops / peaks[peak_dtype],
-            "peak_dtype": peak_dtype, "matmul_peak_gflops": peaks[peak_dtype]}
+    return BenchRow(
+        backend=target.backend, precision=target.precision,
+        artifact=target.artifact.file_name if target.artifact else None, label=target.label, device=target.device,
+        batch_size=batch_size, latency_ms=latency, throughput_ips=batch_size / seconds, gflops=gflops,
+        peak_fraction=gflops / peaks[peak_dtype], peak_dtype=peak_dtype, matmul_peak_gflops=peaks[peak_dtype],
+        peak_rss_mib=memory[0], peak_gpu_mib=memory[1], end_to_end=e2e,
+    )
 
 
 def _end_to_end(backends: dict[str, Any], preprocessor: Preprocessor, batch_size: int,
-                timing: dict[str, Any]) -> dict[str, dict[str, float]]:
+                timing: dict[str, Any]) -> dict[str, EndToEnd]:
     """JPEG bytes -> top-5 (decode + preprocess + inference) per target, and the share of it spent decoding and
     preprocessing, from the timed calls' own split of their time (so the share is below 1 by construction)."""
     photos = _jpeg_photos()
@@ -178,11 +182,10 @@ def _end_to_end(backends: dict[str, Any], preprocessor: Preprocessor, batch_size
     latencies = measure_interleaved(calls, **timing, on_result=lambda label, split: splits[label].append(split))
     results = {}
     for label, latency in latencies.items():
-        total = latency.summary()["p50"]
+        total = latency.summary().p50
         preprocess, whole = np.array(splits[label]).T
-        shares = preprocess / whole
-        results[label] = {"latency_ms": total, "throughput_ips": batch_size / (total * 1e-3),
-                          "preprocess_ms": float(np.median(preprocess)), "preprocess_share": float(np.median(shares))}
+        results[label] = EndToEnd(total, batch_size / (total * 1e-3), float(np.median(preprocess)),
+                                  float(np.median(preprocess / whole)))
     return results
 
 
@@ -198,15 +201,15 @@ def _jpeg_photos() -> tuple[bytes, ...]:
     return tuple(encoded)
 
 
-def _add_speedups(results: list[dict[str, Any]]) -> None:
+def _add_speedups(results: list[BenchRow]) -> None:
     """``speedup``: the eager FP32 baseline's p50 over this row's, at the same batch size."""
-    base = {r["batch_size"]: r["latency_ms"]["p50"] for r in results if (r["backend"], r["precision"]) == BASELINE}
+    base = {r.batch_size: r.latency_ms.p50 for r in results if (r.backend, r.precision) == BASELINE}
     for r in results:
-        r["speedup"] = base[r["batch_size"]] / r["latency_ms"]["p50"] if r["batch_size"] in base else None
+        r.speedup = base[r.batch_size] / r.latency_ms.p50 if r.batch_size in base else None
 
 
-def _peak_memory_of(call: Callable[[], object], target: Target) -> dict[str, float | None]:
-    """Peak memory over one call (the first at a batch size, the one that grows the arenas).
+def _peak_memory_of(call: Callable[[], object], target: Target) -> tuple[float | None, float | None]:
+    """Peak memory over one call (the first at a batch size, the one that grows the arenas), in MiB: host, GPU.
 
     Host: the process's peak RSS; every target is loaded, so a row also counts the arenas of the targets
     measured before it. GPU: what torch's allocator added during the call, for PyTorch targets only (the
@@ -221,7 +224,7 @@ def _peak_memory_of(call: Callable[[], object], target: Target) -> dict[str, flo
         before = torch.cuda.memory_allocated()
     call()
     gpu = (torch.cuda.max_memory_allocated() - before) / 2**20 if on_torch_gpu else None
-    return {"peak_rss_mib": _rss_mib("VmHWM"), "peak_gpu_mib": gpu}
+    return _rss_mib("VmHWM"), gpu
 
 
 def _rss_mib(field: str) -> float | None:
@@ -235,7 +238,7 @@ def _rss_mib(field: str) -> float | None:
 
 
 def _export(config: BenchConfig, out: Path, log) -> Path:
-    from ..export import export_model
+    from ..export.pipeline import export_model
 
     precisions = tuple(p for p in ("fp32", "fp16") if p == "fp32" or p in config.precisions)
     log(f"exporting {config.variant} ({', '.join(precisions)}) to a temporary directory ...")

@@ -9,16 +9,14 @@ from typing import Callable
 
 import torch
 
-from ..export.pipeline import ONNX_NAMES, engine_name
-from ..export.tensorrt_build import tensorrt_unavailable_reason
-from ..runtime.backends import Backend, TorchBackend
-from ..runtime.classifier import load_backend
+from ..artifacts import ARTIFACTS, ArtifactKind
+from ..environment import tensorrt_unavailable_reason
+from ..runtime.backends.base import Backend
+from ..runtime.backends.factory import load_backend
+from ..runtime.backends.torch_backend import TorchBackend
+from .results import Skipped
 
 BACKENDS = ("torch", "torch.compile", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-# The INT8 model ONNX Runtime's x86 kernels run fastest (smlp-export --int8-target cpu), benchmarked beside
-# the TensorRT form when the export has it.
-ONNX_INT8_CPU = "model.int8.cpu.onnx"
 
 
 @dataclass(frozen=True)
@@ -26,19 +24,13 @@ class Target:
     backend: str
     precision: str
     device: str
-    artifact: str | None  # file name in the artifacts directory; None for PyTorch
+    artifact: ArtifactKind | None  # None for PyTorch
     load: Callable[[], Backend]
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.precision}" + (" (cpu form)" if self.artifact == ONNX_INT8_CPU else "")
-
-
-@dataclass(frozen=True)
-class Skipped:
-    backend: str
-    precision: str
-    reason: str
+        form = " (cpu form)" if self.artifact is not None and self.artifact.target == "cpu" else ""
+        return f"{self.backend} {self.precision}{form}"
 
 
 def resolve(
@@ -55,34 +47,35 @@ def resolve(
             return skip("torch.compile is benchmarked on GPUs (on CPUs it needs a C++ toolchain at run time)")
         dtype = torch.float16 if precision == "fp16" else torch.float32
         compile_ = backend == "torch.compile"
-        return [Target(backend, precision, device, None,
-                       lambda: _torch_backend(model, device, dtype, threads, compile_))]
+        return [Target(backend, precision, device, None, lambda: _torch_backend(model, device, dtype, compile_))]
     if backend == "onnxruntime":
-        names = [ONNX_NAMES[precision]] + ([ONNX_INT8_CPU] if precision == "int8" and device == "cpu" else [])
-        found = [n for n in names if (artifacts / n).is_file()]
-        if not found:
-            return skip(_missing(artifacts / names[0], precision))
-        return [Target(backend, precision, device, n,
-                       lambda n=n: load_backend(backend, artifacts / n, device=device, threads=threads)) for n in found]
-    if backend == "tensorrt":
+        # The CPU form of INT8 is meant for ONNX Runtime's x86 kernels, so it is timed on CPUs only.
+        kinds = [k for k in ARTIFACTS.values() if k.format == "onnx" and k.precision == precision
+                 and (k.target != "cpu" or device == "cpu")]
+    elif backend == "tensorrt":
         reason = tensorrt_unavailable_reason()
         if reason:
             return skip(reason)
-        engine = artifacts / engine_name(precision)
-        if not engine.is_file():
-            return skip(_missing(engine, precision))
-        return [Target(backend, precision, "cuda", engine.name, lambda: load_backend(backend, engine))]
-    raise ValueError(f"unknown backend {backend!r}")
+        kinds = [k for k in ARTIFACTS.values() if k.format == "tensorrt" and k.precision == precision]
+        device = "cuda"
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    found = [k for k in kinds if (artifacts / k.file_name).is_file()]
+    if not found:
+        return skip(_missing(kinds[0], precision))
+    return [Target(backend, precision, device, kind,
+                   lambda kind=kind: load_backend(artifacts / kind.file_name, kind.backend, device=device,
+                                                  threads=threads))
+            for kind in found]
 
 
-def _torch_backend(model, device, dtype, threads, compile_) -> Backend:
-    torch.set_num_threads(threads)
+def _torch_backend(model, device, dtype, compile_) -> Backend:
     backend = TorchBackend(copy.deepcopy(model), device=device, dtype=dtype)  # .to() converts in place
     if compile_:
         backend.model = torch.compile(backend.model)  # default mode: max-autotune takes minutes per batch size
     return backend
 
 
-def _missing(path: Path, precision: str) -> str:
+def _missing(kind: ArtifactKind, precision: str) -> str:
     how = {"int8": "smlp-export --int8 --calib-dir DIR", "fp16": "smlp-export --fp16"}.get(precision, "smlp-export")
-    return f"no {path.name} among the artifacts (make it with {how}, then pass --artifacts DIR)"
+    return f"no {kind.file_name} among the artifacts (make it with {how}, then pass --artifacts DIR)"

@@ -14,16 +14,28 @@ BLOCK = 3  # timed calls per callable per round of measure_interleaved
 
 
 @dataclass(frozen=True)
+class LatencyStats:
+    """Milliseconds per call: medians are quoted, the spread says how much to trust them."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    n: int
+
+
+@dataclass(frozen=True)
 class Latency:
-    """Per-call wall times in milliseconds; medians are quoted, the spread says how much to trust them."""
+    """Per-call wall times in milliseconds."""
 
     samples_ms: tuple[float, ...]
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> LatencyStats:
         s = np.asarray(self.samples_ms)
         p50, p90, p99 = np.percentile(s, [50, 90, 99])
-        return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(s.mean()),
-                "std": float(s.std()), "min": float(s.min()), "n": len(s)}
+        return LatencyStats(float(p50), float(p90), float(p99), float(s.mean()), float(s.std()), float(s.min()), len(s))
 
 
 def measure(

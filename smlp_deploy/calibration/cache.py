@@ -55,11 +55,11 @@ def check_cache_file(path: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
         is_cache = isinstance(data, dict) and data.get("kind") == CACHE_KIND
     except (OSError, ValueError) as exc:
-        raise CalibrationError(f"--calib-cache {str(path)!r} cannot be read as a calibration cache ({exc}); it was "
-                               "left untouched: delete it or choose another path") from exc
+        raise CalibrationError(f"calibration cache {str(path)!r} cannot be read as a calibration cache ({exc}); it "
+                               "was left untouched: delete it or choose another path", parameter="cache") from exc
     if not is_cache:
-        raise CalibrationError(f"--calib-cache {str(path)!r} is not an smlp-deploy calibration cache; it was left "
-                               "untouched: delete it or choose another path")
+        raise CalibrationError(f"calibration cache {str(path)!r} is not an smlp-deploy calibration cache; it was left "
+                               "untouched: delete it or choose another path", parameter="cache")
     return data
 
 

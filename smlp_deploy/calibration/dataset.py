@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..errors import CalibrationError, ImageError
 from ..imagefolder import IMAGE_SUFFIXES, find_images
-from ..models.preprocess_config import PreprocessConfig
+from ..preprocess_config import PreprocessConfig
 from ..runtime.preprocess import Preprocessor
 
 DEFAULT_SAMPLES = 256
@@ -32,6 +32,15 @@ class CalibrationSet:
         return len(self.files)
 
 
+def check_arguments(root: Path, samples: int) -> None:
+    """Fail on a sample count or folder that cannot work, before anything else runs."""
+    if samples < 1:
+        raise CalibrationError(f"the number of calibration samples must be at least 1, got {samples}",
+                               parameter="samples")
+    if not root.is_dir():
+        raise CalibrationError(f"calibration folder {str(root)!r} is not a directory", parameter="calib_dir")
+
+
 def load_calibration_set(
     root: str | Path,
     preprocess: PreprocessConfig,
@@ -46,15 +55,12 @@ def load_calibration_set(
     than ``samples`` gives a warning and uses them all; none gives :class:`CalibrationError`.
     """
     root = Path(root)
-    if samples < 1:
-        raise CalibrationError(f"--calib-samples must be at least 1, got {samples}")
-    if not root.is_dir():
-        raise CalibrationError(f"calibration folder {str(root)!r} is not a directory")
+    check_arguments(root, samples)
     candidates = find_images(root)
     if not candidates:
         raise CalibrationError(
             f"calibration folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}, searched "
-            "recursively): point --calib-dir at a folder of images like the ones the model will see"
+            "recursively): calibrate on a folder of images like the ones the model will see", parameter="calib_dir"
         )
     order = np.random.default_rng(seed).permutation(len(candidates))
     preprocessor = Preprocessor(preprocess)
@@ -78,7 +84,8 @@ def load_calibration_set(
             bar.update()
     if not files:
         raise CalibrationError(
-            f"none of the {len(candidates)} image files in {str(root)!r} could be read; first error: {skipped[0][1]}"
+            f"none of the {len(candidates)} image files in {str(root)!r} could be read; first error: {skipped[0][1]}",
+            parameter="calib_dir",
         )
     if skipped:
         warnings.warn(f"calibration: skipped {len(skipped)} unreadable file(s) in {root}, e.g. {skipped[0][1]}",

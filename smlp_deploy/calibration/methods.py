@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..artifacts import INPUT_NAME
 from ..errors import CalibrationError
 
 # Inputs of these ops get Q/DQ in the TensorRT form (TensorRT's recommended placement).
@@ -54,7 +55,8 @@ DEFAULT_METHOD = "percentile"
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise CalibrationError(f"unknown calibration method {name!r}; choose one of {', '.join(METHODS)}")
+        raise CalibrationError(f"unknown calibration method {name!r}; choose one of {', '.join(METHODS)}",
+                               parameter="method")
     return METHODS[name]
 
 
@@ -69,7 +71,7 @@ class _Chunk:
 
 
 def compute_ranges(
-    model_path: str | Path, inputs: np.ndarray, method: Method, *, input_name: str = "input", quiet: bool = False
+    model_path: str | Path, inputs: np.ndarray, method: Method, *, input_name: str = INPUT_NAME, quiet: bool = False
 ) -> dict[str, tuple[float, float]]:
     """Run ``inputs`` through the float ONNX model and return each quantized tensor's (low, high) range."""
     from onnxruntime.quantization.calibrate import create_calibrator

@@ -16,33 +16,30 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnx.version_converter
 
-from ..export.onnx_graph import save_model
-from ..export.precision import convert_to_fp16
+from ..artifacts import ArtifactKind, onnx_artifact
 from .methods import QUANTIZED_OPS, Method
-
-
-# DequantizeLinear outputs the type of its scale, and float16 scales arrive with opset 19.
-FP16_SCALES_OPSET = 19
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    onnx_name: str
     description: str
     unsigned_activations: bool
     quantize_outputs: bool
-    fp16_float_parts: bool  # under --fp16; ONNX Runtime's CPU kernels have no fast fp16, so the cpu form stays fp32
+    fp16_float_parts: bool  # with FP16 exports; ONNX Runtime's CPU kernels have no fast fp16, so cpu stays fp32
+
+    @property
+    def artifact(self) -> ArtifactKind:
+        return onnx_artifact("int8", self.name)
 
 
 TARGETS = {
     t.name: t
     for t in (
-        Target("tensorrt", "model.int8.onnx", "TensorRT explicit quantization (s8s8, symmetric, inputs of "
-               "Conv/MatMul/Gemm)", unsigned_activations=False, quantize_outputs=False, fp16_float_parts=True),
-        Target("cpu", "model.int8.cpu.onnx", "ONNX Runtime on x86 CPUs (u8s8, Q/DQ on inputs and outputs)",
+        Target("tensorrt", "TensorRT explicit quantization (s8s8, symmetric, inputs of Conv/MatMul/Gemm)",
+               unsigned_activations=False, quantize_outputs=False, fp16_float_parts=True),
+        Target("cpu", "ONNX Runtime on x86 CPUs (u8s8, Q/DQ on inputs and outputs)",
                unsigned_activations=True, quantize_outputs=True, fp16_float_parts=False),
     )
 }
@@ -56,16 +53,9 @@ def left_operand_weights(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_qdq(
-    float_model: str | Path,
-    out_path: str | Path,
-    ranges: dict[str, tuple[float, float]],
-    method: Method,
-    target: Target,
-    *,
-    fp16: bool = False,
+    float_model: str | Path, ranges: dict[str, tuple[float, float]], method: Method, target: Target
 ) -> onnx.ModelProto:
-    """Write the Q/DQ model for ``target`` to ``out_path`` and return it; with ``fp16`` the float parts
-    (including the Q/DQ scales, so dequantized tensors are fp16) are converted after quantizing."""
+    """The Q/DQ model for ``target``, quantized from the float ONNX file ``float_model`` with ``ranges``."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
@@ -92,24 +82,22 @@ def quantize_qdq(
                 activation_type=QuantType.QUInt8 if target.unsigned_activations else QuantType.QInt8,
                 weight_type=QuantType.QInt8, calibrate_method=method.ort_method(), extra_options=options,
             )
-        model = onnx.load(str(quantized))
-    if fp16:
-        model = convert_to_fp16(_with_opset(model, FP16_SCALES_OPSET))
-    save_model(model, Path(out_path))
-    return model
-
-
-def _with_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    current = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    return model if current >= opset else onnx.version_converter.convert_version(model, opset)
+        return onnx.load(str(quantized))
 
 
 @contextmanager
 def _root_warnings_silenced():
-    """ONNX Runtime's quantizer logs a pre-processing hint on the root logger at every call; ranges come from
-    our own calibration, so the hint does not apply."""
-    logging.disable(logging.WARNING)
+    """ONNX Runtime's quantizer logs a pre-processing hint and per-tensor notes on the root logger at every
+    call; ranges come from our own calibration, so they do not apply. Only the quantizer's own records are
+    dropped, and only while it runs: the application's logging is left as it was."""
+    root = logging.getLogger()
+    root.addFilter(_not_from_quantizer)
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        root.removeFilter(_not_from_quantizer)
+
+
+def _not_from_quantizer(record: logging.LogRecord) -> bool:
+    parts = Path(record.pathname).parts
+    return record.levelno > logging.WARNING or not ("onnxruntime" in parts and "quantization" in parts)

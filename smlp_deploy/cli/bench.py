@@ -6,8 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bench import BenchConfig, format_report, run_benchmark, write_csv, write_json, write_plot
+from ..bench.report import format_report, write_csv, write_json, write_plot
+from ..bench.runner import BenchConfig, run_benchmark
 from .common import run_main
+
+FLAGS = {"backends": "--backends", "precisions": "--precision", "batch_sizes": "--batch-sizes",
+         "artifacts": "--artifacts", "variant": "--variant", "plot": "--plot", "device": "--device"}
 
 
 def _list(kind):
@@ -57,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-entry_point = run_main(main)
+entry_point = run_main(main, FLAGS)

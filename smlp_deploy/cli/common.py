@@ -1,26 +1,32 @@
-"""What every command shares: turning the toolkit's errors into one clear line and exit status 2."""
+"""What every command shares: the toolkit's errors as one clear line naming the flag at fault, exit status 2."""
 
 from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Callable
 
 from ..errors import SmlpDeployError
 
 
-def run_main(main: Callable[[], int | None]) -> Callable[[], int]:
-    """Wrap a command's ``main`` so that toolkit errors print ``error: ...`` instead of a traceback."""
+def run_main(main: Callable[[], int | None], flags: Mapping[str, str] | None = None) -> Callable[[], int]:
+    """Wrap a command's ``main`` so that toolkit errors print ``error: ...`` instead of a traceback.
+
+    ``flags`` maps the API parameters the library names in its errors (``calib_dir``) to this command's flags
+    (``--calib-dir``), so the message points at what the user typed.
+    """
 
     def wrapped() -> int:
         warnings.formatwarning = _one_line
         try:
             return main() or 0
         except SmlpDeployError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            flag = (flags or {}).get(exc.parameter or "")
+            print(f"error: {flag + ': ' if flag else ''}{exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted: no partial file was left behind", file=sys.stderr)
+            print("interrupted", file=sys.stderr)
             return 130
 
     return wrapped

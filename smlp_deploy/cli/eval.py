@@ -8,9 +8,13 @@ from pathlib import Path
 
 from ..evaluation import class_indices, evaluate
 from ..imagefolder import LabeledFolder
+from ..manifest import IMAGENET_LABELS
+from ..preprocess_config import PreprocessConfig
 from ..progress import format_table
-from ..runtime import Classifier
+from ..runtime.classifier import Classifier
 from .common import run_main
+
+FLAGS = {"data": "--data", "device": "--device", "backend": "--backend"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,19 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     classifiers = [Classifier(path, device=args.device, threads=args.threads) for path in args.artifacts]
     rows = []
     # Artifacts that share preprocessing share one decoding pass.
-    groups: dict[str, list[Classifier]] = {}
+    groups: dict[PreprocessConfig, list[Classifier]] = {}
     for classifier in classifiers:
-        groups.setdefault(json.dumps(classifier.manifest["preprocess"], sort_keys=True), []).append(classifier)
+        groups.setdefault(classifier.preprocess.config, []).append(classifier)
     scores = {}
     for group in groups.values():
         first = group[0]
-        indices = class_indices(folder.classes, first.manifest.get("labels", "imagenet-1k"), len(first.labels))
+        labels = first.manifest.labels if first.manifest else IMAGENET_LABELS if len(first.labels) == 1000 else first.labels
+        indices = class_indices(folder.classes, labels, len(first.labels))
         models = {str(c.path): c.logits for c in group}
         scores.update(evaluate(models, folder, first.preprocess, indices, batch_size=args.batch_size,
                                quiet=args.quiet))
     for classifier in classifiers:
         accuracy = scores[str(classifier.path)]
-        rows.append({"artifact": str(classifier.path), "backend": classifier.describe(), **accuracy.to_dict()})
+        rows.append({"artifact": str(classifier.path), "backend": classifier.describe(), "top1": accuracy.top1,
+                     "top5": accuracy.top5, "n_images": accuracy.n_images})
         classifier.close()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -56,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-entry_point = run_main(main)
+entry_point = run_main(main, FLAGS)

@@ -5,12 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..calibration import DEFAULT_METHOD, DEFAULT_SAMPLES, METHODS, TARGETS
-from ..export import BatchProfile, BuildOptions, build_from_onnx, export_model
+from ..artifacts import PRECISIONS
+from ..calibration.dataset import DEFAULT_SAMPLES
+from ..calibration.methods import DEFAULT_METHOD, METHODS
+from ..calibration.quantize import TARGETS
 from ..export.int8 import Int8Options
 from ..export.onnx_graph import DEFAULT_OPSET
-from ..models import ALIASES, VARIANTS
+from ..export.pipeline import build_from_onnx, export_model
+from ..export.tensorrt_build import BuildOptions
+from ..manifest import BatchProfile
+from ..models.variants import ALIASES, VARIANTS
 from .common import run_main
+
+# The API parameters named in errors, and the flags that set them here.
+FLAGS = {
+    "variant": "--variant", "checkpoint": "--checkpoint", "image_size": "--image-size", "num_classes": "--num-classes",
+    "opset": "--opset", "calib_dir": "--calib-dir", "samples": "--calib-samples", "method": "--calib-method",
+    "cache": "--calib-cache", "targets": "--int8-target", "eval_dir": "--eval-dir", "profile": "--batch",
+    "require_engine": "--require-engine", "directory": "--from-onnx",
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,14 +73,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.int8 and not args.calib_dir:
+        cli.error("--int8 needs calibration images: --calib-dir DIR")
     build = BuildOptions(args.batch, args.workspace, args.opt_level, args.timing_cache)
     if args.from_onnx:
         result = build_from_onnx(args.from_onnx, build, quiet=args.quiet)
     else:
-        precisions = tuple(p for p in ("fp32", "fp16", "int8") if getattr(args, p)) or ("fp32",)
+        precisions = tuple(p for p in PRECISIONS if getattr(args, p)) or ("fp32",)
         int8 = None
-        if args.int8 and args.calib_dir:
+        if args.int8:
             targets = tuple(TARGETS) if args.int8_target == "both" else (args.int8_target,)
             int8 = Int8Options(args.calib_dir, args.calib_samples, args.calib_method, args.calib_cache, targets,
                                args.seed)
@@ -82,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-entry_point = run_main(main)
+entry_point = run_main(main, FLAGS)

@@ -12,8 +12,10 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..imagefolder import find_images
 from ..progress import format_table
-from ..runtime import Classifier
+from ..runtime.classifier import Classifier
 from .common import run_main
+
+FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-entry_point = run_main(main)
+entry_point = run_main(main, FLAGS)

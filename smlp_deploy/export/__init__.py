@@ -1,10 +1,14 @@
-"""Export: ONNX, simplification, FP16, TensorRT engines, parity against PyTorch, and the manifest."""
+"""Export: ONNX, simplification, FP16, INT8, TensorRT engines, parity against PyTorch, and the export job."""
 
-from .parity import THRESHOLDS, ParityReport, compare
-from .pipeline import ONNX_NAMES, PRECISIONS, ExportResult, build_from_onnx, engine_name, export_model
-from .tensorrt_build import BatchProfile, BuildOptions
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "BatchProfile", "BuildOptions", "ExportResult", "ONNX_NAMES", "PRECISIONS", "ParityReport", "THRESHOLDS",
-    "build_from_onnx", "compare", "engine_name", "export_model",
-]
+from .._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
+
+if TYPE_CHECKING:
+    from ..manifest import BatchProfile, ParityReport
+    from .int8 import Int8Options
+    from .parity import THRESHOLDS, compare
+    from .pipeline import ExportResult, build_from_onnx, export_model
+    from .tensorrt_build import BuildOptions

@@ -1,26 +1,31 @@
-"""The INT8 step of an export: calibrate on the user's images (or reuse the cache), write Q/DQ models, verify."""
+"""The INT8 steps of an export: calibrate on the user's images (or reuse the cache), then write Q/DQ models."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from ..calibration import (
-    DEFAULT_METHOD, DEFAULT_SAMPLES, TARGETS, CalibrationSet, cache_key, check_cache_file, compute_ranges, get_method,
-    load_calibration_set, quantize_qdq, read_cache, write_cache,
-)
+import onnx
+
+from ..calibration.cache import cache_key, check_cache_file, read_cache, write_cache
+from ..calibration.dataset import DEFAULT_SAMPLES, CalibrationSet, check_arguments, load_calibration_set
+from ..calibration.methods import DEFAULT_METHOD, compute_ranges, get_method
+from ..calibration.quantize import TARGETS, Target, quantize_qdq
 from ..errors import CalibrationError
 from ..fileio import sha256_file
-from ..models.preprocess_config import PreprocessConfig
-from ..progress import Steps
+from ..manifest import CalibrationRecord
+from ..preprocess_config import PreprocessConfig
+from ..records import to_json
+from .precision import convert_to_fp16
 
 CACHE_NAME = "calibration.cache.json"
+Ranges = dict[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
 class Int8Options:
-    """``--int8`` settings: where the calibration images are and how they are used."""
+    """Where the calibration images are and how they are used."""
 
     calib_dir: Path
     samples: int = DEFAULT_SAMPLES
@@ -34,59 +39,51 @@ class Int8Options:
         get_method(self.method)
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
-            raise CalibrationError(f"--int8-target must be among {', '.join(TARGETS)}, got {', '.join(self.targets)}")
-        if not Path(self.calib_dir).is_dir():
-            raise CalibrationError(f"--calib-dir {str(self.calib_dir)!r} is not a directory")
+            raise CalibrationError(f"INT8 targets must be among {', '.join(TARGETS)}, got "
+                                   f"{', '.join(self.targets) or 'none'}", parameter="targets")
+        check_arguments(Path(self.calib_dir), self.samples)
         if self.cache is not None:
             check_cache_file(Path(self.cache))
 
-
-STEPS = 2  # calibration images, ranges; then quantize + verify per target
-
-
-def read_calibration_images(options: Int8Options, preprocess: PreprocessConfig, steps: Steps) -> CalibrationSet:
-    """The first INT8 step, run before anything is written, so a folder without usable images fails cleanly."""
-    with steps.step(f"Reading calibration images from {options.calib_dir}"):
-        calib = load_calibration_set(options.calib_dir, preprocess, samples=options.samples, seed=options.seed,
-                                     quiet=steps.quiet)
-        steps.say(f"{len(calib)} images, {len(calib.skipped)} unreadable skipped")
-    return calib
+    def cache_path(self, export_dir: Path) -> Path:
+        return Path(self.cache) if self.cache else export_dir / CACHE_NAME
 
 
-def export_int8(
+def read_calibration_images(options: Int8Options, preprocess: PreprocessConfig, *, quiet: bool) -> CalibrationSet:
+    return load_calibration_set(options.calib_dir, preprocess, samples=options.samples, seed=options.seed,
+                                quiet=quiet)
+
+
+def calibrate(
     fp32_model: Path,
     calib: CalibrationSet,
     preprocess: PreprocessConfig,
     options: Int8Options,
     *,
-    fp16: bool,
-    steps: Steps,
-    verify: Callable[..., Any],
-) -> dict[str, Any]:
-    """Write one Q/DQ model per target beside ``fp32_model`` and ``verify(path, "int8", **extra)`` each.
-
-    Returns the calibration record for the manifest.
-    """
+    say: Callable[[str], None],
+    quiet: bool,
+) -> tuple[Ranges, CalibrationRecord]:
+    """The activation ranges of ``fp32_model`` on ``calib``, from the cache when it holds them for exactly these
+    inputs, and the calibration record for the manifest."""
     method = get_method(options.method)
-    cache_path = Path(options.cache or fp32_model.parent / CACHE_NAME)
-    key = cache_key(sha256_file(fp32_model), preprocess.to_dict(), method.name, method.settings,
+    cache_path = options.cache_path(fp32_model.parent)
+    key = cache_key(sha256_file(fp32_model), to_json(preprocess), method.name, method.settings,
                     [[f, d] for f, d in zip(calib.files, calib.digests)])
-    with steps.step(f"Calibrating activation ranges ({method.name}: {method.description})"):
-        lookup = read_cache(cache_path, key)
-        steps.say(lookup.message)
-        ranges = lookup.ranges
-        if ranges is None:
-            ranges = compute_ranges(fp32_model, calib.inputs, method, quiet=steps.quiet)
-            write_cache(cache_path, key, ranges)
-    for name in options.targets:
-        target = TARGETS[name]
-        path = fp32_model.parent / target.onnx_name
-        half = fp16 and target.fp16_float_parts
-        with steps.step(f"Quantizing to {path.name} for {target.description}" + (", float parts fp16" if half else "")):
-            quantize_qdq(fp32_model, path, ranges, method, target, fp16=half)
-        verify(path, "int8", target=name, float_precision="fp16" if half else "fp32")
-    return {
-        "dir": str(options.calib_dir), "method": method.name, "settings": method.settings, "seed": options.seed,
-        "samples_requested": options.samples, "samples": len(calib), "skipped": len(calib.skipped),
-        "cache": str(cache_path), "cache_reused": lookup.ranges is not None, "targets": list(options.targets),
-    }
+    lookup = read_cache(cache_path, key)
+    say(lookup.message)
+    ranges = lookup.ranges
+    if ranges is None:
+        ranges = compute_ranges(fp32_model, calib.inputs, method, quiet=quiet)
+        write_cache(cache_path, key, ranges)
+    record = CalibrationRecord(
+        dir=str(options.calib_dir), method=method.name, settings=method.settings, seed=options.seed,
+        samples_requested=options.samples, samples=len(calib), skipped=len(calib.skipped), cache=str(cache_path),
+        cache_reused=lookup.ranges is not None, targets=list(options.targets),
+    )
+    return ranges, record
+
+
+def quantize(fp32_model: Path, ranges: Ranges, options: Int8Options, target: Target, *, fp16: bool) -> onnx.ModelProto:
+    """The Q/DQ model for ``target``; with ``fp16`` its float parts and scales are fp16."""
+    model = quantize_qdq(fp32_model, ranges, get_method(options.method), target)
+    return convert_to_fp16(model) if fp16 else model

@@ -11,11 +11,10 @@ from pathlib import Path
 import onnx
 import torch
 
+from ..artifacts import INPUT_NAME, OUTPUT_NAME
 from ..errors import SmlpDeployError
 from ..fileio import atomic_path
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 # Opset 20 has Gelu: one node per activation, which ONNX Runtime fuses with the preceding bias Add (BiasGelu)
 # and TensorRT >= 10.0 imports as one activation layer. Below 20 the exporter writes x * 0.5 * (1 + erf(x/sqrt2))
 # as five nodes that ONNX Runtime leaves unfused. TensorRT 10.0 parses opsets up to 20.
@@ -30,7 +29,8 @@ def export_onnx(model: torch.nn.Module, path: str | Path, *, opset: int = DEFAUL
     The file is checked (``onnx.checker`` with full shape inference) before it is put in place.
     """
     if opset < MIN_OPSET:
-        raise SmlpDeployError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+        raise SmlpDeployError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}",
+                              parameter="opset")
     size = model.image_size
     example = (torch.zeros(2, 3, size, size),)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ParityError
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    """Agreement of ``candidate`` logits with ``reference`` logits over ``n_inputs`` images.
-
-    ``cosine`` is the worst per-image cosine similarity; ``top5_agreement`` the mean overlap of the two top-5
-    sets; ``rel_max_abs_diff`` is ``max_abs_diff`` divided by the largest reference logit magnitude.
-    """
-
-    max_abs_diff: float
-    mean_abs_diff: float
-    rel_max_abs_diff: float
-    cosine: float
-    top1_agreement: float
-    top5_agreement: float
-    n_inputs: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from ..manifest import ParityReport
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityReport:
+    """How closely ``candidate`` logits follow ``reference`` logits, image by image."""
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(candidate, dtype=np.float64)
     if ref.shape != out.shape or ref.ndim != 2:

@@ -1,67 +1,86 @@
 """The export job: PyTorch -> ONNX -> simplified -> FP16 / INT8 -> TensorRT engines, each artifact verified.
 
-Every file is written atomically into one directory with ``manifest.json``; re-running into the same
-directory replaces artifacts and their manifest records.
+An export is planned before it starts: the plan is the list of steps that make the artifacts it will write,
+so the progress count is the number of steps that run. Every file is written atomically into one directory
+with ``manifest.json``; re-running into the same directory replaces artifacts and their records.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import onnx
 import torch
 
-from ..errors import ArtifactError, BackendUnavailableError, SmlpDeployError
+from ..artifacts import PRECISIONS, ArtifactKind, engine_source, kind_of, onnx_artifact
+from ..calibration.dataset import CalibrationSet
+from ..calibration.quantize import TARGETS
+from ..environment import tensorrt_unavailable_reason
+from ..errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
 from ..evaluation import class_indices, evaluate
 from ..fileio import sha256_file
 from ..imagefolder import LabeledFolder
-from ..models import count_macs, count_params, create_model, resolve_name
+from ..manifest import (
+    IMAGENET_LABELS, MANIFEST_NAME, Artifact, Checkpoint, EngineStatus, GpuRecord, Manifest, ModelInfo,
+    ParityReport, SimplifyRecord,
+)
+from ..models.complexity import count_macs, count_params
+from ..models.registry import create_model
+from ..models.variants import resolve_name
 from ..progress import Steps, format_table
-from ..runtime.backends import OnnxRuntimeBackend, TorchBackend
+from ..runtime.backends.factory import load_backend
+from ..runtime.backends.torch_backend import TorchBackend
 from ..runtime.preprocess import Preprocessor
 from . import int8
-from . import manifest as mf
 from .onnx_graph import DEFAULT_OPSET, export_onnx, save_model, simplify
-from .parity import ParityReport, check, compare
+from .parity import check, compare
 from .precision import convert_to_fp16
-from .tensorrt_build import BuildOptions, build_engine, tensorrt_unavailable_reason, trtexec_command
+from .tensorrt_build import BuildOptions, EngineInfo, build_engine, trtexec_command
 from .verification import VERIFICATION_NAME, VerificationSet, run_in_batches
 
-PRECISIONS = ("fp32", "fp16", "int8")
-ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-
-
-def engine_name(precision: str) -> str:
-    return f"engine.{precision}.plan"
+TIMING_CACHE_NAME = "timing.cache"
+FP32 = onnx_artifact("fp32")
 
 
 @dataclass
 class ExportResult:
     out_dir: Path
-    manifest: dict[str, Any]
-    reports: dict[str, ParityReport] = field(default_factory=dict)
+    manifest: Manifest
 
     @property
     def manifest_path(self) -> Path:
-        return self.out_dir / mf.MANIFEST_NAME
+        return self.out_dir / MANIFEST_NAME
+
+    @property
+    def reports(self) -> dict[str, ParityReport]:
+        """Each artifact's parity against PyTorch, by file name."""
+        return {a.path: a.parity for a in self.manifest.artifacts if a.parity is not None}
 
     def summary(self) -> str:
         rows = []
-        for a in self.manifest["artifacts"]:
-            p = a.get("parity") or {}
+        for a in self.manifest.artifacts:
+            p = a.parity
             rows.append([
-                a["path"], a["format"], a["precision"], f"{a['bytes'] / 2**20:.1f} MiB",
-                f"{p['rel_max_abs_diff']:.1e}" if p else "-", f"{p['cosine']:.6f}" if p else "-",
-                f"{p['top1_agreement']:.0%}" if p else "-", _percent(a.get("accuracy")),
+                a.path, a.format, a.precision, f"{a.bytes / 2**20:.1f} MiB",
+                f"{p.rel_max_abs_diff:.1e}" if p else "-", f"{p.cosine:.6f}" if p else "-",
+                f"{p.top1_agreement:.0%}" if p else "-", f"{a.accuracy.top1:.2%} top-1" if a.accuracy else "-",
             ])
         headers = ["artifact", "format", "precision", "size", "max|diff|/scale", "cosine", "top-1 agree", "accuracy"]
-        table = format_table(headers, rows)
-        engine = self.manifest["engine"]
-        lines = [table, "", f"engine: {engine['status']}" + (f": {engine['reason']}" if engine["reason"] else "")]
-        lines += [f"  {c}" for c in engine.get("commands", [])]
+        engine = self.manifest.engine
+        lines = [format_table(headers, rows), "", f"engine: {engine.status}" + (f": {engine.reason}" if engine.reason else "")]
+        if engine.commands:
+            lines.append(f"  to build the engines on a GPU host, in {self.out_dir}:")
+            lines += [f"    {c}" for c in engine.commands]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    run: Callable[[], Any]
 
 
 def export_model(
@@ -86,201 +105,250 @@ def export_model(
 
     Without ``checkpoint`` the weights are random (seeded by ``seed``), which exercises the whole pipeline.
     ``"int8"`` needs ``int8_options`` (the calibration images); with ``"fp16"`` too, the INT8 model's float
-    parts are fp16. ``eval_dir`` (a labeled image folder) adds top-1/top-5 of the model and every artifact.
-    Raises :class:`ParityError` when an artifact misses its precision's thresholds.
+    parts are fp16. An engine is built for each requested precision where TensorRT and a GPU are present;
+    ``require_engine`` makes their absence an error, raised before any work. ``eval_dir`` (a labeled image
+    folder) adds top-1/top-5 of the model and every artifact. Raises :class:`ParityError` when an artifact
+    misses its precision's thresholds.
     """
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
-        raise SmlpDeployError(f"precisions must be among {PRECISIONS}, got {precisions}")
+        raise InputError(f"precisions must be among {', '.join(PRECISIONS)}, got {precisions}", parameter="precisions")
     if "int8" in precisions:
         if int8_options is None:
-            raise SmlpDeployError("--int8 needs calibration images: pass --calib-dir DIR")
+            raise InputError("precision 'int8' needs calibration images: pass int8_options=Int8Options(calib_dir)",
+                             parameter="int8_options")
         int8_options.check()
+    reason = tensorrt_unavailable_reason()
+    if require_engine and reason:
+        raise BackendUnavailableError(f"no TensorRT engine can be built here: {reason}", parameter="require_engine")
     eval_folder = LabeledFolder.scan(eval_dir) if eval_dir else None
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
-    engine_steps = 0 if tensorrt_unavailable_reason() else 2 * len(precisions)
-    int8_steps = int8.STEPS + 2 * len(int8_options.targets) if "int8" in precisions else 0
-    steps = Steps(total=4 + 2 * ("fp16" in precisions) + int8_steps + engine_steps + bool(eval_folder), quiet=quiet)
+    build = replace(build, timing_cache=build.timing_cache or out / TIMING_CACHE_NAME)
+    job = _ExportJob(out, build, quiet)
 
-    with steps.step(f"Building {name} ({'checkpoint ' + str(checkpoint) if checkpoint else 'random weights'})"):
-        torch.manual_seed(seed)
-        model = create_model(name, num_classes=num_classes, image_size=image_size, checkpoint=checkpoint)
-        verification = VerificationSet.create(model, model.preprocess, seed=seed)
-    if "int8" in precisions:
-        calib = int8.read_calibration_images(int8_options, model.preprocess, steps)
-    out.mkdir(parents=True, exist_ok=True)
-    verification.save(out / VERIFICATION_NAME)
-    manifest = mf.new_manifest(
-        _model_info(model, checkpoint), model.preprocess.to_dict(), labels or _default_labels(num_classes)
-    )
-    result = ExportResult(out, manifest)
+    targets = [TARGETS[t] for t in int8_options.targets] if int8_options and "int8" in precisions else []
+    written = [FP32] + [onnx_artifact("fp16")] * ("fp16" in precisions) + [t.artifact for t in targets]
+    job.engine_sources = [kind for kind in written if kind.engine and kind.precision in precisions]
+    job.engine_unavailable = reason
 
-    with steps.step(f"Exporting to ONNX (opset {opset})"):
-        proto = export_onnx(model, out / ONNX_NAMES["fp32"], opset=opset)
-    with steps.step("Simplifying with onnxsim"):
-        if do_simplify:
-            simplified = simplify(proto)
-            proto = simplified.model
-            manifest["simplify"] = {"applied": simplified.simplified, "note": simplified.note}
-            save_model(proto, out / ONNX_NAMES["fp32"])
-            steps.say(simplified.note)
-        else:
-            manifest["simplify"] = {"applied": False, "note": "skipped (--no-simplify)"}
-    _verify_onnx(result, out / ONNX_NAMES["fp32"], "fp32", verification, steps)
-
+    weights = f"checkpoint {checkpoint}" if checkpoint else f"random weights, seed {seed}"
+    plan = [Step(f"Building {name} ({weights})",
+                 partial(job.build_model, name, num_classes, image_size, checkpoint, seed, labels))]
+    if targets:
+        plan.append(Step(f"Reading calibration images from {int8_options.calib_dir}",
+                         partial(job.read_calibration, int8_options)))
+    plan.append(Step(f"Exporting to ONNX (opset {opset})", partial(job.export_onnx, opset)))
+    if do_simplify:
+        plan.append(Step("Simplifying with onnxsim", job.simplify))
+    plan.append(job.verify_step(FP32))
     if "fp16" in precisions:
-        with steps.step("Converting to mixed FP16 (float32 I/O)"):
-            save_model(convert_to_fp16(proto), out / ONNX_NAMES["fp16"])
-        _verify_onnx(result, out / ONNX_NAMES["fp16"], "fp16", verification, steps)
-
-    if "int8" in precisions:
-        manifest["calibration"] = int8.export_int8(
-            out / ONNX_NAMES["fp32"], calib, model.preprocess, int8_options, fp16="fp16" in precisions, steps=steps,
-            verify=lambda path, precision, **extra: _verify_onnx(result, path, precision, verification, steps, **extra),
-        )
-
-    build_engines(result, precisions, build, require_engine, steps)
+        plan += [Step("Converting to mixed FP16 (float32 I/O)", job.write_fp16), job.verify_step(onnx_artifact("fp16"))]
+    if targets:
+        plan.append(Step(f"Calibrating activation ranges ({int8_options.method})", partial(job.calibrate, int8_options)))
+    for target in targets:
+        half = "fp16" in precisions and target.fp16_float_parts
+        plan.append(Step(f"Quantizing to {target.artifact.file_name} for {target.description}"
+                         + (", float parts fp16" if half else ""), partial(job.quantize, int8_options, target, half)))
+        plan.append(job.verify_step(target.artifact, target=target.name, float_precision="fp16" if half else "fp32"))
+    plan += job.engine_steps()
     if eval_folder:
-        with steps.step(f"Evaluating accuracy on {eval_folder.root} ({len(eval_folder.samples)} images)"):
-            evaluate_export(result, model, eval_folder, quiet=quiet)
-    mf.write_manifest(out, manifest)
-    return result
-
-
-def _model_info(model: torch.nn.Module, checkpoint: str | Path | None) -> dict[str, Any]:
-    return {
-        "name": model.variant,
-        "variant": model.variant.removeprefix("smlpnet_"),
-        "num_classes": model.num_classes,
-        "image_size": model.image_size,
-        "params": count_params(model),
-        "macs": count_macs(model),
-        "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)} if checkpoint else None,
-    }
-
-
-def evaluate_export(result: ExportResult, model: torch.nn.Module, folder: LabeledFolder, *, quiet: bool) -> None:
-    """Top-1/top-5 of the PyTorch model and of every artifact in the export on ``folder``, into the manifest."""
-    from ..runtime.classifier import BACKEND_BY_SUFFIX, load_backend
-
-    manifest = result.manifest
-    models = {"pytorch": TorchBackend(model, device="cpu").run}
-    backends = [load_backend(BACKEND_BY_SUFFIX[Path(e["path"]).suffix], result.out_dir / e["path"])
-                for e in manifest["artifacts"]]
-    for entry, backend in zip(manifest["artifacts"], backends):
-        models[entry["path"]] = partial(run_in_batches, backend.run, max_batch=backend.max_batch_size)
-    indices = class_indices(folder.classes, manifest["labels"], manifest["model"]["num_classes"])
-    try:
-        scores = evaluate(models, folder, Preprocessor(model.preprocess), indices, quiet=quiet)
-    finally:
-        for backend in backends:
-            backend.close()  # engines hold GPU memory
-    manifest["model"]["accuracy"] = {"dataset": str(folder.root), **scores.pop("pytorch").to_dict()}
-    for entry in manifest["artifacts"]:
-        entry["accuracy"] = scores[entry["path"]].to_dict()
-
-
-def _percent(accuracy: dict | None) -> str:
-    return f"{accuracy['top1']:.2%} top-1" if accuracy else "-"
-
-
-def _default_labels(num_classes: int) -> list[str] | str:
-    return "imagenet-1k" if num_classes == 1000 else [str(i) for i in range(num_classes)]
-
-
-def _verify_onnx(
-    result: ExportResult, path: Path, precision: str, verification: VerificationSet, steps: Steps, **extra: Any
-) -> None:
-    with steps.step(f"Verifying {path.name} with ONNX Runtime against PyTorch"):
-        inputs, reference = verification.for_precision(precision)
-        logits = OnnxRuntimeBackend(path, device="cpu").run(inputs)
-        report = record_artifact(result, path, "onnx", precision, compare(reference, logits), **extra)
-        steps.say(f"cosine {report.cosine:.6f}, max|diff| {report.max_abs_diff:.2e}, top-1 {report.top1_agreement:.0%}")
-
-
-def record_artifact(
-    result: ExportResult, path: Path, fmt: str, precision: str, report: ParityReport, **extra: Any
-) -> ParityReport:
-    """Put the artifact in the manifest, then enforce the thresholds (the failing numbers stay on record)."""
-    entry = {
-        "path": path.name, "format": fmt, "precision": precision, "sha256": sha256_file(path),
-        "bytes": path.stat().st_size, "parity": report.to_dict(), **extra,
-    }
-    mf.upsert_artifact(result.manifest, entry)
-    result.reports[path.name] = report
-    try:
-        check(report, precision, path.name)
-    except SmlpDeployError:
-        mf.write_manifest(result.out_dir, result.manifest)
-        raise
-    return report
-
-
-def build_engines(
-    result: ExportResult, precisions: tuple[str, ...], build: BuildOptions, require_engine: bool, steps: Steps
-) -> None:
-    """Build one engine per precision, or record why not and how to finish on a GPU host."""
-    out, manifest = result.out_dir, result.manifest
-    image_size = manifest["model"]["image_size"]
-    made = {a["path"] for a in manifest["artifacts"]}
-    precisions = tuple(p for p in precisions if ONNX_NAMES[p] in made)  # --int8-target cpu makes no engine input
-    if build.timing_cache is None:
-        build = BuildOptions(build.profile, build.workspace_mib, build.optimization_level, out / "timing.cache")
-    commands = [f"smlp-export --from-onnx {out}" + _build_flags(build)]
-    commands += [trtexec_command(out / ONNX_NAMES[p], out / engine_name(p), image_size, build) for p in precisions]
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        manifest["engine"] = {"status": "skipped", "reason": reason, "commands": commands}
-        steps.say(f"TensorRT engines skipped: {reason}")
-        if require_engine:
-            mf.write_manifest(out, manifest)
-            raise BackendUnavailableError(f"--require-engine: no engine could be built ({reason})")
-        return
-    verification = VerificationSet.load(out / VERIFICATION_NAME)
-    for precision in precisions:
-        onnx_path, engine_path = out / ONNX_NAMES[precision], out / engine_name(precision)
-        with steps.step(f"Building {engine_path.name} with TensorRT"):
-            try:
-                info = build_engine(onnx_path, engine_path, image_size, build, on_progress=steps.say)
-            except SmlpDeployError as exc:
-                manifest["engine"] = {"status": "failed", "reason": str(exc), "commands": commands}
-                mf.write_manifest(out, manifest)
-                raise
-        with steps.step(f"Verifying {engine_path.name} against PyTorch"):
-            from ..runtime.backends.tensorrt_backend import TensorRTBackend
-
-            backend = TensorRTBackend(engine_path)
-            inputs, reference = verification.for_precision(precision)
-            logits = run_in_batches(backend.run, inputs, backend.max_batch_size)
-            backend.close()
-            record_artifact(
-                result, engine_path, "tensorrt", precision, compare(reference, logits),
-                profile=info.profile.to_dict(), tensorrt_version=info.tensorrt_version,
-                gpu={"name": info.gpu_name, "compute_capability": info.compute_capability},
-            )
-    manifest["engine"] = {"status": "built", "reason": "", "commands": commands}
-
-
-def _build_flags(build: BuildOptions) -> str:
-    p = build.profile
-    return f" --batch {p.min}:{p.opt}:{p.max} --workspace {build.workspace_mib} --opt-level {build.optimization_level}"
+        plan.append(Step(f"Evaluating accuracy on {eval_folder.root} ({len(eval_folder.samples)} images)",
+                         partial(job.evaluate, eval_folder)))
+    job.run(plan)
+    return job.result()
 
 
 def build_from_onnx(directory: str | Path, build: BuildOptions = BuildOptions(), *, quiet: bool = False) -> ExportResult:
-    """Finish an export on a GPU host: build engines for the ONNX artifacts an earlier export left in
-    ``directory`` and verify them against the PyTorch logits recorded there."""
+    """Finish an export on a GPU host: build the engines an earlier export planned in ``directory`` and verify
+    them against the PyTorch logits recorded there."""
     out = Path(directory)
-    manifest_path = out / mf.MANIFEST_NAME
-    if not manifest_path.is_file() or not (out / VERIFICATION_NAME).is_file():
-        raise ArtifactError(f"{out} is not an export directory: run smlp-export first (it needs manifest.json)")
-    manifest = mf.read_manifest(manifest_path)
-    precisions = tuple(a["precision"] for a in manifest["artifacts"] if a["path"] == ONNX_NAMES.get(a["precision"]))
-    for entry in manifest["artifacts"]:
-        if entry["format"] == "onnx" and sha256_file(out / entry["path"]) != entry["sha256"]:
-            raise ArtifactError(f"{out / entry['path']} changed since it was verified (sha256 differs): re-export")
-    result = ExportResult(out, manifest)
-    build_engines(result, precisions, build, True, Steps(total=2 * len(precisions), quiet=quiet))
-    mf.write_manifest(out, manifest)
-    return result
+    if not (out / MANIFEST_NAME).is_file() or not (out / VERIFICATION_NAME).is_file():
+        raise ArtifactError(f"{out} is not an export directory (no {MANIFEST_NAME} and {VERIFICATION_NAME}): export "
+                            "to it first", parameter="directory")
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise BackendUnavailableError(f"cannot build TensorRT engines here: {reason}")
+    manifest = Manifest.load(out / MANIFEST_NAME)
+    job = _ExportJob(out, replace(build, timing_cache=build.timing_cache or out / TIMING_CACHE_NAME), quiet)
+    job.manifest = manifest
+    job.verification = VerificationSet.load(out / VERIFICATION_NAME)
+    job.engine_sources = [engine_source(e) for e in manifest.engine.engines]
+    for kind in job.engine_sources:
+        recorded = manifest.artifact(kind.file_name)
+        if recorded is None or not (out / kind.file_name).is_file():
+            raise ArtifactError(f"{out / kind.file_name} is missing from the export: re-export {out}")
+        if sha256_file(out / kind.file_name) != recorded.sha256:
+            raise ArtifactError(f"{out / kind.file_name} changed since it was verified (sha256 differs): re-export")
+    job.run(job.engine_steps())
+    return job.result()
 
+
+class _ExportJob:
+    """The state one export builds up while its planned steps run."""
+
+    def __init__(self, out: Path, build: BuildOptions, quiet: bool):
+        self.out, self.build, self.quiet = out, build, quiet
+        self.progress = Steps(total=0, quiet=quiet)
+        self.manifest: Manifest | None = None
+        self.model: torch.nn.Module | None = None
+        self.verification: VerificationSet | None = None
+        self.proto: onnx.ModelProto | None = None
+        self.calib: CalibrationSet | None = None
+        self.ranges: int8.Ranges | None = None
+        self.engine_sources: list[ArtifactKind] = []  # the ONNX files engines are built from
+        self.engine_unavailable: str | None = None  # why TensorRT cannot build them here
+        self.engine_info: dict[str, EngineInfo] = {}
+
+    def run(self, plan: list[Step]) -> None:
+        self.progress.total = len(plan)
+        for step in plan:
+            with self.progress.step(step.title):
+                step.run()
+        unavailable = self.engine_unavailable
+        self.manifest.engine = self.engine_status("skipped" if unavailable else "built", unavailable or "")
+        if unavailable and self.engine_sources:
+            self.progress.say(f"TensorRT engines skipped: {unavailable}")
+        self.save()
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.manifest.save(self.out)
+
+    def result(self) -> ExportResult:
+        return ExportResult(self.out, self.manifest)
+
+    # Steps that make the ONNX artifacts.
+
+    def build_model(self, name: str, num_classes: int, image_size: int, checkpoint: str | Path | None, seed: int,
+                    labels: list[str] | None) -> None:
+        torch.manual_seed(seed)
+        self.model = create_model(name, num_classes=num_classes, image_size=image_size, checkpoint=checkpoint)
+        self.verification = VerificationSet.create(self.model, self.model.preprocess, seed=seed)
+        info = ModelInfo(
+            name=self.model.variant, variant=self.model.variant.removeprefix("smlpnet_"), num_classes=num_classes,
+            image_size=image_size, params=count_params(self.model), macs=count_macs(self.model),
+            checkpoint=Checkpoint(str(checkpoint), sha256_file(checkpoint)) if checkpoint else None,
+            seed=None if checkpoint else seed,
+        )
+        default_labels = IMAGENET_LABELS if num_classes == 1000 else [str(i) for i in range(num_classes)]
+        self.manifest = Manifest(model=info, preprocess=self.model.preprocess, labels=labels or default_labels,
+                                 simplify=SimplifyRecord(False, "skipped (do_simplify=False)"))
+
+    def read_calibration(self, options: int8.Int8Options) -> None:
+        """Run before anything is written, so a folder without usable images fails cleanly."""
+        self.calib = int8.read_calibration_images(options, self.manifest.preprocess, quiet=self.quiet)
+        self.progress.say(f"{len(self.calib)} images, {len(self.calib.skipped)} unreadable skipped")
+
+    def export_onnx(self, opset: int) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.verification.save(self.out / VERIFICATION_NAME)
+        self.proto = export_onnx(self.model, self.out / FP32.file_name, opset=opset)
+
+    def simplify(self) -> None:
+        simplified = simplify(self.proto)
+        self.proto = simplified.model
+        self.manifest.simplify = SimplifyRecord(simplified.simplified, simplified.note)
+        save_model(self.proto, self.out / FP32.file_name)
+        self.progress.say(simplified.note)
+
+    def write_fp16(self) -> None:
+        save_model(convert_to_fp16(self.proto), self.out / onnx_artifact("fp16").file_name)
+
+    def calibrate(self, options: int8.Int8Options) -> None:
+        self.ranges, self.manifest.calibration = int8.calibrate(
+            self.out / FP32.file_name, self.calib, self.manifest.preprocess, options, say=self.progress.say,
+            quiet=self.quiet,
+        )
+
+    def quantize(self, options: int8.Int8Options, target, fp16: bool) -> None:
+        model = int8.quantize(self.out / FP32.file_name, self.ranges, options, target, fp16=fp16)
+        save_model(model, self.out / target.artifact.file_name)
+
+    def verify_step(self, kind: ArtifactKind, **extra: Any) -> Step:
+        where = "with ONNX Runtime " if kind.format == "onnx" else ""
+        return Step(f"Verifying {kind.file_name} {where}against PyTorch", partial(self.verify, kind, **extra))
+
+    def verify(self, kind: ArtifactKind, **extra: Any) -> None:
+        """Run the verification inputs through the artifact, record it with its parity, enforce the thresholds
+        (the failing numbers stay on record)."""
+        path = self.out / kind.file_name
+        if kind.format == "tensorrt":
+            info = self.engine_info[kind.file_name]
+            extra |= {"profile": info.profile, "tensorrt_version": info.tensorrt_version,
+                      "gpu": GpuRecord(info.gpu_name, info.compute_capability)}
+        inputs, reference = self.verification.for_precision(kind.precision)
+        backend = load_backend(path, device="cpu" if kind.format == "onnx" else None)
+        try:
+            logits = run_in_batches(backend.run, inputs, backend.max_batch_size)
+        finally:
+            backend.close()
+        report = compare(reference, logits)
+        self.manifest.record(Artifact(path=kind.file_name, format=kind.format, precision=kind.precision,
+                                      sha256=sha256_file(path), bytes=path.stat().st_size, parity=report, **extra))
+        self.progress.say(f"cosine {report.cosine:.6f}, max|diff| {report.max_abs_diff:.2e}, "
+                          f"top-1 {report.top1_agreement:.0%}")
+        try:
+            check(report, kind.precision, kind.file_name)
+        except SmlpDeployError:
+            self.save()
+            raise
+
+    # Engines.
+
+    def engine_steps(self) -> list[Step]:
+        """Build and verify each planned engine; none where TensorRT is unavailable (the manifest then says how
+        to finish on a GPU host)."""
+        if self.engine_unavailable:
+            return []
+        steps = []
+        for source in self.engine_sources:
+            engine = kind_of(source.engine)
+            steps += [Step(f"Building {engine.file_name} with TensorRT", partial(self.build_engine, source, engine)),
+                      self.verify_step(engine)]
+        return steps
+
+    def build_engine(self, source: ArtifactKind, engine: ArtifactKind) -> None:
+        try:
+            info = build_engine(self.out / source.file_name, self.out / engine.file_name,
+                                self.manifest.model.image_size, self.build, on_progress=self.progress.say)
+        except SmlpDeployError as exc:
+            self.manifest.engine = self.engine_status("failed", str(exc))
+            self.save()
+            raise
+        self.engine_info[engine.file_name] = info
+
+    def engine_status(self, status: str, reason: str) -> EngineStatus:
+        """The engine record: what was planned, what happened, and the commands that build the engines in the
+        export directory, wherever it is copied (paths relative to it)."""
+        engines = [s.engine for s in self.engine_sources]
+        if not engines:
+            return EngineStatus("skipped", "no engine requested")
+        build = self.build
+        if build.timing_cache and build.timing_cache.resolve().parent == self.out.resolve():
+            build = replace(build, timing_cache=Path(build.timing_cache.name))
+        p = build.profile
+        commands = [f"smlp-export --from-onnx . --batch {p.min}:{p.opt}:{p.max} --workspace {build.workspace_mib} "
+                    f"--opt-level {build.optimization_level}"]
+        commands += [trtexec_command(Path(s.file_name), Path(s.engine), self.manifest.model.image_size, build)
+                     for s in self.engine_sources]
+        return EngineStatus(status, reason, commands, engines)
+
+    # Accuracy.
+
+    def evaluate(self, folder: LabeledFolder) -> None:
+        """Top-1/top-5 of the PyTorch model and of every artifact on ``folder``, into the manifest."""
+        manifest = self.manifest
+        models = {"pytorch": TorchBackend(self.model, device="cpu").run}
+        backends = {a.path: load_backend(self.out / a.path, model_info=manifest.model) for a in manifest.artifacts}
+        for name, backend in backends.items():
+            models[name] = partial(run_in_batches, backend.run, max_batch=backend.max_batch_size)
+        indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes)
+        try:
+            scores = evaluate(models, folder, Preprocessor(manifest.preprocess), indices, quiet=self.quiet)
+        finally:
+            for backend in backends.values():
+                backend.close()  # engines hold GPU memory
+        manifest.model.accuracy = replace(scores.pop("pytorch"), dataset=str(folder.root))
+        for artifact in manifest.artifacts:
+            artifact.accuracy = scores[artifact.path]

@@ -13,37 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..artifacts import INPUT_NAME
+from ..environment import tensorrt_unavailable_reason
 from ..errors import ArtifactError, BackendUnavailableError, SmlpDeployError
 from ..fileio import write_bytes_atomic
-from .onnx_graph import INPUT_NAME
-
-
-@dataclass(frozen=True)
-class BatchProfile:
-    """The batch sizes an engine accepts (min..max) and the one it is tuned for (opt)."""
-
-    min: int = 1
-    opt: int = 8
-    max: int = 32
-
-    def __post_init__(self):
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise SmlpDeployError(f"batch profile needs 1 <= min <= opt <= max, got {self.min}:{self.opt}:{self.max}")
-
-    @classmethod
-    def parse(cls, text: str) -> "BatchProfile":
-        """``"1:8:32"`` -> BatchProfile(1, 8, 32)."""
-        try:
-            lo, opt, hi = (int(v) for v in text.split(":"))
-        except ValueError:
-            raise SmlpDeployError(f"batch profile {text!r} is not of the form min:opt:max (e.g. 1:8:32)") from None
-        return cls(lo, opt, hi)
-
-    def shapes(self, image_size: int) -> tuple[tuple[int, ...], ...]:
-        return tuple((b, 3, image_size, image_size) for b in (self.min, self.opt, self.max))
-
-    def to_dict(self) -> dict[str, int]:
-        return {"min": self.min, "opt": self.opt, "max": self.max}
+from ..manifest import BatchProfile
 
 
 @dataclass(frozen=True)
@@ -54,21 +28,10 @@ class BuildOptions:
     timing_cache: Path | None = None
 
 
-def tensorrt_unavailable_reason() -> str | None:
-    """Why an engine cannot be built or run here, or None if TensorRT and a CUDA GPU are both present."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt package is not installed (pip install 'smlp-deploy[trt]' on a GPU host)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to torch"
-    return None
-
-
 def trtexec_command(onnx_path: Path, engine_path: Path, image_size: int, options: BuildOptions) -> str:
-    """The equivalent trtexec line, valid for TensorRT 10.x and 11.x (``--stronglyTyped`` is a no-op in 11)."""
+    """The equivalent trtexec line, valid for TensorRT 10.x and 11.x (``--stronglyTyped`` is a no-op in 11).
+
+    Paths are written as given: relative ones are relative to where the line is meant to run."""
     lo, opt, hi = ("x".join(map(str, s)) for s in options.profile.shapes(image_size))
     args = [
         "trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--stronglyTyped",

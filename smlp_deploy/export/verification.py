@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ArtifactError
 from ..fileio import atomic_path
-from ..models.preprocess_config import PreprocessConfig
+from ..preprocess_config import PreprocessConfig
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 

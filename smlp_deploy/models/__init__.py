@@ -1,13 +1,16 @@
 """The reference sMLPNet: variants, checkpoints, preprocessing config, labels and complexity figures."""
 
-from .checkpoint import load_checkpoint, read_state_dict
-from .complexity import count_macs, count_params
-from .labels import imagenet_labels, imagenet_wnids
-from .preprocess_config import PreprocessConfig
-from .registry import ALIASES, VARIANTS, create_model, resolve_name
-from .smlpnet import SMLPNet, SMLPNetConfig
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ALIASES", "VARIANTS", "PreprocessConfig", "SMLPNet", "SMLPNetConfig", "count_macs", "count_params",
-    "create_model", "imagenet_labels", "imagenet_wnids", "load_checkpoint", "read_state_dict", "resolve_name",
-]
+from .._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
+
+if TYPE_CHECKING:
+    from ..preprocess_config import PreprocessConfig
+    from .checkpoint import load_checkpoint, read_state_dict
+    from .complexity import count_macs, count_params
+    from .labels import imagenet_labels, imagenet_wnids
+    from .registry import create_model
+    from .smlpnet import SMLPNet, SMLPNetConfig
+    from .variants import ALIASES, VARIANTS, resolve_name

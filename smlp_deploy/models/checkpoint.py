@@ -20,6 +20,7 @@ import torch
 
 from ..errors import CheckpointError
 from .smlpnet import SMLPNet
+from .variants import VARIANTS
 
 # Keys under which training scripts nest the weights, in order of preference (the authors' files use "model").
 _NESTED_KEYS = ("model", "model_ema", "state_dict")
@@ -193,8 +194,6 @@ class Architecture:
         return cls(embed.shape[0], len(blocks), head.shape[0], mix.shape[0])
 
     def variant(self) -> str | None:
-        from .registry import VARIANTS
-
         for v in VARIANTS.values():
             if (v.config.dim, sum(v.config.depths)) == (self.width, self.n_blocks):
                 return v.name
@@ -203,8 +202,6 @@ class Architecture:
 
 def infer_model_args(path: str | Path) -> dict[str, object]:
     """``create_model`` arguments (name, num_classes, image_size) that fit the checkpoint at ``path``."""
-    from .registry import VARIANTS
-
     found = Architecture.of(read_state_dict(path), str(path))
     name = found.variant()
     if name is None:

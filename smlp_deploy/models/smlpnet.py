@@ -17,7 +17,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class SMLPNetConfig:
-    """Architecture hyper-parameters; the registry in ``registry.py`` names the published ones."""
+    """Architecture hyper-parameters; ``variants.py`` names the published ones."""
 
     dim: int = 80
     depths: tuple[int, ...] = (2, 8, 14, 2)

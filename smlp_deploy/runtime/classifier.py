@@ -14,13 +14,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ArtifactError, InputError
-from ..export import manifest as mf
 from ..fileio import sha256_file
-from ..models import PreprocessConfig, imagenet_labels
-from .backends import Backend, OnnxRuntimeBackend, TorchBackend
+from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
+from ..models.labels import imagenet_labels
+from ..preprocess_config import PreprocessConfig
+from .backends.base import Backend
+from .backends.factory import check_artifact_path, load_backend
 from .preprocess import ImageSource, Preprocessor
 
-BACKEND_BY_SUFFIX = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch"}
+DEFAULT_MAX_BATCH = 32  # for backends without a limit of their own
 
 
 @dataclass(frozen=True)
@@ -52,53 +54,44 @@ class Classifier:
         threads: int | None = None,
     ):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ArtifactError(f"artifact {str(self.path)!r} does not exist")
-        kind = backend or BACKEND_BY_SUFFIX.get(self.path.suffix.lower())
-        if kind not in ("tensorrt", "onnxruntime", "torch"):
-            raise InputError(
-                f"cannot tell the backend for {str(self.path)!r}: use a .plan/.engine, .onnx or .pt/.pth file, or "
-                "pass backend='tensorrt' | 'onnxruntime' | 'torch'"
-            )
-        self.manifest = self._read_manifest()
-        self.preprocess = Preprocessor(PreprocessConfig.from_dict(self.manifest["preprocess"]))
-        labels = self.manifest.get("labels", "imagenet-1k")
-        self.labels = imagenet_labels() if labels == "imagenet-1k" else list(labels)
-        self.backend = self._load_backend(kind, device, threads)
+        check_artifact_path(self.path)
+        self.manifest = Manifest.beside(self.path)
+        if self.manifest is not None:
+            self._check_recorded(self.manifest)
+        self.backend: Backend = load_backend(self.path, backend, device=device, threads=threads,
+                                             model_info=self.manifest.model if self.manifest else None)
+        if self.manifest is not None:
+            config, labels = self.manifest.preprocess, label_names(self.manifest.labels)
+        else:
+            config, labels = self._defaults()
+        if self.backend.num_classes and len(labels) != self.backend.num_classes:
+            raise ArtifactError(f"{self.path} has {self.backend.num_classes} outputs but its manifest lists "
+                                f"{len(labels)} labels: re-export it")
+        self.preprocess = Preprocessor(config)
+        self.labels = labels
         limits = [b for b in (self.backend.max_batch_size, max_batch_size) if b]
-        self.max_batch_size = min(limits) if limits else 32
+        self.max_batch_size = min(limits) if limits else DEFAULT_MAX_BATCH
 
-    def _read_manifest(self) -> dict[str, Any]:
-        found = mf.manifest_beside(self.path)
-        if found is None:
-            warnings.warn(
-                f"no {mf.MANIFEST_NAME} beside {self.path}: assuming ImageNet preprocessing at 224 and ImageNet labels",
-                stacklevel=3,
-            )
-            return {"preprocess": PreprocessConfig().to_dict(), "labels": "imagenet-1k", "model": {}, "artifacts": []}
-        manifest = mf.read_manifest(found)
-        entry = mf.artifact_entry(manifest, self.path)
-        if entry and entry.get("sha256") and sha256_file(self.path) != entry["sha256"]:
+    def _check_recorded(self, manifest: Manifest) -> None:
+        entry = manifest.artifact(self.path.name)
+        if entry is not None and sha256_file(self.path) != entry.sha256:
             raise ArtifactError(
-                f"{self.path} does not match the sha256 recorded in {found}: the file changed after it was verified; "
-                "re-export it"
+                f"{self.path} does not match the sha256 recorded in {self.path.parent / MANIFEST_NAME}: the file "
+                "changed after it was verified; re-export it"
             )
-        return manifest
 
-    def _load_backend(self, kind: str, device: str | None, threads: int | None) -> Backend:
-        if kind != "torch":
-            return load_backend(kind, self.path, device=device, threads=threads)
-        from ..models import create_model
-        from ..models.checkpoint import infer_model_args
-
-        info = self.manifest.get("model") or {}
-        args = ({"name": info["name"], "num_classes": info["num_classes"], "image_size": info["image_size"]}
-                if info.get("name") else infer_model_args(self.path))
-        if not info.get("name"):  # no manifest: the checkpoint tells the resolution and the class count
-            self.preprocess = Preprocessor(PreprocessConfig.for_image_size(args["image_size"]))
-            if args["num_classes"] != len(self.labels):
-                self.labels = [str(i) for i in range(args["num_classes"])]
-        return TorchBackend(create_model(**args, checkpoint=self.path), device=device)
+    def _defaults(self) -> tuple[PreprocessConfig, list[str]]:
+        """Without a manifest: ImageNet preprocessing at the input size the artifact declares, ImageNet labels
+        for 1000 outputs and class numbers otherwise."""
+        size = self.backend.input_shape[-1] or PreprocessConfig().input_size
+        classes = self.backend.num_classes or 1000
+        labels = imagenet_labels() if classes == 1000 else [str(i) for i in range(classes)]
+        warnings.warn(
+            f"no {MANIFEST_NAME} beside {self.path}: assuming ImageNet preprocessing at {size}x{size}"
+            + (" and ImageNet labels" if classes == 1000 else f" and {classes} unnamed classes"),
+            stacklevel=3,
+        )
+        return PreprocessConfig.for_image_size(size), labels
 
     def describe(self) -> str:
         return self.backend.describe()
@@ -168,13 +161,9 @@ class Classifier:
         self.close()
 
 
-def load_backend(kind: str, path: Path, *, device: str | None = None, threads: int | None = None) -> Backend:
-    """The backend that runs an exported file: ``kind`` is "tensorrt" (an engine) or "onnxruntime"."""
-    if kind == "tensorrt":
-        from .backends.tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(path, device=device)
-    return OnnxRuntimeBackend(path, device=device, threads=threads)
+def label_names(labels: str | list[str]) -> list[str]:
+    """A manifest's ``labels`` as one name per class."""
+    return imagenet_labels() if labels == IMAGENET_LABELS else list(labels)
 
 
 def _is_tensor(x) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
-from ..models.preprocess_config import PreprocessConfig
+from ..preprocess_config import PreprocessConfig
 
 ImageSource = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
 

@@ -1,7 +1,14 @@
-"""Backends behind one interface; TensorRT is imported only when an engine is loaded."""
+"""Backends behind one interface; each backend's library is imported only when a file is opened with it."""
 
-from .base import Backend
-from .onnxruntime_backend import OnnxRuntimeBackend
-from .torch_backend import TorchBackend
+from typing import TYPE_CHECKING
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend"]
+from ..._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
+
+if TYPE_CHECKING:
+    from .base import Backend
+    from .factory import BACKENDS, load_backend
+    from .onnxruntime_backend import OnnxRuntimeBackend
+    from .tensorrt_backend import TensorRTBackend
+    from .torch_backend import TorchBackend

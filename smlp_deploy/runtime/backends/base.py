@@ -1,4 +1,8 @@
-"""The small interface every backend implements: load once, run a float32 batch, describe yourself."""
+"""The small interface every backend implements: load once, run a float32 batch, describe yourself.
+
+As in Polygraphy's runners, the base class checks every batch against what the artifact declares before the
+backend sees it, so a wrong shape is an :class:`InputError` naming both shapes, never a backend's traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,46 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ...errors import InputError
+
 
 class Backend(ABC):
     """Runs preprocessed float32 batches [N, 3, H, W] and returns float32 logits [N, classes].
 
-    ``max_batch_size`` is the largest batch one ``run`` call takes (None: no limit); callers split larger
-    lists. Backends are safe to share between threads: each documents how.
+    ``input_shape`` is one sample's shape as the artifact declares it (None where a dimension is free);
+    ``max_batch_size`` the largest batch one ``run`` call takes (None: no limit), so callers split larger
+    lists; ``num_classes`` the width of the logits. Backends are safe to share between threads: each
+    documents how.
     """
 
     name: str = "backend"
+    source: str = "artifact"  # what was loaded, for messages: a file name or a model name
+    input_shape: tuple[int | None, ...] = (3, None, None)
     max_batch_size: int | None = None
+    num_classes: int | None = None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.check_batch(batch)
+        return self._run(batch)
+
+    def check_batch(self, batch: np.ndarray) -> None:
+        """Raise :class:`InputError` unless ``batch`` is a float32 array this artifact accepts."""
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.float32:
+            what = f"{batch.dtype} array" if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise InputError(f"{self.source} takes float32 batches [N, 3, H, W], got a {what}")
+        expected = ("N", *(d if d is not None else "?" for d in self.input_shape))
+        fits = batch.ndim == 1 + len(self.input_shape) and batch.shape[0] >= 1 and all(
+            d is None or d == n for d, n in zip(self.input_shape, batch.shape[1:])
+        )
+        if not fits:
+            raise InputError(f"batch of shape {list(batch.shape)} does not fit {self.source}, which takes "
+                             f"{list(expected)}")
+        if self.max_batch_size and batch.shape[0] > self.max_batch_size:
+            raise InputError(f"batch of {batch.shape[0]} is larger than {self.source} takes "
+                             f"(at most {self.max_batch_size}): split it")
 
     @abstractmethod
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def _run(self, batch: np.ndarray) -> np.ndarray: ...
 
     @abstractmethod
     def describe(self) -> str:

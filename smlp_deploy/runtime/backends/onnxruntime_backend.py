@@ -36,13 +36,14 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         self.path = Path(path)
+        self.source = self.path.name
         providers = available_providers()
         if device in (None, "cuda") and "CUDAExecutionProvider" in providers and _cuda_visible():
             chosen = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         elif device == "cuda":
             raise BackendUnavailableError(
                 f"device='cuda' asked for, but onnxruntime offers only {providers}: install onnxruntime-gpu "
-                "(pip install 'smlp-deploy[gpu]') on a machine with an NVIDIA GPU"
+                "(pip install 'smlp-deploy[gpu]') on a machine with an NVIDIA GPU", parameter="device"
             )
         else:
             chosen = ["CPUExecutionProvider"]
@@ -51,10 +52,16 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by onnxruntime: {exc}") from exc
         self.provider = self.session.get_providers()[0]
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        (graph_input,), graph_output = self.session.get_inputs(), self.session.get_outputs()[0]
+        if graph_input.type != "tensor(float)" or len(graph_input.shape) != 4:
+            raise ArtifactError(f"ONNX model {str(self.path)!r} is not an image classifier of this toolkit: its "
+                                f"input {graph_input.name!r} is {graph_input.type} {graph_input.shape}, not "
+                                "float [N, 3, H, W]")
+        self.input_name, self.output_name = graph_input.name, graph_output.name
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in graph_input.shape[1:])
+        self.num_classes = graph_output.shape[-1] if isinstance(graph_output.shape[-1], int) else None
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0].astype(np.float32, copy=False)
 
     def describe(self) -> str:

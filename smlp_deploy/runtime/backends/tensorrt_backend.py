@@ -6,14 +6,17 @@ buffers (created on its first call); the engine is shared.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import ArtifactError, BackendUnavailableError, InputError
-from ...export.tensorrt_build import tensorrt_unavailable_reason
+from ...environment import tensorrt_unavailable_reason
+from ...errors import ArtifactError, BackendUnavailableError
 from .base import Backend
+
+log = logging.getLogger(__name__)
 
 
 class TensorRTBackend(Backend):
@@ -27,6 +30,7 @@ class TensorRTBackend(Backend):
         import torch
 
         self.path = Path(path)
+        self.source = self.path.name
         self.device = torch.device(device or "cuda")
         self._torch = torch
         self._logger = _recording_logger(trt)
@@ -46,7 +50,7 @@ class TensorRTBackend(Backend):
         self.output_name = next(n for n in names if modes[n] == trt.TensorIOMode.OUTPUT)
         _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
         max_shape = tuple(int(d) for d in max_shape)
-        self.max_batch_size, self.sample_shape = max_shape[0], max_shape[1:]
+        self.max_batch_size, self.input_shape = max_shape[0], max_shape[1:]
         self.num_classes = int(tuple(self.engine.get_tensor_shape(self.output_name))[-1])
         self._dtypes = {n: _torch_dtype(torch, trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._local = threading.local()
@@ -59,13 +63,7 @@ class TensorRTBackend(Backend):
                 state = self._local.state = _ThreadState(self)
         return state
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        n = batch.shape[0]
-        if n > self.max_batch_size or tuple(batch.shape[1:]) != self.sample_shape:
-            raise InputError(
-                f"batch of shape {tuple(batch.shape)} does not fit engine {self.path.name}: at most "
-                f"{self.max_batch_size} x {self.sample_shape}"
-            )
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self._state().run(batch)
 
     def describe(self) -> str:
@@ -89,7 +87,7 @@ class _ThreadState:
         self.stream = torch.cuda.Stream(device=backend.device)
         self.context = backend.engine.create_execution_context()
         shapes = {
-            backend.input_name: (backend.max_batch_size, *backend.sample_shape),
+            backend.input_name: (backend.max_batch_size, *backend.input_shape),
             backend.output_name: (backend.max_batch_size, backend.num_classes),
         }
         self.device_buffers = {
@@ -107,7 +105,7 @@ class _ThreadState:
         self.host_in[:n].numpy()[...] = batch
         with torch.cuda.stream(self.stream):
             d_in[:n].copy_(self.host_in[:n], non_blocking=True)
-            self.context.set_input_shape(b.input_name, (n, *b.sample_shape))
+            self.context.set_input_shape(b.input_name, (n, *b.input_shape))
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise ArtifactError(f"TensorRT failed to execute {b.path.name}: {'; '.join(b._logger.errors)}")
             self.host_out[:n].copy_(d_out[:n], non_blocking=True)
@@ -120,7 +118,8 @@ def _torch_dtype(torch, np_dtype):
 
 
 def _recording_logger(trt):
-    """A TensorRT logger that prints warnings and keeps error messages for the exceptions raised here."""
+    """A TensorRT logger that passes warnings to ``logging`` (stdout is for results) and keeps error messages
+    for the exceptions raised here."""
 
     class RecordingLogger(trt.ILogger):
         def __init__(self):
@@ -131,6 +130,6 @@ def _recording_logger(trt):
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
                 self.errors.append(msg)
             if severity not in (trt.ILogger.Severity.INFO, trt.ILogger.Severity.VERBOSE):
-                print(f"[TensorRT] {msg}")
+                log.warning("TensorRT: %s", msg)
 
     return RecordingLogger()

@@ -17,9 +17,13 @@ class TorchBackend(Backend):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         self.model = model.eval().to(self.device, dtype)
+        self.source = getattr(model, "variant", "the PyTorch model")
+        size = getattr(model, "image_size", None)
+        self.input_shape = (3, size, size)
+        self.num_classes = getattr(model, "num_classes", None)
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype, non_blocking=True)
         return self.model(x).float().cpu().numpy()
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,11 +24,3 @@ class PreprocessConfig:
     def for_image_size(cls, image_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> "PreprocessConfig":
         """The evaluation transform for a given crop: the shorter side is resized to ``image_size / crop_pct``."""
         return cls(input_size=image_size, resize_size=int(image_size / crop_pct), crop_pct=crop_pct)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**values)

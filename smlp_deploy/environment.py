@@ -1,14 +1,44 @@
-"""What a benchmark ran on: CPU, GPU, threads and library versions, saved beside every figure."""
+"""What this machine has: CPU, GPU, library versions, and whether TensorRT can run here.
+
+Neutral ground: the manifest records the versions, the runtime and export ask whether TensorRT is usable,
+the benchmark saves all of it beside its figures. Heavy libraries are imported only inside the functions.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..export.manifest import library_versions
+# Distributions whose versions every manifest and benchmark report records.
+RECORDED_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript", "tensorrt", "numpy")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for dist in RECORDED_DISTRIBUTIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why an engine cannot be built or run here, or None if TensorRT and a CUDA GPU are both present."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt package is not installed (pip install 'smlp-deploy[trt]' on a GPU host)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to torch"
+    return None
 
 
 def cpu_cores() -> int:

@@ -1,0 +1,228 @@
+"""manifest.json: what an export directory holds and how well each artifact matches PyTorch.
+
+The contract between the export and every tool that reads an export (Classifier, smlp-eval, smlp-bench,
+serving). It is typed: :meth:`Manifest.load` checks every field and names the one that is wrong. The format
+has a version; manifests of older versions are upgraded on load, newer ones are refused with the fix.
+
+Versions: 1 (smlp-deploy 0.1.0); 2 adds ``model.seed`` (the seed of random weights) and ``engine.engines`` (the
+engine files planned), and writes the engine commands relative to the export directory, so a copied export
+stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .artifacts import ArtifactKind, kind_of
+from .environment import library_versions
+from .errors import ArtifactError, SmlpDeployError
+from .fileio import write_json_atomic
+from .preprocess_config import PreprocessConfig
+from .records import RecordError, from_json, to_json
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 2
+IMAGENET_LABELS = "imagenet-1k"  # ``labels`` value for the 1000 ImageNet classes in index order
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The batch sizes an engine accepts (min..max) and the one it is tuned for (opt)."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+    def __post_init__(self):
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise SmlpDeployError(f"batch profile needs 1 <= min <= opt <= max, got {self.min}:{self.opt}:{self.max}",
+                                  parameter="profile")
+
+    @classmethod
+    def parse(cls, text: str) -> BatchProfile:
+        """``"1:8:32"`` -> BatchProfile(1, 8, 32)."""
+        try:
+            lo, opt, hi = (int(v) for v in text.split(":"))
+        except ValueError:
+            raise SmlpDeployError(f"batch profile {text!r} is not of the form min:opt:max (e.g. 1:8:32)",
+                                  parameter="profile") from None
+        return cls(lo, opt, hi)
+
+    def shapes(self, image_size: int) -> tuple[tuple[int, ...], ...]:
+        return tuple((b, 3, image_size, image_size) for b in (self.min, self.opt, self.max))
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Agreement of an artifact's logits with PyTorch's over ``n_inputs`` images.
+
+    ``cosine`` is the worst per-image cosine similarity; ``top5_agreement`` the mean overlap of the two top-5
+    sets; ``rel_max_abs_diff`` is ``max_abs_diff`` divided by the largest reference logit magnitude.
+    """
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    rel_max_abs_diff: float
+    cosine: float
+    top1_agreement: float
+    top5_agreement: float
+    n_inputs: int
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    top5: float
+    n_images: int
+    dataset: str | None = None  # the labeled folder, recorded once with the model's own accuracy
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: str
+    sha256: str
+
+
+@dataclass
+class ModelInfo:
+    name: str  # registered variant name, smlpnet_tiny
+    variant: str  # its short name, tiny
+    num_classes: int
+    image_size: int
+    params: int
+    macs: int
+    checkpoint: Checkpoint | None  # None: random weights
+    seed: int | None = None  # the seed of random weights (format 2; None in older manifests)
+    accuracy: Accuracy | None = None
+
+
+@dataclass(frozen=True)
+class GpuRecord:
+    name: str
+    compute_capability: str
+
+
+@dataclass
+class Artifact:
+    """One verified file of the export; ``path`` is its name inside the export directory."""
+
+    path: str
+    format: str
+    precision: str
+    sha256: str
+    bytes: int
+    parity: ParityReport | None = None
+    accuracy: Accuracy | None = None
+    target: str | None = None  # INT8: the quantization target the Q/DQ form is for
+    float_precision: str | None = None  # INT8: the precision of the float parts
+    profile: BatchProfile | None = None  # engines: the batch profile
+    tensorrt_version: str | None = None
+    gpu: GpuRecord | None = None
+
+    @property
+    def kind(self) -> ArtifactKind | None:
+        return kind_of(self.path)
+
+
+@dataclass
+class EngineStatus:
+    status: str  # built | skipped | failed
+    reason: str
+    commands: list[str] = field(default_factory=list)  # to finish on a GPU host, run in the export directory
+    engines: list[str] = field(default_factory=list)  # the engine files the export planned
+
+
+@dataclass
+class SimplifyRecord:
+    applied: bool
+    note: str
+
+
+@dataclass
+class CalibrationRecord:
+    dir: str
+    method: str
+    settings: dict[str, Any]
+    seed: int
+    samples_requested: int
+    samples: int
+    skipped: int
+    cache: str
+    cache_reused: bool
+    targets: list[str]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Manifest:
+    model: ModelInfo
+    preprocess: PreprocessConfig
+    labels: str | list[str]  # IMAGENET_LABELS, or one name per class
+    artifacts: list[Artifact] = field(default_factory=list)
+    engine: EngineStatus = field(default_factory=lambda: EngineStatus("skipped", "no engine requested"))
+    simplify: SimplifyRecord | None = None
+    calibration: CalibrationRecord | None = None
+    versions: dict[str, str | None] = field(default_factory=library_versions)
+    created: str = field(default_factory=_now)
+    format_version: int = FORMAT_VERSION
+
+    def artifact(self, name: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.path == name), None)
+
+    def record(self, artifact: Artifact) -> None:
+        """Add ``artifact``, replacing an earlier record of the same file (re-runs into one directory)."""
+        self.artifacts = [a for a in self.artifacts if a.path != artifact.path] + [artifact]
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / MANIFEST_NAME
+        write_json_atomic(path, to_json(self))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        """Read and check a manifest; errors name the file, the field and what to do."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"manifest {str(path)!r} cannot be read: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ArtifactError(f"manifest {str(path)!r} is not a JSON object")
+        version = data.get("format_version")
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"manifest {str(path)!r} has format version {version}, written by a newer smlp-deploy; this one "
+                f"reads versions 1 to {FORMAT_VERSION}: upgrade smlp-deploy (pip install -U smlp-deploy)"
+            )
+        if version not in _UPGRADES and version != FORMAT_VERSION:
+            raise ArtifactError(f"manifest {str(path)!r} has no valid format_version ({version!r}): re-export it")
+        while data["format_version"] != FORMAT_VERSION:
+            data = _UPGRADES[data["format_version"]](data)
+        try:
+            return from_json(cls, data)
+        except RecordError as exc:
+            raise ArtifactError(f"manifest {str(path)!r} is malformed at {exc}: re-export it") from None
+
+    @classmethod
+    def beside(cls, artifact: str | Path) -> Manifest | None:
+        """The manifest of the export directory ``artifact`` is in, if there is one."""
+        candidate = Path(artifact).parent / MANIFEST_NAME
+        return cls.load(candidate) if candidate.is_file() else None
+
+
+def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 lacks the seed of random weights and the planned engines (its ``smlp-export --from-onnx`` built
+    one per ONNX file that has an engine kind); its engine commands hold the paths the export ran at."""
+    planned = [kind.engine for a in data.get("artifacts", []) if isinstance(a, dict) and (kind := kind_of(a.get("path", ""))) and kind.engine]
+    engine = {"engines": planned, **data.get("engine", {})}
+    return {**data, "format_version": 2, "model": {"seed": None, **data.get("model", {})}, "engine": engine}
+
+
+_UPGRADES = {1: _from_v1}

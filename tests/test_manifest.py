@@ -1,0 +1,100 @@
+"""The manifest as a typed contract: older formats load, this one round-trips, anything else is named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from smlp_deploy.artifacts import ARTIFACTS, FORMATS, format_of, kind_of, onnx_artifact
+from smlp_deploy.errors import ArtifactError
+from smlp_deploy.manifest import FORMAT_VERSION, MANIFEST_NAME, BatchProfile, Manifest
+from smlp_deploy.preprocess_config import PreprocessConfig
+
+SAMPLES = Path(__file__).parent / "data" / "manifests"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_committed_manifests_of_every_format_load(version, tmp_path):
+    """v1.json was written by smlp-deploy 0.1.0 and v2.json by 0.2.0 (the digits export with --fp16 --int8
+    --int8-target both --eval-dir): each release must keep reading them."""
+    manifest = Manifest.load(SAMPLES / f"v{version}.json")
+    assert manifest.format_version == FORMAT_VERSION
+    assert manifest.model.name == "smlpnet_test" and manifest.model.num_classes == 10
+    assert manifest.model.checkpoint.path == "tests/data/smlpnet_digits.pth" and manifest.model.seed is None
+    assert manifest.model.accuracy.top1 == pytest.approx(0.99333, abs=1e-5) and manifest.model.accuracy.dataset
+    assert manifest.preprocess == PreprocessConfig.for_image_size(64)
+    assert manifest.labels == [str(i) for i in range(10)]
+    assert [a.path for a in manifest.artifacts] == ["model.onnx", "model.fp16.onnx", "model.int8.onnx",
+                                                    "model.int8.cpu.onnx"]
+    int8 = manifest.artifact("model.int8.onnx")
+    assert int8.kind is ARTIFACTS["model.int8.onnx"] and int8.target == "tensorrt" and int8.float_precision == "fp16"
+    assert int8.parity.n_inputs == 5 and int8.accuracy.n_images == 450
+    assert manifest.calibration.method == "percentile" and manifest.calibration.targets == ["tensorrt", "cpu"]
+    assert manifest.engine.status == "skipped"
+    # Format 1 did not record the planned engines; its --from-onnx built one per ONNX file that has an engine.
+    expected = ["engine.fp32.plan", "engine.fp16.plan", "engine.int8.plan"] if version == 1 else [
+        "engine.fp16.plan", "engine.int8.plan"]
+    assert manifest.engine.engines == expected
+    manifest.save(tmp_path)  # re-saved in the current format, it reads back the same
+    assert Manifest.load(tmp_path / MANIFEST_NAME) == manifest
+
+
+def test_a_manifest_from_a_newer_release_is_refused_with_the_fix(tmp_path):
+    data = json.loads((SAMPLES / "v2.json").read_text()) | {"format_version": FORMAT_VERSION + 1}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=rf"format version {FORMAT_VERSION + 1}, written by a newer smlp-deploy"
+                                            r".*upgrade smlp-deploy"):
+        Manifest.load(tmp_path / MANIFEST_NAME)
+
+
+@pytest.mark.parametrize("edit, where", [
+    (lambda m: m["model"].update(num_classes="ten"), r"model\.num_classes: expected int, got str 'ten'"),
+    (lambda m: m["model"].pop("image_size"), r"model\.image_size: missing"),
+    (lambda m: m["artifacts"][1].update(shape=[1, 3]), r"artifacts\[1\]\.shape: unknown field"),
+    (lambda m: m["artifacts"][0]["parity"].update(cosine=True), r"artifacts\[0\]\.parity\.cosine: expected int or float"),
+    (lambda m: m.update(labels=7), r"labels: 7 fits none of"),
+    (lambda m: m.pop("format_version"), r"no valid format_version \(None\)"),
+])
+def test_malformed_fields_are_named(edit, where, tmp_path):
+    data = json.loads((SAMPLES / "v2.json").read_text())
+    edit(data)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=where):
+        Manifest.load(tmp_path / MANIFEST_NAME)
+
+
+def test_unreadable_manifests_are_named(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(ArtifactError, match="cannot be read"):
+        Manifest.load(tmp_path / MANIFEST_NAME)
+    (tmp_path / MANIFEST_NAME).write_text("[]")
+    with pytest.raises(ArtifactError, match="not a JSON object"):
+        Manifest.load(tmp_path / MANIFEST_NAME)
+
+
+def test_manifest_beside_an_artifact(tmp_path):
+    assert Manifest.beside(tmp_path / "model.onnx") is None
+    shutil.copy(SAMPLES / "v2.json", tmp_path / MANIFEST_NAME)
+    assert Manifest.beside(tmp_path / "model.onnx").model.variant == "test"
+
+
+def test_the_artifact_table_is_consistent():
+    for kind in ARTIFACTS.values():
+        assert kind_of(kind.file_name) is kind and format_of(kind.file_name) is FORMATS[kind.format]
+        if kind.engine:
+            engine = ARTIFACTS[kind.engine]
+            assert kind.format == "onnx" and engine.format == "tensorrt" and engine.precision == kind.precision
+    assert onnx_artifact("int8", "cpu").file_name == "model.int8.cpu.onnx" and onnx_artifact("int8", "cpu").engine is None
+    assert format_of("a/b/engine.ENGINE").backend == "tensorrt" and format_of("x.pth").backend == "torch"
+    assert kind_of("notes.txt") is None and format_of("notes.txt") is None
+
+
+def test_batch_profile_parsing():
+    assert BatchProfile.parse("1:8:32") == BatchProfile(1, 8, 32)
+    with pytest.raises(Exception, match="min:opt:max"):
+        BatchProfile.parse("8")
+    with pytest.raises(Exception, match="min <= opt <= max"):
+        BatchProfile.parse("8:4:32")
