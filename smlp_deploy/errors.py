@@ -38,6 +38,10 @@ class CalibrationError(InputError):
     """Calibration cannot run: no usable images, or a calibration cache that cannot be used."""
 
 
+class OutputError(SmlpDeployError):
+    """A result cannot be written (disk full, read-only folder, no permission); the message names the path."""
+
+
 class ParityError(SmlpDeployError):
     """An artifact's outputs differ from the PyTorch reference by more than the allowed threshold."""
 

@@ -14,24 +14,70 @@ from tqdm import tqdm
 from .errors import InputError
 from .imagefolder import LabeledFolder
 from .manifest import IMAGENET_LABELS, Accuracy
-from .models.labels import imagenet_wnids
+from .models.labels import imagenet_labels, imagenet_wnids
 from .runtime.preprocess import Preprocessor
 
 Logits = Callable[[np.ndarray], np.ndarray]  # [N, 3, H, W] float32 -> [N, classes]
 
 
-def class_indices(classes: list[str], labels: list[str] | str, num_classes: int) -> dict[str, int]:
-    """Map folder names to model outputs: by label name, by ImageNet wnid, or else by sorted folder order."""
+def class_indices(
+    classes: list[str], labels: str | list[str], num_classes: int, *, sorted_order: bool = False
+) -> dict[str, int]:
+    """Map class folder names to model outputs.
+
+    A folder may be named by the class's index (``281``), its label (``tabby``; for ImageNet also its WordNet id
+    ``n02123045`` or another of its WordNet lemmas, ``tabby cat``); case, ``_`` and ``-`` do not matter. An
+    index, id or label wins over another class's secondary lemma (``missile`` is class 657's label and a lemma
+    of 744, "projectile, missile"). A name that matches no class, or several equally, is an error listing it. ``sorted_order`` maps the
+    folders in sorted order to outputs 0, 1, ... instead, for models trained with that convention.
+    """
+    if sorted_order:
+        if len(classes) > num_classes:
+            raise InputError(f"the folder has {len(classes)} class subfolders but the model has {num_classes} "
+                             "outputs", parameter="sorted_order")
+        return {c: i for i, c in enumerate(classes)}
+    primary, secondary = _class_lookup(labels, num_classes)
+    found, unknown, ambiguous = {}, [], []
+    for name in classes:
+        matches = sorted(primary.get(_normal(name)) or secondary.get(_normal(name)) or ())
+        if len(matches) == 1:
+            found[name] = matches[0]
+        elif matches:
+            ambiguous.append(f"{name} ({', '.join(map(str, matches))})")
+        else:
+            unknown.append(name)
+    if unknown or ambiguous:
+        problems = ([f"{len(unknown)} match no class: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"]
+                    if unknown else []) + ([f"ambiguous: {', '.join(ambiguous)}"] if ambiguous else [])
+        raise InputError(f"class folders must be named by a class index, label or WordNet id; {'; '.join(problems)}. "
+                         "Rename them, or map folders in sorted order to outputs 0, 1, ... (sorted_order=True)",
+                         parameter="data")
+    twice = {i for i in found.values() if list(found.values()).count(i) > 1}
+    if twice:
+        names = [n for n, i in found.items() if i in twice]
+        raise InputError(f"class folders {', '.join(names)} name the same class", parameter="data")
+    return found
+
+
+def _class_lookup(labels: str | list[str], num_classes: int) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
+    """Each class's names, normalized, to the classes they name: indices, ids and labels; then other lemmas."""
+    primary: dict[str, set[int]] = {}
+    secondary: dict[str, set[int]] = {}
+    for i in range(num_classes):
+        primary.setdefault(str(i), set()).add(i)
     if labels == IMAGENET_LABELS:
-        wnids = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
-        if all(c in wnids for c in classes):
-            return {c: wnids[c] for c in classes}
-    elif isinstance(labels, list) and all(c in labels for c in classes):
-        return {c: labels.index(c) for c in classes}
-    if len(classes) > num_classes:
-        raise InputError(f"the folder has {len(classes)} class subfolders but the model has {num_classes} outputs, "
-                         "and the folder names are neither its labels nor ImageNet wnids", parameter="data")
-    return {c: i for i, c in enumerate(classes)}
+        for i, (wnid, lemmas) in enumerate(zip(imagenet_wnids(), imagenet_labels(full=True))):
+            label, *others = lemmas.split(", ")
+            for name, table in ((wnid, primary), (label, primary), *((o, secondary) for o in others)):
+                table.setdefault(_normal(name), set()).add(i)
+    else:
+        for i, label in enumerate(labels):
+            primary.setdefault(_normal(label), set()).add(i)
+    return primary, secondary
+
+
+def _normal(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
 def evaluate(

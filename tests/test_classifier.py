@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -25,11 +26,14 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("classifier")
+    out = tmp_path_factory.mktemp("classifier") / "export"
+    weights = out.parent / "model.pt"
+    torch.manual_seed(0)
+    torch.save(create_model("test", image_size=SIZE).state_dict(), weights)
     build = BuildOptions(BatchProfile(1, 8, 32), workspace_mib=1024)
-    export_model("test", image_size=SIZE, precisions=("fp32", "fp16"), out_dir=out, build=build, quiet=True)
-    torch.manual_seed(0)  # the export's random weights, saved as a checkpoint for the PyTorch backend
-    torch.save(create_model("test", image_size=SIZE).state_dict(), out / "model.pt")
+    export_model("test", checkpoint=weights, image_size=SIZE, precisions=("fp32", "fp16"), out_dir=out, build=build,
+                 quiet=True)
+    shutil.copy(weights, out / "model.pt")  # the export's own checkpoint beside it: known by its sha256
     return out
 
 
@@ -105,14 +109,26 @@ def test_bad_inputs_raise_documented_errors(classifier, tmp_path):
         ([str(tmp_path / "ok.png"), "missing.jpg"], ImageError, r"#0 .*no such file"),
         (["x", str(bad)], ImageError, r"image #0 \(x\): no such file"),
         ([b"junk"], ImageError, "#0: not a readable image"),
-        (np.zeros((2, 3, 32, 32), np.float32), InputError, r"must be \[3, 64, 64\]"),
+        (np.zeros((2, 3, 32, 32), np.float32), InputError, r"image #0: preprocessed arrays must be \[3, 64, 64\]"),
         (np.zeros((5,), np.float32), InputError, r"\[N, 3, H, W\]"),
+        (np.zeros((0, 3, 64, 64), np.float32), InputError, r"N >= 1"),
+        (np.full((3, 64, 64), np.nan, np.float32), InputError, "NaN or infinite"),
         ([], InputError, "empty list"),
+        (None, ImageError, "the image is a NoneType, not an image; pass a path"),
+        (7, ImageError, "the image is a int, not an image"),
+        ([str(bad), {"path": "x"}][::-1], ImageError, "image #0 is a dict, not an image"),
+        ([str(bad), {"path": "x"}], ImageError, r"#0 \(.*bad.jpg\): not a readable image"),
+        ([np.zeros((0, 0, 3), np.uint8)], ImageError, "#0: arrays must be uint8 images"),
+        (io.BytesIO(b"junk"), ImageError, "image BytesIO: not a readable image"),
     ]
     for value, error, message in cases:
         with pytest.raises(error, match=message) as info:
             classifier.predict(value)
         assert isinstance(info.value, SmlpDeployError) and isinstance(info.value, ValueError)
+        assert " at 0x" not in str(info.value)  # no internal reprs
+    for topk in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="topk must be a positive integer"):
+            classifier.predict(str(tmp_path), topk=topk)
 
 
 def test_manifest_sha256_is_checked(export_dir, tmp_path):
@@ -202,3 +218,52 @@ def test_a_lone_onnx_file_takes_its_input_size_from_the_graph(export_dir, tmp_pa
         clf = Classifier(lone)
     assert clf.preprocess.config == Classifier(export_dir / "model.onnx").preprocess.config
     np.testing.assert_array_equal(clf.logits(str(photos[0])), Classifier(export_dir / "model.onnx").logits(str(photos[0])))
+
+
+def test_a_file_the_manifest_does_not_list_is_refused(export_dir, tmp_path, photos):
+    """A stale file beside a manifest (say an INT8 model left from an earlier export) was not verified with it."""
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    shutil.copy(copy / "model.fp16.onnx", copy / "model.int8.onnx")
+    with pytest.raises(ArtifactError, match=r"model\.int8\.onnx is not part of the export in .*lists model\.onnx, "
+                                            r"model\.fp16\.onnx.*allow_unlisted=True") as info:
+        Classifier(copy / "model.int8.onnx")
+    assert info.value.parameter == "allow_unlisted"
+    with pytest.warns(UserWarning, match="loading it unverified"):
+        clf = Classifier(copy / "model.int8.onnx", allow_unlisted=True)
+    assert clf.predict(str(photos[0])).label
+    assert Classifier(copy / "model.pt").predict(str(photos[0])).label  # the export's checkpoint is its own
+
+
+def test_onnx_external_data_outside_the_folder_is_refused(export_dir, tmp_path):
+    """A model whose weights point outside its folder (``../secret.bin``) could read any file: refused."""
+    import onnx
+
+    model = onnx.load(str(export_dir / "model.onnx"))
+    (tmp_path / "model").mkdir()
+    onnx.save(model, str(tmp_path / "model" / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024)
+    (tmp_path / "model" / "weights.bin").rename(tmp_path / "secret.bin")
+    proto = onnx.load(str(tmp_path / "model" / "model.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../secret.bin"
+    (tmp_path / "model" / "model.onnx").write_bytes(proto.SerializeToString())
+    with pytest.raises(ArtifactError, match=r"model\.onnx.*cannot be loaded by onnxruntime.*escapes model directory"):
+        Classifier(tmp_path / "model" / "model.onnx")
+
+
+def test_predict_cli_reports_unreadable_images_and_goes_on(export_dir, photos, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for photo in photos[:2]:
+        shutil.copy(photo, folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert predict_main([str(export_dir / "model.onnx"), str(folder), "--json"]) == 1  # some failed
+    records = {Path(r["image"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert sorted(records) == sorted([photos[0].name, photos[1].name, "broken.jpg"])
+    assert "not a readable image" in records["broken.jpg"]["error"] and records[photos[0].name]["topk"]
+    with pytest.raises(SystemExit):
+        predict_main([str(export_dir / "model.onnx"), str(folder), "--topk", "0"])
+    assert "--topk: must be at least 1" in capsys.readouterr().err

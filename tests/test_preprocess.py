@@ -34,9 +34,13 @@ def torchvision_eval(image: Image.Image, resize: tuple[int, int], box: tuple[int
     ],
 )
 def test_equals_torchvision_eval_transform(size, resize, box):
+    """Same geometry as torchvision. Only the crop's region is resampled (Pillow's ``box``), whose filter
+    coefficients differ from a whole-image resize in the last bits, so a rare value lands one 8-bit level away
+    (on the 5 bundled photos: 24 of 752,640 values); a misplaced pixel would move hundreds of values by more."""
     photo = Image.open(SKIMAGE_DATA / "coffee.png").convert("RGB").resize(size)
-    # Equal up to float32 rounding of the fused normalization; any pixel misplaced would differ by ~1e-2.
-    np.testing.assert_allclose(Preprocessor(CONFIG)(photo), torchvision_eval(photo, resize, box), rtol=0, atol=1e-6)
+    ours, theirs = Preprocessor(CONFIG)(photo), torchvision_eval(photo, resize, box)
+    one_level = 1 / (255 * STD.min()) + 1e-6
+    assert np.abs(ours - theirs).max() <= one_level and np.mean(np.abs(ours - theirs) > 1e-6) < 1e-3
 
 
 def test_output_shape_dtype_and_batch(photos):
@@ -95,7 +99,10 @@ def test_large_jpeg_draft_decoding_stays_within_tolerance():
     [
         ("/no/such/image.jpg", "image /no/such/image.jpg: no such file"),
         (b"not an image", "image bytes: not a readable image"),
-        (np.zeros((4, 4), np.uint8), "arrays must be uint8 HxWx3"),
+        (np.zeros((4, 4, 3), np.float32), r"arrays must be uint8 images.*got dtype float32, shape \[4, 4, 3\]"),
+        (np.zeros((0, 4, 3), np.uint8), r"arrays must be uint8 images.*with pixels"),
+        (None, "the image is a NoneType, not an image; pass a path"),
+        (3.5, "the image is a float, not an image"),
     ],
 )
 def test_bad_images_name_themselves(source, message):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..bench.report import format_report, write_csv, write_json, write_plot
 from ..bench.runner import BenchConfig, run_benchmark
-from .common import run_main
+from .common import positive_int, run_main
 
 FLAGS = {"backends": "--backends", "precisions": "--precision", "batch_sizes": "--batch-sizes",
          "artifacts": "--artifacts", "variant": "--variant", "plot": "--plot", "device": "--device"}
@@ -33,13 +33,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_list(int), default=(1, 8, 32), help="comma-separated (default: 1,8,32)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
     timing = p.add_mutually_exclusive_group()
-    timing.add_argument("--iters", type=int, help="timed calls per point")
+    timing.add_argument("--iters", type=positive_int, help="timed calls per point")
     timing.add_argument("--duration", type=float, default=3.0,
                         help="seconds of timed calls per point, at least 5 calls (default: 3)")
     p.add_argument("--end-to-end", action="store_true",
                    help="also time JPEG bytes -> top-5 (500x375 photos) and report the preprocessing share")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible")
-    p.add_argument("--threads", type=int, help="CPU threads (default: every core this process may use)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: every core this process may use)")
     p.add_argument("--json", type=Path, help="write the full report as JSON")
     p.add_argument("--csv", type=Path, help="write one row per result as CSV")
     p.add_argument("--plot", type=Path, help="write latency and throughput plots as PNG (needs matplotlib)")

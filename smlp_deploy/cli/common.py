@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from collections.abc import Mapping
@@ -30,6 +31,17 @@ def run_main(main: Callable[[], int | None], flags: Mapping[str, str] | None = N
             return 130
 
     return wrapped
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _one_line(message, category, filename, lineno, line=None) -> str:

@@ -12,9 +12,10 @@ from ..manifest import IMAGENET_LABELS
 from ..preprocess_config import PreprocessConfig
 from ..progress import format_table
 from ..runtime.classifier import Classifier
-from .common import run_main
+from .common import positive_int, run_main
 
-FLAGS = {"data": "--data", "device": "--device", "backend": "--backend"}
+FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted_order": "--sorted-classes",
+         "allow_unlisted": "--allow-unlisted"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,10 +23,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("artifacts", nargs="+", type=Path,
                    help="engines (.plan/.engine), ONNX models (.onnx) or checkpoints (.pt/.pth), each with its manifest")
     p.add_argument("--data", type=Path, required=True,
-                   help="labeled folder: DIR/<class>/<image>, classes named by label, ImageNet wnid, or in sorted order")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+                   help="labeled folder: DIR/<class>/<image>, each class folder named by the class's index, label "
+                   "or (ImageNet) WordNet id")
+    p.add_argument("--sorted-classes", action="store_true",
+                   help="map the class folders in sorted order to outputs 0, 1, ... (models trained that way)")
+    p.add_argument("--allow-unlisted", action="store_true",
+                   help="load artifacts their export's manifest does not list (unverified)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for ONNX Runtime (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -34,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     folder = LabeledFolder.scan(args.data)
-    classifiers = [Classifier(path, device=args.device, threads=args.threads) for path in args.artifacts]
+    classifiers = [Classifier(path, device=args.device, threads=args.threads, allow_unlisted=args.allow_unlisted)
+                   for path in args.artifacts]
     rows = []
     # Artifacts that share preprocessing share one decoding pass.
     groups: dict[PreprocessConfig, list[Classifier]] = {}
@@ -44,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for group in groups.values():
         first = group[0]
         labels = first.manifest.labels if first.manifest else IMAGENET_LABELS if len(first.labels) == 1000 else first.labels
-        indices = class_indices(folder.classes, labels, len(first.labels))
+        indices = class_indices(folder.classes, labels, len(first.labels), sorted_order=args.sorted_classes)
         models = {str(c.path): c.logits for c in group}
         scores.update(evaluate(models, folder, first.preprocess, indices, batch_size=args.batch_size,
                                quiet=args.quiet))

@@ -15,14 +15,14 @@ from ..export.pipeline import build_from_onnx, export_model
 from ..export.tensorrt_build import BuildOptions
 from ..manifest import BatchProfile
 from ..models.variants import ALIASES, VARIANTS
-from .common import run_main
+from .common import positive_int, run_main
 
 # The API parameters named in errors, and the flags that set them here.
 FLAGS = {
     "variant": "--variant", "checkpoint": "--checkpoint", "image_size": "--image-size", "num_classes": "--num-classes",
     "opset": "--opset", "calib_dir": "--calib-dir", "samples": "--calib-samples", "method": "--calib-method",
     "cache": "--calib-cache", "targets": "--int8-target", "eval_dir": "--eval-dir", "profile": "--batch",
-    "require_engine": "--require-engine", "directory": "--from-onnx",
+    "require_engine": "--require-engine", "directory": "--from-onnx", "out_dir": "--out",
 }
 
 
@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS) + sorted(ALIASES), help="model (default: tiny)")
     p.add_argument("--checkpoint", type=Path, help="authors' .pth or a state dict; random weights if omitted")
     p.add_argument("--image-size", type=int, default=224, help="square input side, a multiple of 32 (default: 224)")
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default: 1000)")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default: 1000)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default: {DEFAULT_OPSET})")
     p.add_argument("--out", type=Path, help="output directory (default: exports/<model name>/)")
     p.add_argument("--fp32", action="store_true", help="FP32 artifacts (the default when no precision is given)")
@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="INT8 Q/DQ model calibrated on --calib-dir (float parts fp16 "
                    "when --fp16 is also given: the usual fastest engine)")
     p.add_argument("--calib-dir", type=Path, metavar="DIR", help="folder of calibration images (searched recursively)")
-    p.add_argument("--calib-samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+    p.add_argument("--calib-samples", type=positive_int, default=DEFAULT_SAMPLES, metavar="N",
                    help=f"calibration images drawn from --calib-dir (default: {DEFAULT_SAMPLES})")
     p.add_argument("--calib-method", default=DEFAULT_METHOD, choices=sorted(METHODS),
                    help=f"activation range method (default: {DEFAULT_METHOD})")
@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--batch", default="1:8:32", type=BatchProfile.parse, metavar="MIN:OPT:MAX",
                    help="engine batch profile (default: 1:8:32)")
-    p.add_argument("--workspace", type=int, default=4096, metavar="MIB", help="TensorRT workspace limit (default: 4096)")
+    p.add_argument("--workspace", type=positive_int, default=4096, metavar="MIB", help="TensorRT workspace limit (default: 4096)")
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), help="TensorRT builder optimization level")
     p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache, reused across builds "
                    "(default: timing.cache in the output directory)")

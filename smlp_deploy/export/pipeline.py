@@ -1,8 +1,8 @@
 """The export job: PyTorch -> ONNX -> simplified -> FP16 / INT8 -> TensorRT engines, each artifact verified.
 
 An export is planned before it starts: the plan is the list of steps that make the artifacts it will write,
-so the progress count is the number of steps that run. Every file is written atomically into one directory
-with ``manifest.json``; re-running into the same directory replaces artifacts and their records.
+so the progress count is the number of steps that run. The steps write into a staging folder that replaces
+the export folder, whole, when all of them have passed.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any, Callable
 import onnx
 import torch
 
-from ..artifacts import PRECISIONS, ArtifactKind, engine_source, kind_of, onnx_artifact
+from ..artifacts import ARTIFACTS, PRECISIONS, ArtifactKind, engine_source, kind_of, onnx_artifact
 from ..calibration.dataset import CalibrationSet
 from ..calibration.quantize import TARGETS
 from ..environment import tensorrt_unavailable_reason
-from ..errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
+from ..errors import ArtifactError, BackendUnavailableError, InputError, OutputError
 from ..evaluation import class_indices, evaluate
-from ..fileio import sha256_file
+from ..fileio import sha256_file, staged_directory
 from ..imagefolder import LabeledFolder
 from ..manifest import (
     IMAGENET_LABELS, MANIFEST_NAME, Artifact, Checkpoint, EngineStatus, GpuRecord, Manifest, ModelInfo,
@@ -70,7 +70,8 @@ class ExportResult:
             ])
         headers = ["artifact", "format", "precision", "size", "max|diff|/scale", "cosine", "top-1 agree", "accuracy"]
         engine = self.manifest.engine
-        lines = [format_table(headers, rows), "", f"engine: {engine.status}" + (f": {engine.reason}" if engine.reason else "")]
+        status = f"engine: {engine.status}" + (f": {engine.reason}" if engine.reason else "")
+        lines = [format_table(headers, rows), "", status]
         if engine.commands:
             lines.append(f"  to build the engines on a GPU host, in {self.out_dir}:")
             lines += [f"    {c}" for c in engine.commands]
@@ -109,6 +110,9 @@ def export_model(
     ``require_engine`` makes their absence an error, raised before any work. ``eval_dir`` (a labeled image
     folder) adds top-1/top-5 of the model and every artifact. Raises :class:`ParityError` when an artifact
     misses its precision's thresholds.
+
+    The export is a transaction: its files are staged beside ``out_dir`` and replace that folder only once
+    every step has passed, so an interrupted or failed export leaves ``out_dir`` as it was (absent if new).
     """
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
@@ -124,7 +128,7 @@ def export_model(
     eval_folder = LabeledFolder.scan(eval_dir) if eval_dir else None
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
-    build = replace(build, timing_cache=build.timing_cache or out / TIMING_CACHE_NAME)
+    check_export_target(out)
     job = _ExportJob(out, build, quiet)
 
     targets = [TARGETS[t] for t in int8_options.targets] if int8_options and "int8" in precisions else []
@@ -155,8 +159,23 @@ def export_model(
     if eval_folder:
         plan.append(Step(f"Evaluating accuracy on {eval_folder.root} ({len(eval_folder.samples)} images)",
                          partial(job.evaluate, eval_folder)))
-    job.run(plan)
+    # Caches of the earlier export in the folder are carried over when this run uses them; nothing else is.
+    reuse = (int8.CACHE_NAME,) * bool(targets) + (TIMING_CACHE_NAME,) * bool(job.engine_steps())
+    job.run(plan, reuse=reuse)
     return job.result()
+
+
+def check_export_target(out: Path) -> None:
+    """An export replaces its folder as a whole, so the folder must be new, empty, or an earlier export: other
+    files in it would be lost."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"export folder {str(out)!r} is a file", parameter="out_dir")
+    known = {*ARTIFACTS, MANIFEST_NAME, VERIFICATION_NAME, int8.CACHE_NAME, TIMING_CACHE_NAME}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in known) if out.is_dir() else []
+    if foreign:
+        raise InputError(f"export folder {str(out)!r} holds files that are not part of an export "
+                         f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); an export replaces its "
+                         "folder whole: choose a new or empty folder", parameter="out_dir")
 
 
 def build_from_onnx(directory: str | Path, build: BuildOptions = BuildOptions(), *, quiet: bool = False) -> ExportResult:
@@ -170,7 +189,7 @@ def build_from_onnx(directory: str | Path, build: BuildOptions = BuildOptions(),
     if reason:
         raise BackendUnavailableError(f"cannot build TensorRT engines here: {reason}")
     manifest = Manifest.load(out / MANIFEST_NAME)
-    job = _ExportJob(out, replace(build, timing_cache=build.timing_cache or out / TIMING_CACHE_NAME), quiet)
+    job = _ExportJob(out, build, quiet)
     job.manifest = manifest
     job.verification = VerificationSet.load(out / VERIFICATION_NAME)
     job.engine_sources = [engine_source(e) for e in manifest.engine.engines]
@@ -180,15 +199,19 @@ def build_from_onnx(directory: str | Path, build: BuildOptions = BuildOptions(),
             raise ArtifactError(f"{out / kind.file_name} is missing from the export: re-export {out}")
         if sha256_file(out / kind.file_name) != recorded.sha256:
             raise ArtifactError(f"{out / kind.file_name} changed since it was verified (sha256 differs): re-export")
-    job.run(job.engine_steps())
+    job.run(job.engine_steps(), reuse=tuple(p.name for p in out.iterdir() if p.is_file()))
     return job.result()
 
 
 class _ExportJob:
-    """The state one export builds up while its planned steps run."""
+    """The state one export builds up while its planned steps run.
 
-    def __init__(self, out: Path, build: BuildOptions, quiet: bool):
-        self.out, self.build, self.quiet = out, build, quiet
+    The steps write into a staging folder beside the target (``out`` while they run), which replaces the
+    target only when every step has passed: an interrupted or failed export leaves the previous one as it was.
+    """
+
+    def __init__(self, target: Path, build: BuildOptions, quiet: bool):
+        self.target, self.out, self.build, self.quiet = target, target, build, quiet
         self.progress = Steps(total=0, quiet=quiet)
         self.manifest: Manifest | None = None
         self.model: torch.nn.Module | None = None
@@ -200,23 +223,34 @@ class _ExportJob:
         self.engine_unavailable: str | None = None  # why TensorRT cannot build them here
         self.engine_info: dict[str, EngineInfo] = {}
 
-    def run(self, plan: list[Step]) -> None:
+    def run(self, plan: list[Step], *, reuse: tuple[str, ...]) -> None:
+        """Run ``plan`` in a staging folder seeded with the ``reuse`` files of the target, then swap it in."""
         self.progress.total = len(plan)
-        for step in plan:
-            with self.progress.step(step.title):
-                step.run()
-        unavailable = self.engine_unavailable
-        self.manifest.engine = self.engine_status("skipped" if unavailable else "built", unavailable or "")
-        if unavailable and self.engine_sources:
-            self.progress.say(f"TensorRT engines skipped: {unavailable}")
-        self.save()
+        try:
+            self._run_staged(plan, reuse)
+        except OSError as exc:  # a full disk, a read-only folder: nothing of this run is left behind
+            previous = "left as it was" if self.target.exists() else "not created"
+            where = f" ({exc.filename})" if exc.filename and ".staging-" not in str(exc.filename) else ""
+            raise OutputError(f"the export to {self.target} stopped: {exc.strerror or exc}{where}; {self.target} "
+                              f"was {previous}", parameter="out_dir") from exc
+        self.out = self.target
 
-    def save(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.manifest.save(self.out)
+    def _run_staged(self, plan: list[Step], reuse: tuple[str, ...]) -> None:
+        with staged_directory(self.target, seed_from_target=reuse) as stage:
+            self.out = stage
+            if self.build.timing_cache is None:
+                self.build = replace(self.build, timing_cache=stage / TIMING_CACHE_NAME)
+            for step in plan:
+                with self.progress.step(step.title):
+                    step.run()
+            unavailable = self.engine_unavailable
+            self.manifest.engine = self.engine_status("skipped" if unavailable else "built", unavailable or "")
+            if unavailable and self.engine_sources:
+                self.progress.say(f"TensorRT engines skipped: {unavailable}")
+            self.manifest.save(stage)
 
     def result(self) -> ExportResult:
-        return ExportResult(self.out, self.manifest)
+        return ExportResult(self.target, self.manifest)
 
     # Steps that make the ONNX artifacts.
 
@@ -241,7 +275,6 @@ class _ExportJob:
         self.progress.say(f"{len(self.calib)} images, {len(self.calib.skipped)} unreadable skipped")
 
     def export_onnx(self, opset: int) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
         self.verification.save(self.out / VERIFICATION_NAME)
         self.proto = export_onnx(self.model, self.out / FP32.file_name, opset=opset)
 
@@ -256,10 +289,13 @@ class _ExportJob:
         save_model(convert_to_fp16(self.proto), self.out / onnx_artifact("fp16").file_name)
 
     def calibrate(self, options: int8.Int8Options) -> None:
-        self.ranges, self.manifest.calibration = int8.calibrate(
+        self.ranges, record = int8.calibrate(
             self.out / FP32.file_name, self.calib, self.manifest.preprocess, options, say=self.progress.say,
             quiet=self.quiet,
         )
+        cache = Path(record.cache)
+        # The default cache lives in the export folder: recorded by name, it stays right wherever the folder goes.
+        self.manifest.calibration = replace(record, cache=cache.name if cache.parent == self.out else str(cache))
 
     def quantize(self, options: int8.Int8Options, target, fp16: bool) -> None:
         model = int8.quantize(self.out / FP32.file_name, self.ranges, options, target, fp16=fp16)
@@ -288,11 +324,7 @@ class _ExportJob:
                                       sha256=sha256_file(path), bytes=path.stat().st_size, parity=report, **extra))
         self.progress.say(f"cosine {report.cosine:.6f}, max|diff| {report.max_abs_diff:.2e}, "
                           f"top-1 {report.top1_agreement:.0%}")
-        try:
-            check(report, kind.precision, kind.file_name)
-        except SmlpDeployError:
-            self.save()
-            raise
+        check(report, kind.precision, kind.file_name)
 
     # Engines.
 
@@ -309,14 +341,10 @@ class _ExportJob:
         return steps
 
     def build_engine(self, source: ArtifactKind, engine: ArtifactKind) -> None:
-        try:
-            info = build_engine(self.out / source.file_name, self.out / engine.file_name,
-                                self.manifest.model.image_size, self.build, on_progress=self.progress.say)
-        except SmlpDeployError as exc:
-            self.manifest.engine = self.engine_status("failed", str(exc))
-            self.save()
-            raise
-        self.engine_info[engine.file_name] = info
+        self.engine_info[engine.file_name] = build_engine(
+            self.out / source.file_name, self.out / engine.file_name, self.manifest.model.image_size, self.build,
+            on_progress=self.progress.say,
+        )
 
     def engine_status(self, status: str, reason: str) -> EngineStatus:
         """The engine record: what was planned, what happened, and the commands that build the engines in the

@@ -1,7 +1,8 @@
 """Classifier: an artifact's backend composed with its preprocessing and labels.
 
 ``Classifier('engine.fp16.plan').predict(image)`` -> ``Prediction``. The manifest beside the artifact gives
-the preprocessing, labels and model; without one, ImageNet defaults are used with a warning.
+the preprocessing, labels and model, and says which files the export verified; without one, ImageNet
+defaults at the artifact's own input size are used, with a warning.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Prediction:
 class Classifier:
     """Batched image classification with any exported artifact.
 
+    A file beside a manifest that the manifest does not list (left from an earlier export, say) was not
+    verified with it and is refused unless ``allow_unlisted``; a listed file must still match its sha256.
+
     Thread safety: one Classifier may be shared by threads; ONNX Runtime sessions and eager PyTorch are
     thread-safe, and the TensorRT backend keeps one execution context per thread.
     """
@@ -52,12 +56,13 @@ class Classifier:
         device: str | None = None,
         max_batch_size: int | None = None,
         threads: int | None = None,
+        allow_unlisted: bool = False,
     ):
         self.path = Path(path)
         check_artifact_path(self.path)
         self.manifest = Manifest.beside(self.path)
         if self.manifest is not None:
-            self._check_recorded(self.manifest)
+            self._check_recorded(self.manifest, allow_unlisted)
         self.backend: Backend = load_backend(self.path, backend, device=device, threads=threads,
                                              model_info=self.manifest.model if self.manifest else None)
         if self.manifest is not None:
@@ -72,13 +77,27 @@ class Classifier:
         limits = [b for b in (self.backend.max_batch_size, max_batch_size) if b]
         self.max_batch_size = min(limits) if limits else DEFAULT_MAX_BATCH
 
-    def _check_recorded(self, manifest: Manifest) -> None:
+    def _check_recorded(self, manifest: Manifest, allow_unlisted: bool) -> None:
         entry = manifest.artifact(self.path.name)
-        if entry is not None and sha256_file(self.path) != entry.sha256:
+        if entry is not None:
+            if sha256_file(self.path) != entry.sha256:
+                raise ArtifactError(
+                    f"{self.path} does not match the sha256 recorded in {self.path.parent / MANIFEST_NAME}: the "
+                    "file changed after it was verified; re-export it"
+                )
+            return
+        source = manifest.model.checkpoint
+        if source is not None and sha256_file(self.path) == source.sha256:
+            return  # the checkpoint the export was made from
+        listed = ", ".join(a.path for a in manifest.artifacts) or "no artifacts"
+        if not allow_unlisted:
             raise ArtifactError(
-                f"{self.path} does not match the sha256 recorded in {self.path.parent / MANIFEST_NAME}: the file "
-                "changed after it was verified; re-export it"
+                f"{self.path.name} is not part of the export in {self.path.parent}: its {MANIFEST_NAME} lists "
+                f"{listed}, so this file was not verified with it (left from an earlier export?). Re-export, or "
+                "pass allow_unlisted=True to load it anyway", parameter="allow_unlisted",
             )
+        warnings.warn(f"{self.path} is not listed in its {MANIFEST_NAME} (which lists {listed}): loading it "
+                      "unverified, with that manifest's preprocessing and labels", stacklevel=3)
 
     def _defaults(self) -> tuple[PreprocessConfig, list[str]]:
         """Without a manifest: ImageNet preprocessing at the input size the artifact declares, ImageNet labels
@@ -98,73 +117,91 @@ class Classifier:
 
     def logits(self, images: ImageSource | Sequence[ImageSource] | np.ndarray) -> np.ndarray:
         """Raw logits [N, classes] for one image, a list, or a preprocessed batch [N, 3, H, W]."""
-        batch, _ = self._as_list(images)
-        return self._run(batch)
+        items, _ = _as_items(images)
+        return self._run(items)
 
     def predict(self, images, topk: int = 5) -> Prediction | list[Prediction]:
         """Top-``topk`` predictions: one ``Prediction`` for one image, a list (in order) for a list or a batch."""
-        batch, single = self._as_list(images)
-        logits = self._run(batch)
-        predictions = [self._prediction(row, topk) for row in logits]
+        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+            raise InputError(f"topk must be a positive integer, got {topk!r}", parameter="topk")
+        items, single = _as_items(images)
+        predictions = [self._prediction(row, int(topk)) for row in self._run(items)]
         return predictions[0] if single else predictions
 
     def _prediction(self, logits: np.ndarray, topk: int) -> Prediction:
         shifted = np.exp(logits - logits.max())
         probs = shifted / shifted.sum()
-        order = np.argsort(-probs)[: max(1, topk)]
+        order = np.argsort(-probs)[:topk]
         top = [(int(i), self.labels[i], float(probs[i])) for i in order]
         return Prediction(top[0][0], top[0][1], top[0][2], top)
 
-    def _as_list(self, images) -> tuple[list, bool]:
-        """A list of per-image items (sources or preprocessed [3,H,W] arrays), and whether one image was given."""
-        if _is_tensor(images):
-            images = images.detach().cpu().numpy()
-        if isinstance(images, np.ndarray) and images.dtype != np.uint8:
-            if images.ndim == 4:
-                return list(images), False
-            if images.ndim == 3:
-                return [images], True
-            raise InputError(f"preprocessed input must be [N, 3, H, W] or [3, H, W], got shape {images.shape}")
-        if isinstance(images, (list, tuple)):
-            if not images:
-                raise InputError("predict() got an empty list")
-            return [i.detach().cpu().numpy() if _is_tensor(i) else i for i in images], False
-        return [images], True
-
-    def _run(self, items: list) -> np.ndarray:
+    def _run(self, items: list[_Item]) -> np.ndarray:
         outputs = []
         for start in range(0, len(items), self.max_batch_size):
             chunk = items[start : start + self.max_batch_size]
-            outputs.append(self.backend.run(self._preprocess(chunk, start)))
+            outputs.append(self.backend.run(self._preprocess(chunk)))
         return np.concatenate(outputs)
 
-    def _preprocess(self, chunk: list, offset: int) -> np.ndarray:
+    def _preprocess(self, chunk: list[_Item]) -> np.ndarray:
         size = self.preprocess.config.input_size
         batch = np.empty((len(chunk), 3, size, size), dtype=np.float32)
         for i, item in enumerate(chunk):
-            label = f"#{offset + i}" + (f" ({item})" if isinstance(item, (str, Path)) else "")
-            if isinstance(item, np.ndarray) and item.dtype != np.uint8:
-                if item.shape != (3, size, size):
-                    raise InputError(f"image {label}: preprocessed arrays must be [3, {size}, {size}], got {item.shape}")
-                batch[i] = item
+            if isinstance(item.value, np.ndarray) and item.value.dtype.kind == "f":
+                what = f"image {item.name}" if item.name else "the image"
+                if item.value.shape != (3, size, size):
+                    raise InputError(f"{what}: preprocessed arrays must be [3, {size}, {size}], got "
+                                     f"{list(item.value.shape)}")
+                if not np.isfinite(item.value).all():
+                    raise InputError(f"{what}: the preprocessed array holds NaN or infinite values")
+                batch[i] = item.value
             else:
-                batch[i] = self.preprocess(item, name=label)
+                batch[i] = self.preprocess(item.value, name=item.name)
         return batch
 
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Classifier":
+    def __enter__(self) -> Classifier:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
+@dataclass(frozen=True)
+class _Item:
+    value: Any  # an image source, or a preprocessed float array [3, H, W]
+    name: str | None  # how errors refer to it: "#3", "#3 (cat.jpg)", "cat.jpg"; None: by its type
+
+
+def _as_items(images: Any) -> tuple[list[_Item], bool]:
+    """The per-image items of what a caller passed, and whether it was one image rather than a list or batch."""
+    images = _as_numpy(images)
+    if isinstance(images, np.ndarray) and images.dtype.kind == "f":
+        if images.ndim == 4 and len(images):
+            return [_Item(x, f"#{i}") for i, x in enumerate(images)], False
+        if images.ndim == 3:
+            return [_Item(images, None)], True
+        raise InputError(f"a preprocessed batch must be float [N, 3, H, W] with N >= 1, or one [3, H, W] image; got "
+                         f"shape {list(images.shape)}")
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise InputError("got an empty list of images")
+        return [_Item(_as_numpy(x), _name(f"#{i}", x)) for i, x in enumerate(images)], False
+    return [_Item(images, str(images) if isinstance(images, (str, Path)) else None)], True
+
+
+def _name(base: str, value: Any) -> str:
+    return f"{base} ({value})" if isinstance(value, (str, Path)) else base
+
+
+def _as_numpy(value: Any) -> Any:
+    """torch tensors as NumPy arrays (without importing torch); anything else as it is."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
 def label_names(labels: str | list[str]) -> list[str]:
     """A manifest's ``labels`` as one name per class."""
     return imagenet_labels() if labels == IMAGENET_LABELS else list(labels)
-
-
-def _is_tensor(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")

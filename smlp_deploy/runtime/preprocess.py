@@ -7,8 +7,9 @@ On RGB PIL images the output equals torchvision's evaluation transform
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -16,7 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import ImageError
 from ..preprocess_config import PreprocessConfig
 
-ImageSource = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
+ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
+SOURCES_ACCEPTED = ("a path, encoded bytes, a binary file object, a PIL image, or a uint8 array (HxW, HxWx1, "
+                    "HxWx3 RGB, HxWx4 RGBA)")
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -34,44 +37,62 @@ def load_image(source: ImageSource, *, name: str | None = None, min_side: int | 
     """Decode ``source`` into an RGB PIL image with its EXIF orientation applied.
 
     ``min_side`` lets large JPEGs decode at a reduced scale (see ``DRAFT_OVERSAMPLING``). ``name`` is how errors
-    refer to the image (defaults to the path, or the type of the object).
+    refer to the image (defaults to the path, or the type of the object; never the object's repr).
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else type(source).__name__)
     if isinstance(source, np.ndarray):
         return _from_array(source, label)
     if isinstance(source, Image.Image):
         image = source
-    else:
+    elif isinstance(source, (str, Path, bytes, bytearray, memoryview)) or hasattr(source, "read"):
         image = _open(source, label)
+    else:
+        what = f"image {name}" if name else "the image"
+        raise ImageError(f"{what} is a {type(source).__name__}, not an image; pass {SOURCES_ACCEPTED}")
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"image {label}: has no pixels ({image.width}x{image.height})")
     try:
         if min_side and image.format == "JPEG" and image is not source:
             image.draft("RGB", (min_side * DRAFT_OVERSAMPLING, min_side * DRAFT_OVERSAMPLING))
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"image {label}: cannot be decoded ({exc})") from exc
+        raise ImageError(f"image {label}: cannot be decoded ({_reason(exc)})") from exc
 
 
-def _open(source: str | Path | bytes | bytearray, label: str) -> Image.Image:
+def _open(source: str | Path | bytes | bytearray | memoryview | BinaryIO, label: str) -> Image.Image:
     try:
-        if isinstance(source, (bytes, bytearray)):
+        if isinstance(source, (bytes, bytearray, memoryview)):
             return Image.open(io.BytesIO(source))
+        if hasattr(source, "read"):
+            return Image.open(source)
         if not Path(source).is_file():
             raise ImageError(f"image {label}: no such file")
         return Image.open(source)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image {label}: refused as a possible decompression bomb ({exc})") from exc
+        raise ImageError(f"image {label}: refused as a possible decompression bomb ({_reason(exc)})") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageError(f"image {label}: not a readable image ({exc})") from exc
+        raise ImageError(f"image {label}: not a readable image ({_reason(exc)})") from exc
+
+
+_ARRAY_MODES = {2: "L", 3: "RGB", 4: "RGBA"}  # by channel count (2: a plain HxW array)
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's message without the reprs it embeds (``<_io.BytesIO object at 0x...>``)."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc)) or type(exc).__name__
 
 
 def _from_array(array: np.ndarray, label: str) -> Image.Image:
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+    channels = 2 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
+    if array.ndim == 3 and channels == 1:
+        array, channels = array[:, :, 0], 2
+    if array.dtype != np.uint8 or channels not in _ARRAY_MODES or array.size == 0:
         raise ImageError(
-            f"image {label}: arrays must be uint8 HxWx3 RGB images (got dtype {array.dtype}, shape {array.shape}); "
-            "preprocessed float batches must be shaped [N, 3, H, W]"
+            f"image {label}: arrays must be uint8 images, HxW, HxWx1, HxWx3 or HxWx4, with pixels (got dtype "
+            f"{array.dtype}, shape {list(array.shape)}); preprocessed batches are float32 [N, 3, H, W]"
         )
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+    return to_rgb(Image.fromarray(np.ascontiguousarray(array), _ARRAY_MODES[channels]))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -119,16 +140,23 @@ class Preprocessor:
         return load_image(source, name=name, min_side=self.config.resize_size)
 
     def resize_crop(self, image: Image.Image) -> Image.Image:
-        """Resize the shorter side to ``resize_size`` (torchvision's rounding), then center crop."""
+        """Resize the shorter side to ``resize_size`` (torchvision's rounding), then center crop.
+
+        Only the region the crop keeps is resampled (Pillow's ``box``), with the same pixel mapping and filter
+        support as resizing the whole image, so cost and memory follow the output size whatever the aspect
+        ratio: a 1x10000 image is not first scaled to 256x2,560,000.
+        """
         short = self.config.resize_size
         w, h = image.size
         size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-        if size != image.size:
-            image = image.resize(size, self._resample)
         crop = self.config.input_size
         left = int(round((size[0] - crop) / 2.0))
         top = int(round((size[1] - crop) / 2.0))
-        return image.crop((left, top, left + crop, top + crop))
+        if size == image.size:
+            return image.crop((left, top, left + crop, top + crop))
+        sx, sy = w / size[0], h / size[1]
+        box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+        return image.resize((crop, crop), self._resample, box=box)
 
     def to_array(self, image: Image.Image) -> np.ndarray:
         """RGB image of ``input_size`` -> normalized float32 array [3, H, W]."""
@@ -136,7 +164,7 @@ class Preprocessor:
         return np.ascontiguousarray((pixels * self._scale + self._offset).transpose(2, 0, 1))
 
     def __call__(self, source: ImageSource, name: str | None = None) -> np.ndarray:
-        """One image (path, bytes, PIL image or uint8 HxWx3 array) -> float32 array [3, H, W]."""
+        """One image (path, bytes, file object, PIL image or uint8 array) -> float32 array [3, H, W]."""
         return self.to_array(self.resize_crop(self.load(source, name)))
 
     def batch(self, sources: list[ImageSource]) -> np.ndarray:
