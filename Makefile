@@ -10,11 +10,15 @@ BIN := $(VENV)/bin
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@echo "== setting up $(VENV) (on a fresh clone about a minute and a half)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	@$(BIN)/python -c "import torch" 2>/dev/null && echo "== keeping the torch already in $(VENV)" || \
+		{ echo "== installing $(TORCH_SPEC) (the CPU build where there is no CUDA; about 200 MB)"; \
+		  $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; }
+	@echo "== installing smlp-deploy with its dependencies (onnx, onnxruntime, onnxsim, onnxscript, pillow) and the test tools"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $@
+	@touch $@
 
 export: venv
 	$(BIN)/smlp-export --variant tiny --fp16

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import numpy as np
-from tqdm import tqdm
 
 from .errors import InputError
 from .imagefolder import LabeledFolder
 from .manifest import IMAGENET_LABELS, Accuracy
 from .models.labels import imagenet_labels, imagenet_wnids
+from .progress import progress_bar
 from .runtime.preprocess import Preprocessor
 
 Logits = Callable[[np.ndarray], np.ndarray]  # [N, 3, H, W] float32 -> [N, classes]
@@ -93,8 +93,7 @@ def evaluate(
     targets = np.array([indices[name] for _, name in folder.samples])
     hits1 = {name: 0 for name in models}
     hits5 = {name: 0 for name in models}
-    for start in tqdm(range(0, len(targets), batch_size), desc="evaluating", unit="batch", disable=quiet,
-                      leave=False):
+    for start in progress_bar(range(0, len(targets), batch_size), desc="evaluating", unit="batch", quiet=quiet):
         paths = [path for path, _ in folder.samples[start : start + batch_size]]
         batch = np.stack([preprocessor(p, name=str(p)) for p in paths])
         expected = targets[start : start + batch_size, None]

@@ -17,10 +17,12 @@ from smlp_deploy.errors import InputError
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    from smlp_deploy.export import export_model
+    from smlp_deploy.export import Int8Options, export_model
+    from smlp_deploy.samples import sample_images
 
-    out = tmp_path_factory.mktemp("bench-export")
-    export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=out, quiet=True)
+    out = tmp_path_factory.mktemp("bench") / "export"
+    export_model("test", image_size=64, precisions=("fp32", "fp16", "int8"), out_dir=out, quiet=True,
+                 int8_options=Int8Options(sample_images()[0].parent, targets=("tensorrt", "cpu")))
     return out
 
 
@@ -28,20 +30,24 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
     paths = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "png")}
     monkeypatch.setattr("sys.argv", [
         "smlp-bench", "--artifacts", str(artifacts), "--backends", "torch,onnxruntime,tensorrt",
-        "--precision", "fp32,fp16,int8", "--batch-sizes", "1,4", "--device", "cpu", "--iters", "5", "--warmup", "1", "--end-to-end", "--threads", "1",
+        "--precision", "fp32,fp16,int8", "--batch-sizes", "1,4", "--device", "cpu", "--iters", "5", "--warmup", "1",
+        "--end-to-end", "--threads", "1",
         "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--plot", str(paths["png"])])
     threads = torch.get_num_threads()
     assert entry_point() == 0
     assert torch.get_num_threads() == threads  # the benchmark's thread count is not left behind
     printed = capsys.readouterr().out
-    assert "vs eager fp32" in printed and "skipped onnxruntime int8: no model.int8.onnx" in printed
+    assert "vs eager fp32" in printed and "skipped torch int8: eager PyTorch has no INT8 path" in printed
+    assert "onnxruntime int8 *" in printed and "* model.int8.onnx is the Q/DQ form TensorRT builds" in printed
 
     report = json.loads(paths["json"].read_text())
     assert report["env"]["cpu_cores"] >= 1 and report["env"]["versions"]["onnxruntime"]
     assert report["peak_gflops"]["fp32"] > 0
     measured = {(r["backend"], r["precision"], r["batch_size"]) for r in report["results"] if r["backend"] != "tensorrt"}
     assert measured == {(b, p, n) for b in ("torch", "onnxruntime") for p in ("fp32",) for n in (1, 4)} | {
-        ("onnxruntime", "fp16", 1), ("onnxruntime", "fp16", 4)}
+        ("onnxruntime", p, n) for p in ("fp16", "int8") for n in (1, 4)}
+    assert {r["artifact"]: r.get("note") is not None for r in report["results"] if r["precision"] == "int8"} == {
+        "model.int8.onnx": True, "model.int8.cpu.onnx": False}
     for r in report["results"]:
         lat = r["latency_ms"]
         assert lat["n"] == 5 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
@@ -51,7 +57,7 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
         if r["backend"] == "torch":
             assert r["speedup"] == 1.0
     skipped = {(s["backend"], s["precision"]) for s in report["skipped"]}
-    assert {("torch", "int8"), ("torch", "fp16"), ("onnxruntime", "int8")} <= skipped
+    assert {("torch", "int8"), ("torch", "fp16")} <= skipped
     assert all(s["reason"] for s in report["skipped"])
 
     rows = list(csv.DictReader(paths["csv"].open()))
@@ -97,3 +103,17 @@ def test_interleaved_budget_counts_timed_calls_only():
     assert timed["fast"].summary().n > timed["slow"].summary().n  # each runs to its own budget
     with pytest.raises(ValueError, match="at least one"):
         measure_interleaved({})
+
+
+def test_an_artifact_timed_on_a_backend_it_is_not_meant_for_is_marked(tmp_path):
+    """The TensorRT form of INT8 on ONNX Runtime's CPU kernels is slower than FP32 by design: its rows say so
+    and name the artifact to time instead."""
+    from smlp_deploy.bench.targets import resolve
+
+    for name in ("model.int8.onnx", "model.int8.cpu.onnx"):  # found by name; nothing is loaded here
+        (tmp_path / name).write_bytes(b"")
+    targets = resolve("onnxruntime", "int8", model=None, artifacts=tmp_path, device="cpu", threads=1)
+    notes = {t.artifact.file_name: t.note for t in targets}
+    assert notes["model.int8.cpu.onnx"] is None
+    assert "model.int8.onnx is the Q/DQ form TensorRT builds" in notes["model.int8.onnx"]
+    assert "time model.int8.cpu.onnx" in notes["model.int8.onnx"]

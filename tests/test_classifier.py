@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -267,3 +269,23 @@ def test_predict_cli_reports_unreadable_images_and_goes_on(export_dir, photos, t
     with pytest.raises(SystemExit):
         predict_main([str(export_dir / "model.onnx"), str(folder), "--topk", "0"])
     assert "--topk: must be at least 1" in capsys.readouterr().err
+
+
+def test_random_weights_are_said_once(tmp_path, photos):
+    export_model("test", image_size=SIZE, out_dir=tmp_path / "random", seed=3, quiet=True)
+    with pytest.warns(UserWarning, match=r"exported without a checkpoint: its predictions come from random weights "
+                                         r"\(seed 3\)"):
+        Classifier(tmp_path / "random" / "model.onnx")
+    run = "import sys; from smlp_deploy.cli.predict import entry_point; sys.exit(entry_point())"
+    done = subprocess.run([sys.executable, "-c", run, str(tmp_path / "random" / "model.onnx"), str(photos[0].parent)],
+                          capture_output=True, text=True, check=True)
+    assert done.stderr.count("random weights") == 1 and done.stderr.startswith("warning: ")
+
+
+def test_a_checkpoint_alone_with_ten_classes_claims_no_imagenet_labels(tmp_path, photos):
+    torch.save(create_model("test", image_size=SIZE, num_classes=10).state_dict(), tmp_path / "ten.pt")
+    with pytest.warns(UserWarning, match="no manifest.json .* and 10 unnamed classes"):
+        clf = Classifier(tmp_path / "ten.pt")
+    assert clf.labels == [str(i) for i in range(10)] and clf.predict(str(photos[0])).label in clf.labels
+    assert repr(clf) == (f"Classifier({str(tmp_path / 'ten.pt')!r}: backend torch, device cpu, fp32, max batch 32, "
+                         "10 labels (0, 1, 2, ...))")

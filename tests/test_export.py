@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -171,3 +172,38 @@ def test_verification_set_from_an_older_export_is_named(exported, tmp_path):
     np.savez(old, inputs=current.inputs, reference=current.reference)
     with pytest.raises(ArtifactError, match="older smlp-deploy.*re-run smlp-export"):
         VerificationSet.load(old)
+
+
+def test_a_moved_export_folder_works_where_it_lands(tmp_path, capsys, monkeypatch):
+    """The CPU-to-GPU workflow: an export copied to another path keeps working there, and what its manifest
+    tells a GPU owner to run refers to the folder it is in."""
+    from smlp_deploy import Classifier
+    from smlp_deploy.cli.eval import main as eval_main
+    from smlp_deploy.environment import tensorrt_unavailable_reason
+    from smlp_deploy.export.int8 import Int8Options
+    from smlp_deploy.samples import sample_images
+
+    first = tmp_path / "made-here"
+    export_model("test", image_size=64, precisions=("fp32", "fp16", "int8"), out_dir=first, quiet=True,
+                 int8_options=Int8Options(sample_images()[0].parent))
+    moved = tmp_path / "elsewhere" / "export"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    assert str(first) not in (moved / "manifest.json").read_text()
+    manifest = json.loads((moved / "manifest.json").read_text())
+    assert manifest["engine"]["commands"][0].startswith("smlp-export --from-onnx . ")
+    assert manifest["calibration"]["cache"] == "calibration.cache.json"
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+        assert Classifier(moved / name).predict(str(sample_images()[0])).label
+    data = tmp_path / "val" / "tabby"
+    data.mkdir(parents=True)
+    shutil.copy(sample_images()[1], data)
+    assert eval_main([str(moved / "model.int8.onnx"), "--data", str(data.parent), "--quiet"]) == 0
+    if tensorrt_unavailable_reason() is None:
+        pytest.skip("TensorRT is here: --from-onnx builds the engines (test_engines_are_built_and_verified)")
+    capsys.readouterr()
+    monkeypatch.setattr("sys.argv", ["smlp-export", "--from-onnx", str(moved)])
+    assert entry_point() == 2
+    error = capsys.readouterr().err
+    assert "cannot build TensorRT engines here: the tensorrt package is not installed (pip install " in error
+    assert "--require-engine" not in error

@@ -126,19 +126,30 @@ def test_our_own_state_dict_round_trips(tmp_path):
 @pytest.mark.parametrize("theirs, ours", [("small", "tiny"), ("test", "base")])
 def test_wrong_variant_is_named(tmp_path, theirs, ours):
     _, path = _authors_checkpoint(tmp_path, theirs, image_size=64)
-    with pytest.raises(CheckpointError, match=rf"another variant.*looks like smlpnet_{theirs}.*model is smlpnet_{ours}"):
+    with pytest.raises(CheckpointError, match=rf"another variant .* than smlpnet_{ours} .*: use variant '{theirs}'") as info:
         create_model(ours, image_size=64, checkpoint=path)
+    assert info.value.parameter == "variant"
+
+
+def test_the_export_command_names_the_flag_that_fixes_a_checkpoint(tmp_path, capsys, monkeypatch):
+    from smlp_deploy.cli.export import entry_point
+
+    _, path = _authors_checkpoint(tmp_path, "test", image_size=64)
+    monkeypatch.setattr("sys.argv", ["smlp-export", "--variant", "tiny", "--image-size", "64", "--checkpoint",
+                                     str(path), "--out", str(tmp_path / "out")])
+    assert entry_point() == 2
+    assert "error: --variant: checkpoint" in capsys.readouterr().err
 
 
 def test_wrong_resolution_is_explained(tmp_path):
     _, path = _authors_checkpoint(tmp_path, "test", image_size=64)
-    with pytest.raises(CheckpointError, match=r"trained at 64x64.*image_size=64"):
+    with pytest.raises(CheckpointError, match=r"trained at 64x64.*use image size 64"):
         create_model("test", image_size=96, checkpoint=path)
 
 
 def test_wrong_class_count_is_explained(tmp_path):
     _, path = _authors_checkpoint(tmp_path, "test", image_size=64, num_classes=10)
-    with pytest.raises(CheckpointError, match=r"head\.fc\.weight.*num_classes=10"):
+    with pytest.raises(CheckpointError, match=r"head\.fc\.weight.*use num_classes 10"):
         create_model("test", image_size=64, checkpoint=path)
 
 

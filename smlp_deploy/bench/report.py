@@ -13,7 +13,7 @@ from .results import BenchReport
 
 CSV_FIELDS = ["backend", "precision", "artifact", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
               "std_ms", "throughput_ips", "speedup", "gflops", "peak_fraction", "matmul_peak_gflops",
-              "peak_rss_mib", "peak_gpu_mib", "e2e_ms", "preprocess_share"]
+              "peak_rss_mib", "peak_gpu_mib", "e2e_ms", "preprocess_share", "note"]
 
 
 def format_report(report: BenchReport) -> str:
@@ -25,14 +25,15 @@ def format_report(report: BenchReport) -> str:
     rows = []
     for r in report.results:
         lat, e2e = r.latency_ms, r.end_to_end
-        rows.append([r.label, r.batch_size, f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.p99:.2f}",
+        rows.append([r.label + (" *" if r.note else ""), r.batch_size, f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.p99:.2f}",
                      f"±{lat.std:.2f}", f"{r.throughput_ips:.1f}", _ratio(r.speedup), f"{r.gflops:.0f}",
                      f"{r.peak_fraction:.0%}", f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib else "-",
                      f"{e2e.latency_ms:.1f} ({e2e.preprocess_share:.0%})" if e2e else "-"])
     table = format_table(["target", "batch", "p50 ms", "p90 ms", "p99 ms", "std", "img/s", "vs eager fp32",
                           "GFLOP/s", "of peak", "RSS MiB", "end-to-end ms (preproc)"], rows)
+    notes = [f"* {note}" for note in dict.fromkeys(r.note for r in report.results if r.note)]
     skipped = [f"skipped {s.backend} {s.precision}: {s.reason}" for s in report.skipped]
-    return "\n".join([head, "", table, *([""] + skipped if skipped else [])])
+    return "\n".join([head, "", table, *notes, *([""] + skipped if skipped else [])])
 
 
 def _ratio(value: float | None) -> str:

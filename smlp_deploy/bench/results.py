@@ -43,6 +43,7 @@ class BenchRow:
     peak_gpu_mib: float | None = None
     end_to_end: EndToEnd | None = None
     speedup: float | None = None  # the eager FP32 baseline's p50 over this row's, at the same batch size
+    note: str | None = None  # set where the artifact is meant for another backend than the one timed
 
 
 @dataclass(frozen=True)

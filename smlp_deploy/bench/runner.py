@@ -159,7 +159,7 @@ def _row(target: Target, batch_size: int, latency: LatencyStats, macs: int, peak
         artifact=target.artifact.file_name if target.artifact else None, label=target.label, device=target.device,
         batch_size=batch_size, latency_ms=latency, throughput_ips=batch_size / seconds, gflops=gflops,
         peak_fraction=gflops / peaks[peak_dtype], peak_dtype=peak_dtype, matmul_peak_gflops=peaks[peak_dtype],
-        peak_rss_mib=memory[0], peak_gpu_mib=memory[1], end_to_end=e2e,
+        peak_rss_mib=memory[0], peak_gpu_mib=memory[1], end_to_end=e2e, note=target.note,
     )
 
 

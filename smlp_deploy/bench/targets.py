@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from ..artifacts import ARTIFACTS, ArtifactKind
+from ..artifacts import ARTIFACTS, ArtifactKind, onnx_artifact
 from ..environment import tensorrt_unavailable_reason
 from ..runtime.backends.base import Backend
 from ..runtime.backends.factory import load_backend
@@ -31,6 +31,16 @@ class Target:
     def label(self) -> str:
         form = " (cpu form)" if self.artifact is not None and self.artifact.target == "cpu" else ""
         return f"{self.backend} {self.precision}{form}"
+
+    @property
+    def note(self) -> str | None:
+        """Why this row's figure is not the artifact's speed, where the artifact is meant for another backend."""
+        kind = self.artifact
+        if kind is None or kind.target != "tensorrt" or self.backend == "tensorrt":
+            return None
+        cpu_form = onnx_artifact(kind.precision, "cpu").file_name
+        return (f"{kind.file_name} is the Q/DQ form TensorRT builds; ONNX Runtime runs it only to check it, slower "
+                f"than FP32 by design. On CPUs time {cpu_form} (smlp-export --int8-target cpu or both)")
 
 
 def resolve(

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import CalibrationError, ImageError
 from ..imagefolder import IMAGE_SUFFIXES, find_images
 from ..preprocess_config import PreprocessConfig
+from ..progress import progress_bar
 from ..runtime.preprocess import Preprocessor
 
 DEFAULT_SAMPLES = 256
@@ -67,7 +67,7 @@ def load_calibration_set(
     size = preprocess.input_size
     inputs = np.empty((min(samples, len(candidates)), 3, size, size), dtype=np.float32)
     files, digests, skipped = [], [], []
-    with tqdm(total=len(inputs), desc="calibration images", unit="img", disable=quiet, leave=False) as bar:
+    with progress_bar(total=len(inputs), desc="calibration images", unit="img", quiet=quiet) as bar:
         for index in order:
             if len(files) == len(inputs):
                 break

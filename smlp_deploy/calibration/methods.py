@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..artifacts import INPUT_NAME
 from ..errors import CalibrationError
+from ..progress import progress_bar
 
 # Inputs of these ops get Q/DQ in the TensorRT form (TensorRT's recommended placement).
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -82,8 +82,8 @@ def compute_ranges(
             calibrate_method=method.ort_method(), extra_options=dict(method.settings),
         )
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-            for start in tqdm(range(0, len(inputs), CHUNK), desc=f"calibrating ({method.name})", unit="chunk",
-                              disable=quiet, leave=False):
+            for start in progress_bar(range(0, len(inputs), CHUNK), desc=f"calibrating ({method.name})", unit="chunk",
+                                      quiet=quiet):
                 calibrator.collect_data(_Chunk(input_name, inputs[start : start + CHUNK]))
             tensors = calibrator.compute_data()
     return {name: _symmetric(*tensors[name].range_value) for name in tensors}

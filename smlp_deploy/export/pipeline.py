@@ -246,8 +246,12 @@ class _ExportJob:
             unavailable = self.engine_unavailable
             self.manifest.engine = self.engine_status("skipped" if unavailable else "built", unavailable or "")
             if unavailable and self.engine_sources:
-                self.progress.say(f"TensorRT engines skipped: {unavailable}")
+                self.say(f"TensorRT engines skipped: {unavailable}")
             self.manifest.save(stage)
+
+    def say(self, message: str) -> None:
+        """A progress note; paths in the staging folder are shown where they will be."""
+        self.progress.say(message.replace(str(self.out), str(self.target)))
 
     def result(self) -> ExportResult:
         return ExportResult(self.target, self.manifest)
@@ -272,7 +276,7 @@ class _ExportJob:
     def read_calibration(self, options: int8.Int8Options) -> None:
         """Run before anything is written, so a folder without usable images fails cleanly."""
         self.calib = int8.read_calibration_images(options, self.manifest.preprocess, quiet=self.quiet)
-        self.progress.say(f"{len(self.calib)} images, {len(self.calib.skipped)} unreadable skipped")
+        self.say(f"{len(self.calib)} images, {len(self.calib.skipped)} unreadable skipped")
 
     def export_onnx(self, opset: int) -> None:
         self.verification.save(self.out / VERIFICATION_NAME)
@@ -283,14 +287,14 @@ class _ExportJob:
         self.proto = simplified.model
         self.manifest.simplify = SimplifyRecord(simplified.simplified, simplified.note)
         save_model(self.proto, self.out / FP32.file_name)
-        self.progress.say(simplified.note)
+        self.say(simplified.note)
 
     def write_fp16(self) -> None:
         save_model(convert_to_fp16(self.proto), self.out / onnx_artifact("fp16").file_name)
 
     def calibrate(self, options: int8.Int8Options) -> None:
         self.ranges, record = int8.calibrate(
-            self.out / FP32.file_name, self.calib, self.manifest.preprocess, options, say=self.progress.say,
+            self.out / FP32.file_name, self.calib, self.manifest.preprocess, options, say=self.say,
             quiet=self.quiet,
         )
         cache = Path(record.cache)
@@ -322,7 +326,7 @@ class _ExportJob:
         report = compare(reference, logits)
         self.manifest.record(Artifact(path=kind.file_name, format=kind.format, precision=kind.precision,
                                       sha256=sha256_file(path), bytes=path.stat().st_size, parity=report, **extra))
-        self.progress.say(f"cosine {report.cosine:.6f}, max|diff| {report.max_abs_diff:.2e}, "
+        self.say(f"cosine {report.cosine:.6f}, max|diff| {report.max_abs_diff:.2e}, "
                           f"top-1 {report.top1_agreement:.0%}")
         check(report, kind.precision, kind.file_name)
 
@@ -343,7 +347,7 @@ class _ExportJob:
     def build_engine(self, source: ArtifactKind, engine: ArtifactKind) -> None:
         self.engine_info[engine.file_name] = build_engine(
             self.out / source.file_name, self.out / engine.file_name, self.manifest.model.image_size, self.build,
-            on_progress=self.progress.say,
+            on_progress=self.say,
         )
 
     def engine_status(self, status: str, reason: str) -> EngineStatus:

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import CheckpointError
 from .smlpnet import SMLPNet
-from .variants import VARIANTS
+from .variants import VARIANTS, short_name
 
 # Keys under which training scripts nest the weights, in order of preference (the authors' files use "model").
 _NESTED_KEYS = ("model", "model_ema", "state_dict")
@@ -150,16 +150,17 @@ def check_keys(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str)
     ]
     if not (missing or unexpected or misshaped):
         return
-    hint = ""
+    hint, parameter = "", None
     fc = state_dict.get("head.fc.weight")
     if fc is not None and fc.shape[0] != model.num_classes:
-        hint = f" The checkpoint has {fc.shape[0]} classes: pass num_classes={fc.shape[0]}."
+        hint, parameter = f" The checkpoint has {fc.shape[0]} classes: use num_classes {fc.shape[0]}.", "num_classes"
     raise CheckpointError(
         f"checkpoint {source!r} does not fit {getattr(model, 'variant', 'the model')}:"
         + _listing("missing", missing)
         + _listing("unexpected", unexpected)
         + _listing("mis-shaped", misshaped)
-        + hint
+        + hint,
+        parameter=parameter,
     )
 
 
@@ -216,10 +217,11 @@ def _check_architecture(model: SMLPNet, found: Architecture, source: str) -> Non
     ours = (model.config.dim, sum(model.config.depths))
     if (found.width, found.n_blocks) == ours:
         return
-    guess = f"; it looks like {found.variant()}" if found.variant() else ""
+    guess = found.variant()
+    fix = f": use variant {short_name(guess)!r}" if guess else ": it matches no known variant"
     raise CheckpointError(
-        f"checkpoint {source!r} is for another variant (width {found.width}, {found.n_blocks} blocks{guess}) but "
-        f"the model is {getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks)"
+        f"checkpoint {source!r} is for another variant (width {found.width}, {found.n_blocks} blocks) than "
+        f"{getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks){fix}", parameter="variant",
     )
 
 
@@ -231,5 +233,5 @@ def _check_resolution(model: SMLPNet, found: Architecture, source: str) -> None:
     raise CheckpointError(
         f"checkpoint {source!r} was trained at {trained}x{trained} (its token-mixing weights are "
         f"{found.grid}x{found.grid}) but the model was built for {model.image_size}x{model.image_size}. "
-        f"sMLPNet's mixing weights are tied to the resolution: create the model with image_size={trained}."
+        f"sMLPNet's mixing weights are tied to the resolution: use image size {trained}.", parameter="image_size",
     )

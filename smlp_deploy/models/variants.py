@@ -40,3 +40,8 @@ def resolve_name(name: str) -> str:
         raise InputError(f"unknown model {name!r}; known models: {known}", parameter="variant")
     return full
 
+
+
+def short_name(name: str) -> str:
+    """``smlpnet_tiny`` -> ``tiny``, the name users type."""
+    return next((alias for alias, full in ALIASES.items() if full == name), name)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..fileio import sha256_file
+from ..artifacts import kind_of
 from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
 from ..models.labels import imagenet_labels
 from ..preprocess_config import PreprocessConfig
@@ -63,6 +64,10 @@ class Classifier:
         self.manifest = Manifest.beside(self.path)
         if self.manifest is not None:
             self._check_recorded(self.manifest, allow_unlisted)
+            if self.manifest.model.checkpoint is None:
+                warnings.warn(f"{self.path} was exported without a checkpoint: its predictions come from random "
+                              f"weights (seed {self.manifest.model.seed}); export it from trained weights",
+                              stacklevel=2)
         self.backend: Backend = load_backend(self.path, backend, device=device, threads=threads,
                                              model_info=self.manifest.model if self.manifest else None)
         if self.manifest is not None:
@@ -114,6 +119,19 @@ class Classifier:
 
     def describe(self) -> str:
         return self.backend.describe()
+
+    @property
+    def precision(self) -> str:
+        entry = self.manifest.artifact(self.path.name) if self.manifest else None
+        kind = kind_of(self.path)
+        return entry.precision if entry else kind.precision if kind else "fp32"
+
+    def __repr__(self) -> str:
+        imagenet = self.manifest is None and len(self.labels) == 1000 or (
+            self.manifest is not None and self.manifest.labels == IMAGENET_LABELS)
+        labels = "ImageNet" if imagenet else ", ".join(self.labels[:3]) + (", ..." if len(self.labels) > 3 else "")
+        return (f"Classifier({str(self.path)!r}: backend {self.backend.name}, device {self.backend.device}, "
+                f"{self.precision}, max batch {self.max_batch_size}, {len(self.labels)} labels ({labels}))")
 
     def logits(self, images: ImageSource | Sequence[ImageSource] | np.ndarray) -> np.ndarray:
         """Raw logits [N, classes] for one image, a list, or a preprocessed batch [N, 3, H, W]."""

@@ -23,6 +23,7 @@ class Backend(ABC):
     """
 
     name: str = "backend"
+    device: object = "cpu"  # where it runs: "cpu", "cuda", a torch.device
     source: str = "artifact"  # what was loaded, for messages: a file name or a model name
     input_shape: tuple[int | None, ...] = (3, None, None)
     max_batch_size: int | None = None

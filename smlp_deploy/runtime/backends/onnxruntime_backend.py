@@ -52,6 +52,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by onnxruntime: {exc}") from exc
         self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         (graph_input,), graph_output = self.session.get_inputs(), self.session.get_outputs()[0]
         if graph_input.type != "tensor(float)" or len(graph_input.shape) != 4:
             raise ArtifactError(f"ONNX model {str(self.path)!r} is not an image classifier of this toolkit: its "
