@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 # Distributions whose versions every manifest and benchmark report records.
-RECORDED_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript", "tensorrt", "numpy")
+RECORDED_DISTRIBUTIONS = (
+    "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript", "tensorrt", "numpy",
+)
 
 
 def library_versions() -> dict[str, str | None]:

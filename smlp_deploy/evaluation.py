@@ -28,8 +28,8 @@ def class_indices(
     A folder may be named by the class's index (``281``), its label (``tabby``; for ImageNet also its WordNet id
     ``n02123045`` or another of its WordNet lemmas, ``tabby cat``); case, ``_`` and ``-`` do not matter. An
     index, id or label wins over another class's secondary lemma (``missile`` is class 657's label and a lemma
-    of 744, "projectile, missile"). A name that matches no class, or several equally, is an error listing it. ``sorted_order`` maps the
-    folders in sorted order to outputs 0, 1, ... instead, for models trained with that convention.
+    of 744, "projectile, missile"). A name that matches no class, or several equally, is an error listing it.
+    ``sorted_order`` maps the folders in sorted order to outputs 0, 1, ... instead, for models trained that way.
     """
     if sorted_order:
         if len(classes) > num_classes:

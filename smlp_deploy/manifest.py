@@ -220,7 +220,8 @@ class Manifest:
 def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
     """Format 1 lacks the seed of random weights and the planned engines (its ``smlp-export --from-onnx`` built
     one per ONNX file that has an engine kind); its engine commands hold the paths the export ran at."""
-    planned = [kind.engine for a in data.get("artifacts", []) if isinstance(a, dict) and (kind := kind_of(a.get("path", ""))) and kind.engine]
+    kinds = [kind_of(a.get("path", "")) for a in data.get("artifacts", []) if isinstance(a, dict)]
+    planned = [kind.engine for kind in kinds if kind and kind.engine]
     engine = {"engines": planned, **data.get("engine", {})}
     return {**data, "format_version": 2, "model": {"seed": None, **data.get("model", {})}, "engine": engine}
 

@@ -43,7 +43,8 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
     report = json.loads(paths["json"].read_text())
     assert report["env"]["cpu_cores"] >= 1 and report["env"]["versions"]["onnxruntime"]
     assert report["peak_gflops"]["fp32"] > 0
-    measured = {(r["backend"], r["precision"], r["batch_size"]) for r in report["results"] if r["backend"] != "tensorrt"}
+    measured = {(r["backend"], r["precision"], r["batch_size"])
+                for r in report["results"] if r["backend"] != "tensorrt"}
     assert measured == {(b, p, n) for b in ("torch", "onnxruntime") for p in ("fp32",) for n in (1, 4)} | {
         ("onnxruntime", p, n) for p in ("fp16", "int8") for n in (1, 4)}
     assert {r["artifact"]: r.get("note") is not None for r in report["results"] if r["precision"] == "int8"} == {

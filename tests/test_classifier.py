@@ -177,7 +177,8 @@ def test_predict_cli_table_and_json(export_dir, photos, capsys):
 
 def test_load_backend_refuses_a_file_it_cannot_open(export_dir):
     with pytest.raises(InputError, match=r"backend 'torch' cannot open .*model\.onnx.*: it runs PyTorch checkpoints "
-                                         r"\(\.pt, \.pth\); \.onnx files are ONNX models, run by backend 'onnxruntime'"):
+                                         r"\(\.pt, \.pth\); \.onnx files are ONNX models, run by backend "
+                                         r"'onnxruntime'"):
         load_backend(export_dir / "model.onnx", "torch")
     with pytest.raises(InputError, match="backend 'onnxruntime' cannot open"):
         load_backend(export_dir / "model.pt", "onnxruntime")
@@ -219,7 +220,8 @@ def test_a_lone_onnx_file_takes_its_input_size_from_the_graph(export_dir, tmp_pa
     with pytest.warns(UserWarning, match="ImageNet preprocessing at 64x64"):
         clf = Classifier(lone)
     assert clf.preprocess.config == Classifier(export_dir / "model.onnx").preprocess.config
-    np.testing.assert_array_equal(clf.logits(str(photos[0])), Classifier(export_dir / "model.onnx").logits(str(photos[0])))
+    listed = Classifier(export_dir / "model.onnx")
+    np.testing.assert_array_equal(clf.logits(str(photos[0])), listed.logits(str(photos[0])))
 
 
 def test_a_file_the_manifest_does_not_list_is_refused(export_dir, tmp_path, photos):

@@ -54,7 +54,8 @@ def test_a_manifest_from_a_newer_release_is_refused_with_the_fix(tmp_path):
     (lambda m: m["model"].update(num_classes="ten"), r"model\.num_classes: expected int, got str 'ten'"),
     (lambda m: m["model"].pop("image_size"), r"model\.image_size: missing"),
     (lambda m: m["artifacts"][1].update(shape=[1, 3]), r"artifacts\[1\]\.shape: unknown field"),
-    (lambda m: m["artifacts"][0]["parity"].update(cosine=True), r"artifacts\[0\]\.parity\.cosine: expected int or float"),
+    (lambda m: m["artifacts"][0]["parity"].update(cosine=True),
+     r"artifacts\[0\]\.parity\.cosine: expected int or float"),
     (lambda m: m.update(labels=7), r"labels: 7 fits none of"),
     (lambda m: m.pop("format_version"), r"no valid format_version \(None\)"),
 ])
@@ -87,7 +88,8 @@ def test_the_artifact_table_is_consistent():
         if kind.engine:
             engine = ARTIFACTS[kind.engine]
             assert kind.format == "onnx" and engine.format == "tensorrt" and engine.precision == kind.precision
-    assert onnx_artifact("int8", "cpu").file_name == "model.int8.cpu.onnx" and onnx_artifact("int8", "cpu").engine is None
+    cpu_form = onnx_artifact("int8", "cpu")
+    assert cpu_form.file_name == "model.int8.cpu.onnx" and cpu_form.engine is None
     assert format_of("a/b/engine.ENGINE").backend == "tensorrt" and format_of("x.pth").backend == "torch"
     assert kind_of("notes.txt") is None and format_of("notes.txt") is None
 

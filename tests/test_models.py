@@ -126,7 +126,8 @@ def test_our_own_state_dict_round_trips(tmp_path):
 @pytest.mark.parametrize("theirs, ours", [("small", "tiny"), ("test", "base")])
 def test_wrong_variant_is_named(tmp_path, theirs, ours):
     _, path = _authors_checkpoint(tmp_path, theirs, image_size=64)
-    with pytest.raises(CheckpointError, match=rf"another variant .* than smlpnet_{ours} .*: use variant '{theirs}'") as info:
+    message = rf"another variant .* than smlpnet_{ours} .*: use variant '{theirs}'"
+    with pytest.raises(CheckpointError, match=message) as info:
         create_model(ours, image_size=64, checkpoint=path)
     assert info.value.parameter == "variant"
 

@@ -25,7 +25,8 @@ def format_report(report: BenchReport) -> str:
     rows = []
     for r in report.results:
         lat, e2e = r.latency_ms, r.end_to_end
-        rows.append([r.label + (" *" if r.note else ""), r.batch_size, f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.p99:.2f}",
+        rows.append([r.label + (" *" if r.note else ""), r.batch_size, f"{lat.p50:.2f}", f"{lat.p90:.2f}",
+                     f"{lat.p99:.2f}",
                      f"±{lat.std:.2f}", f"{r.throughput_ips:.1f}", _ratio(r.speedup), f"{r.gflops:.0f}",
                      f"{r.peak_fraction:.0%}", f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib else "-",
                      f"{e2e.latency_ms:.1f} ({e2e.preprocess_share:.0%})" if e2e else "-"])

@@ -47,7 +47,8 @@ class BenchConfig:
     threads: int | None = None  # default: every core this process may use
 
     def check(self) -> None:
-        for name, given, allowed in (("backends", self.backends, BACKENDS), ("precisions", self.precisions, PRECISIONS)):
+        for name, given, allowed in (("backends", self.backends, BACKENDS),
+                                     ("precisions", self.precisions, PRECISIONS)):
             unknown = [g for g in given if g not in allowed]
             if unknown or not given:
                 raise InputError(f"{name} must be among {', '.join(allowed)}, got {', '.join(given) or 'none'}",

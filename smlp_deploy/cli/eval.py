@@ -21,7 +21,8 @@ FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smlp-eval", description=__doc__)
     p.add_argument("artifacts", nargs="+", type=Path,
-                   help="engines (.plan/.engine), ONNX models (.onnx) or checkpoints (.pt/.pth), each with its manifest")
+                   help="engines (.plan/.engine), ONNX models (.onnx) or checkpoints (.pt/.pth), each with its "
+                   "manifest")
     p.add_argument("--data", type=Path, required=True,
                    help="labeled folder: DIR/<class>/<image>, each class folder named by the class's index, label "
                    "or (ImageNet) WordNet id")
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     scores = {}
     for group in groups.values():
         first = group[0]
-        labels = first.manifest.labels if first.manifest else IMAGENET_LABELS if len(first.labels) == 1000 else first.labels
+        if first.manifest:
+            labels = first.manifest.labels
+        else:
+            labels = IMAGENET_LABELS if len(first.labels) == 1000 else first.labels
         indices = class_indices(folder.classes, labels, len(first.labels), sorted_order=args.sorted_classes)
         models = {str(c.path): c.logits for c in group}
         scores.update(evaluate(models, folder, first.preprocess, indices, batch_size=args.batch_size,

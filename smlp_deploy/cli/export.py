@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
         "TensorRT or a GPU the ONNX artifacts are still made and verified, and the commands to build the "
         "engines on a GPU host are printed.",
     )
-    p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS) + sorted(ALIASES), help="model (default: tiny)")
+    p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS) + sorted(ALIASES),
+                   help="model (default: tiny)")
     p.add_argument("--checkpoint", type=Path, help="authors' .pth or a state dict; random weights if omitted")
     p.add_argument("--image-size", type=int, default=224, help="square input side, a multiple of 32 (default: 224)")
     p.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default: 1000)")
@@ -59,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--batch", default="1:8:32", type=BatchProfile.parse, metavar="MIN:OPT:MAX",
                    help="engine batch profile (default: 1:8:32)")
-    p.add_argument("--workspace", type=positive_int, default=4096, metavar="MIB", help="TensorRT workspace limit (default: 4096)")
+    p.add_argument("--workspace", type=positive_int, default=4096, metavar="MIB",
+                   help="TensorRT workspace limit (default: 4096)")
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), help="TensorRT builder optimization level")
     p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache, reused across builds "
                    "(default: timing.cache in the output directory)")

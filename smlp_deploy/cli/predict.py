@@ -80,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
             elif isinstance(result, str):
                 rows.append([path, "error", "-", result])
             else:
-                rows.append([path, result.label, f"{result.score:.3f}", ", ".join(lab for _, lab, _ in result.topk[1:])])
+                others = ", ".join(label for _, label, _ in result.topk[1:])
+                rows.append([path, result.label, f"{result.score:.3f}", others])
             bar.update()
     if not args.json:
         print(format_table(["image", "top-1", "score", f"next {args.topk - 1}"], rows))
-        print(f"\n{len(files)} image(s) with {classifier.describe()}" + (f"; {failed} could not be read" if failed else ""))
+        unread = f"; {failed} could not be read" if failed else ""
+        print(f"\n{len(files)} image(s) with {classifier.describe()}{unread}")
     return 1 if failed else 0
 
 

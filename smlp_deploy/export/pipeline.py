@@ -149,7 +149,8 @@ def export_model(
     if "fp16" in precisions:
         plan += [Step("Converting to mixed FP16 (float32 I/O)", job.write_fp16), job.verify_step(onnx_artifact("fp16"))]
     if targets:
-        plan.append(Step(f"Calibrating activation ranges ({int8_options.method})", partial(job.calibrate, int8_options)))
+        plan.append(Step(f"Calibrating activation ranges ({int8_options.method})",
+                         partial(job.calibrate, int8_options)))
     for target in targets:
         half = "fp16" in precisions and target.fp16_float_parts
         plan.append(Step(f"Quantizing to {target.artifact.file_name} for {target.description}"
@@ -178,7 +179,9 @@ def check_export_target(out: Path) -> None:
                          "folder whole: choose a new or empty folder", parameter="out_dir")
 
 
-def build_from_onnx(directory: str | Path, build: BuildOptions = BuildOptions(), *, quiet: bool = False) -> ExportResult:
+def build_from_onnx(
+    directory: str | Path, build: BuildOptions = BuildOptions(), *, quiet: bool = False
+) -> ExportResult:
     """Finish an export on a GPU host: build the engines an earlier export planned in ``directory`` and verify
     them against the PyTorch logits recorded there."""
     out = Path(directory)

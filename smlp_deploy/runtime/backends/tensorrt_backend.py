@@ -91,7 +91,8 @@ class _ThreadState:
             backend.output_name: (backend.max_batch_size, backend.num_classes),
         }
         self.device_buffers = {
-            name: torch.empty(shape, dtype=backend._dtypes[name], device=backend.device) for name, shape in shapes.items()
+            name: torch.empty(shape, dtype=backend._dtypes[name], device=backend.device)
+            for name, shape in shapes.items()
         }
         self.host_in = torch.empty(shapes[backend.input_name], dtype=backend._dtypes[backend.input_name]).pin_memory()
         self.host_out = torch.empty(shapes[backend.output_name], dtype=torch.float32).pin_memory()
