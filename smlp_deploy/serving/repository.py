@@ -230,6 +230,10 @@ def _model(out: Path, role: str, config: ModelConfig) -> TritonModel:
     return TritonModel(config.name, role, config.platform or config.backend or "", out / config.name, config)
 
 
+_PYTHON_MODELS = {  # role: the class in python_models.py, what it does
+    "classifier": ("ClassifierModel", "{artifact} through smlp_deploy.Classifier"),
+    "preprocess": ("PreprocessModel", "encoded image bytes -> the model's input, by the export's preprocessing"),
+}
 _PYTHON_MODEL = '''"""Triton Python-backend model written by smlp-deploy {version}: {what}.
 
 The server's Python must import smlp_deploy (pip install smlp-deploy, or point EXECUTION_ENV_PATH at an
@@ -251,8 +255,7 @@ def _write_model(stage: Path, model: TritonModel, export_dir: Path, artifact: st
     for file_name in served:
         shutil.copyfile(export_dir / file_name, version / file_name)
     if model.runtime == "python":
-        cls, what = (("ClassifierModel", f"{artifact} through smlp_deploy.Classifier") if model.role == "classifier"
-                     else ("PreprocessModel", "encoded image bytes -> the model's input, by the export's "
-                           "preprocessing"))
-        (version / "model.py").write_text(_PYTHON_MODEL.format(version=__version__, what=what, cls=cls))
+        cls, what = _PYTHON_MODELS[model.role]
+        (version / "model.py").write_text(_PYTHON_MODEL.format(version=__version__, cls=cls,
+                                                               what=what.format(artifact=artifact)))
     (version / CHECKSUMS_NAME).write_text("".join(f"{sha256_file(version / f)}  {f}\n" for f in served))

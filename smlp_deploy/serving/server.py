@@ -1,9 +1,10 @@
 """A local Triton server: the ``tritonserver`` binary in nvidia-pytriton's wheel, serving a model repository.
 
 That wheel is the only pip-installable Triton (2.51, Python backend only, glibc >= 2.35). It pins numpy<2, so it
-is installed without its dependencies into a folder of its own inside the environment (:data:`INSTALL_HINT`),
-where pip's view of the environment stays clean: only its binaries are used, never its Python package. The Python stub embeds this interpreter's libpython and takes its environment
-from the first ``python3`` on PATH, so the models run with this environment's smlp_deploy and numpy.
+is installed without its dependencies into a folder of its own inside the environment (:func:`install_command`),
+where pip's view of the environment stays clean: only its binaries are used, never its Python package. The
+Python stub embeds this interpreter's libpython and takes its environment from the first ``python3`` on PATH, so
+the models run with this environment's smlp_deploy and numpy.
 
 The server listens on 127.0.0.1 unless told otherwise, runs in its own session (Ctrl-C in a terminal reaches the
 caller, which stops it cleanly), receives SIGTERM if the process that started it dies, and :meth:`stop` removes
@@ -31,10 +32,12 @@ from pathlib import Path
 from ..errors import BackendUnavailableError, SmlpDeployError
 
 SERVER_PACKAGE = "nvidia-pytriton==0.7.0"
-DIST_FOLDER = "tritonserver"  # under sys.prefix: where the install below puts the wheel
-INSTALL_HINT = f'python -m pip install --no-deps --target "$(python -c \'import sys; print(sys.prefix)\')/{DIST_FOLDER}" ' \
-               f'{SERVER_PACKAGE}'
+DIST_FOLDER = "tritonserver"  # under sys.prefix: where install_command() puts the wheel
 _PR_SET_PDEATHSIG = 1
+
+
+def install_command() -> str:
+    return f"pip install --no-deps --target {Path(sys.prefix) / DIST_FOLDER} {SERVER_PACKAGE}"
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,14 @@ class TritonInstall:
 
 
 def find_tritonserver() -> TritonInstall:
-    """The server of nvidia-pytriton's wheel: in ``<sys.prefix>/tritonserver`` (see :data:`INSTALL_HINT`), else an
+    """The server of nvidia-pytriton's wheel: in ``<sys.prefix>/tritonserver`` (see :func:`install_command`), else an
     importable ``pytriton`` package, located without importing it."""
     package = Path(sys.prefix) / DIST_FOLDER / "pytriton"
     if not package.is_dir():
         spec = importlib.util.find_spec("pytriton")
         if spec is None or not spec.submodule_search_locations:
-            raise BackendUnavailableError(f"no tritonserver: nvidia-pytriton is not installed ({INSTALL_HINT}; it "
-                                          "needs Linux x86-64 with glibc >= 2.35)")
+            raise BackendUnavailableError(f"no tritonserver: nvidia-pytriton is not installed ({install_command()}; "
+                                          "it needs Linux x86-64 with glibc >= 2.35)")
         package = Path(spec.submodule_search_locations[0])
     root = package / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -66,7 +69,7 @@ def find_tritonserver() -> TritonInstall:
                if not p.exists()]
     if missing:
         raise BackendUnavailableError(f"the tritonserver of {SERVER_PACKAGE} is incomplete (no {', '.join(missing)}); "
-                                      f"its Python stubs cover Python 3.8 to 3.13: reinstall with {INSTALL_HINT}")
+                                      f"its Python stubs cover Python 3.8 to 3.13: reinstall with {install_command()}")
     return install
 
 
@@ -94,7 +97,7 @@ class LocalTritonServer:
         self.exit_timeout = exit_timeout
         self.process: subprocess.Popen | None = None
         self._scratch: Path | None = None
-        self._shm_prefix = f"smlp_triton_{os.getpid()}_{id(self):x}_"
+        self.shm_prefix = f"smlp_triton_{os.getpid()}_{id(self):x}_"  # the Python backend's shared memory
 
     @property
     def http_url(self) -> str:
@@ -117,7 +120,7 @@ class LocalTritonServer:
             with open(log, "wb") as sink:
                 self.process = subprocess.Popen(self._command(install), env=self._environment(install), stdout=sink,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True, preexec_fn=_die_with_parent)
+                                                start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
             self._wait_ready(log)
         except BaseException:
             self.stop()
@@ -133,7 +136,7 @@ class LocalTritonServer:
         return [
             str(install.binary), f"--model-repository={self.repository.resolve()}",
             f"--backend-directory={backends}",
-            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--http-address={self.host}", f"--http-port={self.ports['http']}",
             f"--grpc-address={self.host}", f"--grpc-port={self.ports['grpc']}",
             f"--metrics-address={self.host}", f"--metrics-port={self.ports['metrics']}",
@@ -189,7 +192,7 @@ class LocalTritonServer:
                     self.process.wait()
             _signal_group(self.process.pid, signal.SIGKILL)  # stubs that outlived the server, if any
             status, self.process = self.process.returncode, None
-        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
@@ -203,9 +206,15 @@ class LocalTritonServer:
         self.stop()
 
 
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, so the child below only makes one system call
+
+
 def _die_with_parent() -> None:
-    """In the child: SIGTERM when the thread that started the server ends, so a killed caller leaves no server."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    """In the child: SIGTERM when the thread that started the server ends, so a killed caller leaves no server.
+
+    It runs between fork and exec, where only async-signal-safe work is safe in a threaded parent (tritonclient's
+    gRPC runs threads): a call through a function pointer resolved beforehand imports and locks nothing."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pid: int, sig: int) -> None:
