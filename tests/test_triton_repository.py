@@ -95,7 +95,7 @@ def test_repository_for_every_artifact_parses_with_tritons_schema(export_dir, tm
     assert (input_.name, input_.data_type, list(input_.dims)) == ("input", mc.TYPE_FP32, [3, 64, 64])
     assert (output.name, output.data_type, list(output.dims)) == ("logits", mc.TYPE_FP32, [1000])
     assert (repository.classifier.directory / output.label_filename).read_text().splitlines() == imagenet_labels()
-    assert list(config.dynamic_batching.preferred_batch_size) == ([4, 16] if engine else [8, 32])
+    assert list(config.dynamic_batching.preferred_batch_size) == ([4, 16] if engine else [])
     assert config.dynamic_batching.max_queue_delay_microseconds == 100
     (group,) = config.instance_group
     assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_GPU if engine else
@@ -116,7 +116,7 @@ def test_python_backend_and_image_models(export_dir, tmp_path):
     classifier = parse(repository.classifier.directory / "config.pbtxt")
     assert (classifier.backend, classifier.platform, classifier.max_batch_size) == ("python", "", 8)
     assert classifier.parameters["artifact"].string_value == "model.int8.cpu.onnx"
-    assert list(classifier.dynamic_batching.preferred_batch_size) == [8]
+    assert list(classifier.dynamic_batching.preferred_batch_size) == []
     assert repository.needs_smlp_deploy
     for model, cls in ((repository.classifier, "ClassifierModel"), (repository.models[1], "PreprocessModel")):
         assert f"from smlp_deploy.serving.python_models import {cls} as TritonPythonModel" in (

@@ -44,7 +44,8 @@ def server_unavailable_reason() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(bool(server_unavailable_reason()), reason=f"{server_unavailable_reason()}")
+UNAVAILABLE = server_unavailable_reason()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"needs the local tritonserver: {UNAVAILABLE}")
 
 
 @dataclass

@@ -13,13 +13,12 @@ import tempfile
 from pathlib import Path
 
 from ..artifacts import ARTIFACTS
-from ..serving.repository import write_triton_repository
+from ..serving.repository import TritonRepository, write_triton_repository
 from ..serving.server import LocalTritonServer
 from .common import positive_int, run_main
 
 FLAGS = {"export_dir": "EXPORT_DIR", "name": "--name", "artifact": "--artifact", "instances": "--instances",
-         "max_batch_size": "--max-batch-size", "max_queue_delay_us": "--max-queue-delay-us",
-         "repository": "--repository"}
+         "max_batch_size": "--max-batch-size", "max_queue_delay_us": "--max-queue-delay-us"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _announce(server: LocalTritonServer, repository) -> None:
+def _announce(server: LocalTritonServer, repository: TritonRepository) -> None:
     classifier, image = repository.classifier, repository.image_model
     size = classifier.config.inputs[0].dims
     print(f"HTTP    http://{server.http_url}\ngRPC    {server.grpc_url}\nmetrics {server.metrics_url}\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
@@ -90,9 +90,11 @@ def write_triton_repository(
     Classifier in Triton's Python backend instead of the artifact's own backend. ``device`` places ONNX models
     (``"cpu"``, the default, or ``"gpu"``; engines run on a GPU); ``tensorrt_accelerator`` lets ONNX Runtime
     hand a GPU model to TensorRT at the artifact's precision. ``max_batch_size`` defaults to the engine's profile
-    maximum (32 for ONNX files, which take any batch); the dynamic batcher prefers the profile's opt and max
-    sizes and waits at most ``max_queue_delay_us`` to form a batch (0: Triton's default; under load batches
-    form from the queue anyway). Existing model folders of the same names are replaced only with ``overwrite``.
+    maximum (32 for ONNX files, which take any batch). The dynamic batcher prefers an engine's opt and max batch
+    sizes; for ONNX files, which have no tuned size, it prefers none and so takes all that is queued, up to
+    ``max_batch_size``. It waits at most ``max_queue_delay_us`` to form a batch (0: Triton's default; under load
+    batches form from the queue anyway). Existing model folders of the same names are replaced only with
+    ``overwrite``.
     """
     export_dir, out = Path(export_dir), Path(out)
     manifest = _load_manifest(export_dir)
@@ -105,7 +107,11 @@ def write_triton_repository(
         raise ArtifactError(f"the labels in {export_dir / MANIFEST_NAME} hold line breaks, which a Triton label file "
                             "cannot: re-export with labels on one line each")
     gpu = kind.format == "tensorrt" or device == "gpu"
-    batching = DynamicBatching(tuple(sorted({min(batch.opt, batch.max), batch.max})), max_queue_delay_us)
+    # Preferred sizes cap batches: with [8, 64] and 64 clients the batcher sent batches of 7.3 images on average
+    # (docs/benchmarks/serve_bench.py at commit 3caf437), since it takes the largest preferred size the queue
+    # fills. So only an engine, tuned for its profile, gets them.
+    preferred = tuple(sorted({batch.opt, batch.max})) if kind.format == "tensorrt" else ()
+    batching = DynamicBatching(preferred, max_queue_delay_us)
     group = InstanceGroup("KIND_GPU" if gpu else "KIND_CPU", instances)
     size, classes = manifest.model.image_size, manifest.model.num_classes
     input_ = TensorConfig(INPUT_NAME, "TYPE_FP32", (3, size, size), format="FORMAT_NCHW")
@@ -124,7 +130,8 @@ def write_triton_repository(
     if image_input:
         image = TensorConfig(IMAGE_INPUT, "TYPE_UINT8", (-1,))
         preprocessed = TensorConfig(INPUT_NAME, "TYPE_FP32", input_.dims)
-        preprocess = ModelConfig(f"{name}_preprocess", batch.max, (_ragged(image),), (preprocessed,), backend="python",
+        preprocess = ModelConfig(f"{name}_preprocess", batch.max, (replace(image, allow_ragged_batch=True),),
+                                 (preprocessed,), backend="python",
                                  dynamic_batching=DynamicBatching((), max_queue_delay_us),
                                  instance_group=InstanceGroup("KIND_CPU", instances))
         steps = (EnsembleStep(preprocess.name, {IMAGE_INPUT: IMAGE_INPUT}, {INPUT_NAME: "preprocessed"}),
@@ -220,10 +227,6 @@ def _batch_limit(entry: Artifact, max_batch_size: int | None) -> BatchProfile:
                          f"for: pass at most {profile.max}, or rebuild the engine", parameter="max_batch_size")
     top = max_batch_size or profile.max
     return BatchProfile(1, min(profile.opt, top), top)
-
-
-def _ragged(tensor: TensorConfig) -> TensorConfig:
-    return TensorConfig(tensor.name, tensor.data_type, tensor.dims, allow_ragged_batch=True)
 
 
 def _model(out: Path, role: str, config: ModelConfig) -> TritonModel:

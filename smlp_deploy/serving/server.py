@@ -120,7 +120,8 @@ class LocalTritonServer:
             with open(log, "wb") as sink:
                 self.process = subprocess.Popen(self._command(install), env=self._environment(install), stdout=sink,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                                start_new_session=True,
+                                                preexec_fn=_die_with_parent if _prctl else None)  # noqa: PLW1509
             self._wait_ready(log)
         except BaseException:
             self.stop()
@@ -206,7 +207,8 @@ class LocalTritonServer:
         self.stop()
 
 
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, so the child below only makes one system call
+# Resolved here, so the child below only makes one system call; None where the C library has no prctl (not Linux).
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
 
 
 def _die_with_parent() -> None:
