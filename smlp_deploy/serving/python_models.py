@@ -1,0 +1,126 @@
+"""The Python-backend models a repository's ``model.py`` files name: they run inside Triton's Python stub.
+
+``ClassifierModel`` serves an artifact through :class:`~smlp_deploy.Classifier` (for servers without the
+TensorRT or ONNX Runtime backend, such as the one in nvidia-pytriton's wheel); ``PreprocessModel`` turns encoded
+image bytes into the model's input with the project's own preprocessing, as the first step of the image
+ensemble. Both find their files in their version folder (``args["model_repository"]/<version>/``): the artifact
+and the export's manifest, which gives the preprocessing and is checked against the artifact's sha256.
+
+Tensors cross the stub by DLPack both ways (``np.from_dlpack`` / ``pb_utils.Tensor.from_dlpack``): the stub of
+Triton 2.51 (nvidia-pytriton 0.7.0) was built with a pybind11 that misreads numpy 2 arrays, so ``as_numpy()``
+returns wrong values and ``pb_utils.Tensor(name, array)`` sends no bytes, while DLPack is exact under numpy 1
+and 2. For the same reason encoded images come as UINT8 [-1] tensors, not BYTES: that stub cannot read BYTES
+inputs under numpy 2 (it crashes). ``triton_python_backend_utils`` exists only inside the stub, so it is
+imported where it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import INPUT_NAME, OUTPUT_NAME
+from ..errors import InputError
+from ..manifest import MANIFEST_NAME, Manifest
+from ..runtime.classifier import Classifier
+from ..runtime.preprocess import Preprocessor
+
+IMAGE_INPUT = "image"  # UINT8 [-1]: one encoded image (JPEG, PNG, ...) per row
+ARTIFACT_PARAMETER = "artifact"  # config parameter: the artifact's file name in the version folder
+
+
+class ClassifierModel:
+    """``input`` FP32 [3, H, W] -> ``logits`` [classes], every request of a batch in one Classifier call."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        _quiet_dlpack_capsule_warning()
+        config = json.loads(args["model_config"])
+        artifact = _version_dir(args) / config["parameters"][ARTIFACT_PARAMETER]["string_value"]
+        self.classifier = Classifier(artifact)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        batches = [_input(request, INPUT_NAME) for request in requests]
+        try:
+            logits = self.classifier.logits(np.concatenate(batches))
+            results: list[np.ndarray | Exception] = np.split(logits, np.cumsum([len(b) for b in batches])[:-1])
+        except InputError:  # rare (NaN in a request): answer each request on its own
+            results = [_attempt(self.classifier.logits, batch) for batch in batches]
+        return [_response(OUTPUT_NAME, result) for result in results]
+
+    def finalize(self) -> None:
+        self.classifier.close()
+        _restore_unraisable_hook()
+
+
+class PreprocessModel:
+    """``image`` UINT8 [-1] (encoded bytes) -> ``input`` FP32 [3, H, W]; an undecodable image fails its request
+    only."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        _quiet_dlpack_capsule_warning()
+        self.preprocess = Preprocessor(Manifest.load(_version_dir(args) / MANIFEST_NAME).preprocess)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [_response(INPUT_NAME, _attempt(self._images, _input(request, IMAGE_INPUT))) for request in requests]
+
+    def _images(self, rows: np.ndarray) -> np.ndarray:
+        return np.stack([self.preprocess(row.tobytes(), name=f"#{i} of the request") for i, row in enumerate(rows)])
+
+    def finalize(self) -> None:
+        _restore_unraisable_hook()
+
+
+def _version_dir(args: dict[str, str]) -> Path:
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+def _input(request: Any, name: str) -> np.ndarray:
+    import triton_python_backend_utils as pb_utils
+
+    return np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
+
+
+def _attempt(step, batch: np.ndarray) -> np.ndarray | InputError:
+    try:
+        return step(batch)
+    except InputError as exc:
+        return exc
+
+
+def _response(name: str, result: np.ndarray | Exception) -> Any:
+    import triton_python_backend_utils as pb_utils
+
+    if isinstance(result, Exception):  # an InputError: the client's request was at fault (HTTP 400)
+        error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
+        return pb_utils.InferenceResponse(output_tensors=[], error=error)
+    tensor = pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(result, dtype=np.float32))
+    return pb_utils.InferenceResponse(output_tensors=[tensor])
+
+
+# The 2.51 stub renames the DLPack capsules it consumes to "used_dlpack" (the standard says "used_dltensor"), so
+# numpy's capsule destructor reports "PyCapsule_GetPointer called with incorrect name" once per output tensor
+# (the stub frees the tensor itself; outputs are exact). The stub process runs this model alone, so the model
+# filters that one report and passes every other to the hook it found, which finalize() puts back.
+_previous_hook = None
+
+
+def _quiet_dlpack_capsule_warning() -> None:
+    global _previous_hook
+    if _previous_hook is None:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _unraisable_hook
+
+
+def _unraisable_hook(report: Any) -> None:
+    if not (report.exc_type is ValueError and "PyCapsule_GetPointer" in str(report.exc_value)):
+        (_previous_hook or sys.__unraisablehook__)(report)
+
+
+def _restore_unraisable_hook() -> None:
+    global _previous_hook
+    if _previous_hook is not None:
+        sys.unraisablehook, _previous_hook = _previous_hook, None
