@@ -23,5 +23,11 @@ $(VENV)/.installed: pyproject.toml
 export: venv
 	$(BIN)/smlp-export --variant tiny --fp16
 
-test: venv
+# The tests also need the optional extras whose code they cover: `ray` (Ray Data, about 500 MB, ~30 s to install).
+$(VENV)/.test-extras: $(VENV)/.installed
+	@echo "== installing the test extras: ray[data] (about 500 MB)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	@touch $@
+
+test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q
