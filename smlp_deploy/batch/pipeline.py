@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ..progress import progress_bar
 from ..runtime.backends.factory import check_artifact_path
 from .inputs import ACCEPTED, image_paths
 from .output import ResultSink, open_sink
-from .stages import ClassifierReplica, describe_replica, drop_done, preprocess_images
+from .stages import ClassifierReplica, ReplicaInfo, describe_replica, drop_done, preprocess_images
 
 if TYPE_CHECKING:
     import ray.data
@@ -115,6 +116,7 @@ def predict_dataset(
     _check_arguments(batch_size=batch_size, replicas=replicas, gpus_per_replica=gpus_per_replica,
                      cpus_per_replica=cpus_per_replica, topk=topk, no_progress_timeout_s=no_progress_timeout_s)
     check_artifact_path(Path(artifact))
+    artifact = str(Path(artifact).absolute())  # as the workers will open it, wherever they run
     paths = image_paths(images) if isinstance(images, (str, Path)) else None
     dataset = _as_dataset(images) if paths is None else None
     sink = open_sink(output, resume=resume)
@@ -126,26 +128,26 @@ def predict_dataset(
             failed = False
             return BatchSummary(images=0, errors=0, seconds=time.perf_counter() - started, startup_seconds=0.0,
                                 model="", **summary)
+        joining = time.perf_counter()
         with _ray_session(address) as (ray, local):
             plan = plan_replicas(ray.cluster_resources(), replicas, gpus_per_replica, cpus_per_replica)
             if local:
                 _check_fits(plan, ray.cluster_resources())
             options = dict(backend=backend, device="cuda" if plan.gpus else "cpu", max_batch_size=batch_size,
                            threads=plan.threads, allow_unlisted=allow_unlisted)
-            model, config = _check_model(ray, plan, str(Path(artifact).absolute()), options)
-            startup = time.perf_counter() - started
+            replica = _check_model(ray, plan, artifact, options)
+            startup = time.perf_counter() - joining
             if dataset is None:
                 dataset = ray.data.from_items([{"path": p} for p in todo])
             else:
                 dataset = _paths_of(dataset, sink.done, plan)
-            dataset = _classify(dataset, plan, batch_size=batch_size, config=config,
-                                replica=dict(artifact=str(Path(artifact).absolute()), topk=topk,
-                                             classifier_options=options))
-            images, errors = _drain(dataset, sink, total=len(todo) if todo is not None else None,
-                                    timeout=no_progress_timeout_s, plan=plan, quiet=quiet)
+            dataset = _classify(dataset, plan, batch_size=batch_size, config=replica.preprocess,
+                                replica_args=dict(artifact=artifact, topk=topk, classifier_options=options))
+            rows, errors = _drain(dataset, sink, total=None if todo is None else len(todo),
+                                  timeout=no_progress_timeout_s, plan=plan, quiet=quiet)
         failed = False
-        return BatchSummary(images=images, errors=errors, seconds=time.perf_counter() - started,
-                            startup_seconds=startup, model=model, **summary)
+        return BatchSummary(images=rows, errors=errors, seconds=time.perf_counter() - started,
+                            startup_seconds=startup, model=replica.description, **summary)
     finally:
         sink.close(discard_if_empty=failed)
 
@@ -215,15 +217,19 @@ def _check_fits(plan: ReplicaPlan, cluster: dict[str, float]) -> None:
                          "cpus_per_replica", parameter="cpus_per_replica")
 
 
-def _check_model(ray: Any, plan: ReplicaPlan, artifact: str, options: dict[str, Any]) -> tuple[str, PreprocessConfig]:
-    """Load the model once with a replica's resources: a bad artifact fails here with its own error."""
+def _check_model(ray: Any, plan: ReplicaPlan, artifact: str, options: dict[str, Any]) -> ReplicaInfo:
+    """Load the model once with a replica's resources: a bad artifact fails here with its own error, and what
+    loading it warned is warned here."""
     task = ray.remote(describe_replica).options(num_cpus=plan.cpus, num_gpus=plan.gpus)
     try:
-        return ray.get(task.remote(artifact, options))
+        replica = ray.get(task.remote(artifact, options))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, SmlpDeployError):
             raise exc.cause from None
         raise
+    for message in replica.warnings:
+        warnings.warn(message, stacklevel=3)
+    return replica
 
 
 def _paths_of(dataset: ray.data.Dataset, done: set[str], plan: ReplicaPlan) -> ray.data.Dataset:
@@ -240,12 +246,12 @@ def _paths_of(dataset: ray.data.Dataset, done: set[str], plan: ReplicaPlan) -> r
 
 
 def _classify(dataset: ray.data.Dataset, plan: ReplicaPlan, *, batch_size: int, config: PreprocessConfig,
-              replica: dict[str, Any]) -> ray.data.Dataset:
+              replica_args: dict[str, Any]) -> ray.data.Dataset:
     from ray.data import ActorPoolStrategy
 
     dataset = dataset.map_batches(preprocess_images, fn_kwargs={"config": config}, batch_size=batch_size,
                                   batch_format="numpy", num_cpus=plan.preprocess_cpus)
-    return dataset.map_batches(ClassifierReplica, fn_constructor_kwargs=replica, batch_size=batch_size,
+    return dataset.map_batches(ClassifierReplica, fn_constructor_kwargs=replica_args, batch_size=batch_size,
                                batch_format="numpy", num_cpus=plan.cpus, num_gpus=plan.gpus,
                                compute=ActorPoolStrategy(size=plan.replicas))
 

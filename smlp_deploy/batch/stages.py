@@ -6,6 +6,8 @@ this module from the installed package. Batches arrive as ``{"path": ndarray[obj
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,14 +75,26 @@ class ClassifierReplica:
         }, schema=result_schema())
 
 
-def describe_replica(artifact: str, classifier_options: dict[str, Any]) -> tuple[str, PreprocessConfig]:
-    """Load the model once where a replica would run: its description and preprocessing. A bad artifact or a
-    missing backend then fails with the toolkit's own error before any actor starts (an actor's failure
-    reaches the driver as text only)."""
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """What loading the model once where a replica runs tells the driver."""
+
+    description: str  # the backend, as Classifier.describe() says
+    preprocess: PreprocessConfig
+    warnings: list[str]  # what loading it warned (random weights, an unlisted file), for the caller to see
+
+
+def describe_replica(artifact: str, classifier_options: dict[str, Any]) -> ReplicaInfo:
+    """Load the model once where a replica would run. A bad artifact or a missing backend then fails with the
+    toolkit's own error before any actor starts (an actor's failure reaches the driver as text only), and its
+    warnings reach the caller (a worker's own output does not)."""
     from ..runtime.classifier import Classifier
 
-    with Classifier(artifact, **classifier_options) as classifier:
-        return classifier.describe(), classifier.preprocess.config
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Classifier(artifact, **classifier_options) as classifier:
+            description, config = classifier.describe(), classifier.preprocess.config
+    return ReplicaInfo(description, config, list(dict.fromkeys(str(w.message) for w in caught)))
 
 
 def drop_done(batch: dict[str, np.ndarray], done: frozenset[str]) -> dict[str, np.ndarray]:
