@@ -268,6 +268,8 @@ def test_jsonl_resume_cuts_a_torn_line_and_keeps_whole_ones(tmp_path):
     output.write_bytes(whole + b"[1, 2]\n" + whole)
     with pytest.raises(InputError, match="line 4 is not a result row"):
         open_sink(output, resume=True)
+    output.write_bytes(whole)
+    open_sink(output, resume=True).close()  # the refusal released its lock
 
 
 @needs_ray
