@@ -21,15 +21,22 @@ $(VENV)/.installed: pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null && echo "== keeping the torch already in $(VENV)" || \
 		{ echo "== installing $(TORCH_SPEC) (the CPU build where there is no CUDA; about 200 MB)"; \
 		  $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; }
-	@echo "== installing smlp-deploy with its dependencies (onnx, onnxruntime, onnxsim, onnxscript, pillow), tritonclient and the test tools"
-	$(BIN)/python -m pip install --quiet -e ".[dev,serve]"
-	@echo "== installing tritonserver ($(TRITON_SPEC), binaries only) into $(TRITON_DIST)"
-	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TRITON_DIST) "$(TRITON_SPEC)" || \
-		echo "== tritonserver cannot be installed here (it needs Linux x86-64, glibc >= 2.35): the served tests will skip"
+	@echo "== installing smlp-deploy with its dependencies (onnx, onnxruntime, onnxsim, onnxscript, pillow) and the test tools"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
 export: venv
 	$(BIN)/smlp-export --variant tiny --fp16
 
-test: venv
+# The tests also cover the optional extras: `serve` (tritonclient) with the tritonserver binary, and `ray`
+# (Ray Data, about 500 MB, ~30 s to install).
+$(VENV)/.test-extras: $(VENV)/.installed
+	@echo "== installing the test extras: serve (tritonclient) and ray (ray[data], about 500 MB)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,serve,ray]"
+	@echo "== installing tritonserver ($(TRITON_SPEC), binaries only) into $(TRITON_DIST)"
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TRITON_DIST) "$(TRITON_SPEC)" || \
+		echo "== tritonserver cannot be installed here (it needs Linux x86-64, glibc >= 2.35): the served tests will skip"
+	@touch $@
+
+test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +19,10 @@ from ..runtime.classifier import Classifier, Prediction
 from .common import positive_int, run_main
 
 FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size", "topk": "--topk",
-         "allow_unlisted": "--allow-unlisted", "images": "IMAGES"}
+         "allow_unlisted": "--allow-unlisted", "images": "IMAGES", "batch_size": "--batch-size", "output": "--output",
+         "resume": "--resume", "replicas": "--replicas", "gpus_per_replica": "--gpus-per-replica",
+         "cpus_per_replica": "--cpus-per-replica", "address": "--address"}
+RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +38,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unlisted", action="store_true",
                    help="load an artifact its export's manifest does not list (unverified)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
+    ray = p.add_argument_group("on Ray Data (pip install 'smlp-deploy[ray]')",
+                               "Classify one folder or list file with model replicas on Ray; rows stream to --output.")
+    ray.add_argument("--ray", action="store_true", help="run on Ray: IMAGES is one folder (recursive) or one text "
+                     "file of image paths (one per line, relative to the file's folder)")
+    ray.add_argument("--output", type=Path, help="results: .jsonl (one file) or .parquet (a folder of part files); "
+                     "rows hold path, topk, labels, scores, error")
+    ray.add_argument("--resume", action="store_true", help="add only the images an existing --output lacks")
+    ray.add_argument("--replicas", type=positive_int, help="model replicas, one per actor (default: 1); on GPUs "
+                     "use one per GPU")
+    ray.add_argument("--gpus-per-replica", type=float, help="default: 1 where the cluster has GPUs, else 0")
+    ray.add_argument("--cpus-per-replica", type=float,
+                     help="default: the cluster's CPUs less one, shared by the replicas, at most 1 each")
+    ray.add_argument("--address", help="an existing Ray cluster (auto, host:port); default: a local Ray for this "
+                     "run, on 127.0.0.1")
     return p
 
 
@@ -65,7 +83,13 @@ def classify(classifier: Classifier, files: list[Path], topk: int) -> Iterator[t
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.ray:
+        return run_on_ray(p, args)
+    given = [FLAGS[name] for name in RAY_FLAGS if getattr(args, name) not in (None, False)]
+    if given:
+        p.error(f"{', '.join(given)}: only with --ray")
     files = expand(args.images)
     classifier = Classifier(args.artifact, backend=args.backend, device=args.device, max_batch_size=args.batch_size,
                             allow_unlisted=args.allow_unlisted)
@@ -88,6 +112,28 @@ def main(argv: list[str] | None = None) -> int:
         unread = f"; {failed} could not be read" if failed else ""
         print(f"\n{len(files)} image(s) with {classifier.describe()}{unread}")
     return 1 if failed else 0
+
+
+def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.json or args.device:
+        p.error(f"{'--json' if args.json else '--device'} does not apply with --ray (rows go to --output; replicas "
+                "use the GPUs Ray gives them)")
+    if len(args.images) != 1 or args.output is None:
+        p.error("--ray takes one folder or list file and --output")
+    if args.address is None:  # Ray reads this at import: the local instance then listens on 127.0.0.1 only
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from ..batch import predict_dataset
+
+    summary = predict_dataset(args.images[0], args.artifact, output=args.output, batch_size=args.batch_size or 32,
+                              replicas=args.replicas or 1, gpus_per_replica=args.gpus_per_replica,
+                              cpus_per_replica=args.cpus_per_replica, topk=args.topk, address=args.address,
+                              resume=args.resume, backend=args.backend, allow_unlisted=args.allow_unlisted)
+    print(format_table(["output", "images", "errors", "skipped (done before)", "seconds", "images/s", "Ray start-up s"],
+                       [[summary.output, summary.images, summary.errors, summary.skipped, f"{summary.seconds:.1f}",
+                         f"{summary.images_per_second:.1f}", f"{summary.startup_seconds:.1f}"]]))
+    if summary.model:
+        print(f"\n{summary.replicas} replica(s) of {summary.model}")
+    return 1 if summary.errors else 0
 
 
 entry_point = run_main(main, FLAGS)
