@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+STUBS := $(VENV)/tensorrt-stubs
 
 .PHONY: venv export test
 venv: $(VENV)/.installed
@@ -23,5 +24,10 @@ $(VENV)/.installed: pyproject.toml
 export: venv
 	$(BIN)/smlp-export --variant tiny --fp16
 
-test: venv
+# TensorRT's type stubs, for tests/test_typing.py (pip install --no-deps into a folder of their own, then patched).
+$(STUBS)/.patched: tests/tensorrt_stubs.py | venv
+	@echo "== installing tensorrt-stubs into $(STUBS) (type-checking the TensorRT modules)"
+	$(BIN)/python -m tests.tensorrt_stubs $(STUBS)
+
+test: venv $(STUBS)/.patched
 	$(BIN)/python -m pytest -q
