@@ -95,7 +95,7 @@ def test_cuda_graphs_give_the_same_logits(export_dir, engine):
                                        atol=1e-5 * float(np.abs(reference).max()))
         state = graphs.backend._state()
         assert sorted(state.graphs) == [1, 3, 5]
-        assert "CUDA graphs" in repr(graphs)
+        assert "CUDA graphs" in graphs.describe()
 
 
 @pytest.mark.tensorrt
