@@ -25,6 +25,7 @@ LAYERS = [
     {"calibration", "evaluation"},
     {"export"},
     {"bench"},
+    {"checkup"},
     {"cli"},
 ]
 
