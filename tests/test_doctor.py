@@ -1,9 +1,12 @@
-"""smlp-doctor: what this machine can do, said precisely."""
+"""smlp-doctor and make gpu-check: what this machine can do, said precisely, and the GPU run that stops before
+installing anything where there is no GPU."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +14,19 @@ import tomllib
 
 import smlp_deploy
 from smlp_deploy import checkup
+from smlp_deploy.bench import BenchConfig, run_benchmark
+from smlp_deploy.bench.report import write_json
 from smlp_deploy.checkup import DoctorReport
+from smlp_deploy.cli import bench as bench_cli
+from smlp_deploy.cli import export as export_cli
 from smlp_deploy.cli.doctor import CAPABILITIES, main
 from smlp_deploy.environment import extra_requirements, import_problem, unmet
+from smlp_deploy.export import export_model
+from smlp_deploy.imagefolder import find_images
+from smlp_deploy.manifest import BatchProfile
 from smlp_deploy.records import from_json, to_json
+
+from .gpu_check import Step, bench_command, export_command, format_summary, gpu_slug, pytest_command
 
 ROOT = Path(__file__).parent.parent
 
@@ -109,3 +121,53 @@ def test_extras_come_from_the_package_metadata():
     assert unmet(["numpy>=1.0"]) == []
     assert unmet(["numpy>=9999"])[0].startswith("numpy>=9999 (found ")
     assert unmet(["no-such-distribution-here>=1"]) == ["no-such-distribution-here>=1"]
+
+
+def test_make_gpu_check_stops_at_the_doctor_without_a_gpu(report):
+    """Here the first step fails with the doctor's explanation and a non-zero exit, before any install."""
+    if report.capability("gpu").ready:
+        pytest.skip("a GPU is usable here: make gpu-check would run for real")
+    prefix = Path(sys.prefix)
+    done = subprocess.run(["make", "--no-print-directory", "-o", f"{prefix}/.installed", f"VENV={prefix}", "gpu-check"],
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "== [1/3] smlp-doctor: can torch use a CUDA GPU here?" in output
+    assert f"not ready: CUDA GPU for PyTorch (gpu): {report.capability('gpu').needs}" in output
+    assert "This machine is CPU-only" in output
+    assert "== [2/3]" not in output and "-m pip install" not in output  # make echoes each command it runs
+
+
+def test_the_gpu_check_summary_reads_real_reports(report, tmp_path):
+    """The summary make gpu-check prints, built from a real export's manifest and a real benchmark report."""
+    export = export_model("test", image_size=64, out_dir=tmp_path / "export", quiet=True)
+    bench = run_benchmark(BenchConfig(artifacts=export.out_dir, backends=("torch", "onnxruntime"), batch_sizes=(1,),
+                                      iters=5, warmup=1, device="cpu", threads=1), log=lambda _: None)
+    write_json(bench, tmp_path / "bench.json")
+    steps = [Step("GPU tests", ["pytest"], tmp_path / "log", 0, 12.0, "3 passed"),
+             Step("benchmark", ["smlp-bench"], tmp_path / "log", 1, 5.0, "error: boom")]
+    summary = format_summary(report, steps, export.out_dir, tmp_path / "bench.json")
+    assert f"smlp-deploy {report.smlp_deploy}" in summary
+    assert "| GPU tests | ok: 3 passed | 12 |" in summary and "| benchmark | FAILED (1): error: boom | 5 |" in summary
+    assert "| model.onnx | 1.000000 | 100% |" in summary
+    assert "| torch fp32 | 1 |" in summary and "| onnxruntime fp32 | 1 |" in summary
+    assert gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_the_gpu_check_commands_are_what_the_clis_accept(tmp_path):
+    """What make gpu-check runs on a GPU host, held to the commands' own parsers here (it cannot run past the
+    doctor on this machine)."""
+    export = export_cli.parser().parse_args(export_command(tmp_path / "tiny")[1:])
+    assert (export.variant, export.fp32, export.fp16, export.int8, export.int8_target) == ("tiny", True, True, True,
+                                                                                           "both")
+    assert export.require_engine and export.batch == BatchProfile(1, 32, 128) and export.out == tmp_path / "tiny"
+    assert len(find_images(export.calib_dir)) == export.calib_samples == 5  # the bundled photos
+    outputs = {kind: tmp_path / f"gpu.{kind}" for kind in ("json", "csv", "png")}
+    bench = bench_cli.parser().parse_args(bench_command(tmp_path / "tiny", outputs)[1:])
+    assert (bench.device, bench.backends, bench.precisions, bench.batch_sizes) == (
+        "cuda", ("torch", "torch.compile", "onnxruntime", "tensorrt"), ("fp32", "fp16", "int8"), (1, 8, 32, 128))
+    assert (bench.json, bench.csv, bench.plot) == tuple(outputs.values())
+    collected = subprocess.run([*pytest_command(), "--collect-only"], check=False, cwd=ROOT, capture_output=True,
+                               text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout[-2000:]
+    assert "tests/test_tensorrt_runtime.py::" in collected.stdout  # the marker selects the GPU tests
