@@ -1,6 +1,7 @@
 # Two entry points: `make export` runs the main job, `make test` runs the test suite.
 # Both create .venv on first use. Machines without CUDA get torch's CPU build (TORCH_SPEC); on a GPU host,
 # install your CUDA build of torch into .venv first, or set TORCH_SPEC to it.
+# `make gpu-check`, on a GPU host: everything that needs the GPU, then a summary to paste into an issue.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -10,8 +11,9 @@ BIN := $(VENV)/bin
 # cache, 55 MB to download otherwise.
 TRITON_DIST := $(VENV)/tritonserver
 TRITON_SPEC ?= nvidia-pytriton==0.7.0
+STUBS := $(VENV)/tensorrt-stubs
 
-.PHONY: venv export test
+.PHONY: venv export test gpu-check
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -38,5 +40,23 @@ $(VENV)/.test-extras: $(VENV)/.installed
 		echo "== tritonserver cannot be installed here (it needs Linux x86-64, glibc >= 2.35): the served tests will skip"
 	@touch $@
 
-test: $(VENV)/.test-extras
+# TensorRT's type stubs, for tests/test_typing.py (pip install --no-deps into a folder of their own, then patched).
+$(STUBS)/.patched: tests/tensorrt_stubs.py | venv
+	@echo "== installing tensorrt-stubs into $(STUBS) (type-checking the TensorRT modules)"
+	$(BIN)/python -m tests.tensorrt_stubs $(STUBS)
+
+test: $(VENV)/.test-extras $(STUBS)/.patched
 	$(BIN)/python -m pytest -q
+
+# Asks smlp-doctor first and installs nothing unless a CUDA GPU is usable here.
+gpu-check: venv
+	@echo "== [1/3] smlp-doctor: can torch use a CUDA GPU here?"
+	@$(BIN)/smlp-doctor --require gpu
+	@echo "== [2/3] installing the trt, gpu and bench extras into $(VENV)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,trt,gpu,bench]"
+	@# onnxruntime and onnxruntime-gpu share the onnxruntime module; keep the GPU one (microsoft/onnxruntime#26996)
+	$(BIN)/python -m pip uninstall --quiet -y onnxruntime
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps \
+		"onnxruntime-gpu==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("onnxruntime-gpu"))')"
+	@echo "== [3/3] doctor, GPU tests, export with engines, benchmark matrix (python -m tests.gpu_check)"
+	$(BIN)/python -m tests.gpu_check

@@ -11,5 +11,6 @@ __version__ = "0.2.0"
 __getattr__, __dir__, __all__ = attach(__name__, __file__)
 
 if TYPE_CHECKING:
+    from .checkup import DoctorReport, doctor
     from .errors import SmlpDeployError
     from .runtime.classifier import Classifier, Prediction

@@ -13,6 +13,8 @@ Reproduce the committed checkpoint (about a minute on 2 cores)::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -95,19 +97,17 @@ def train(out: Path, epochs: int = 40, seed: int = 0) -> float:
     return top1
 
 
-def compare_calibration(samples: int = 256) -> list[dict]:
-    """Every calibration method on the fixture: its time and each INT8 form's held-out top-1 and logit cosine
-    against FP32 (the table behind the default method in the README)."""
+@contextmanager
+def _held_out_setup(samples: int) -> Iterator[tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """In a temporary folder: the fixture's FP32 export, ``samples`` calibration inputs from the train split, and
+    the held-out inputs, labels and FP32 logits -> (folder, model.onnx, calibration inputs, inputs, labels, logits).
+    """
     import tempfile
-    import time
 
-    import onnx
-
-    from smlp_deploy.calibration import METHODS, TARGETS, compute_ranges, load_calibration_set, quantize_qdq
+    from smlp_deploy.calibration import load_calibration_set
     from smlp_deploy.export import export_model
     from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folders = write_digits(Path(tmp) / "digits")
         export = export_model("test", checkpoint=CHECKPOINT, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
@@ -116,16 +116,60 @@ def compare_calibration(samples: int = 256) -> list[dict]:
         calib = load_calibration_set(folders["train"], export.manifest.preprocess, samples=samples, quiet=True)
         inputs, labels = load_split(folders["test"])
         reference = OnnxRuntimeBackend(fp32_path, device="cpu").run(inputs)
-        rows.append({"method": "fp32", "seconds": 0.0, **_scores("fp32", reference, reference, labels)})
+        yield Path(tmp), fp32_path, calib.inputs, inputs, labels, reference
+
+
+def compare_calibration(samples: int = 256) -> list[dict]:
+    """Every calibration method on the fixture: its time and each INT8 form's held-out top-1 and logit cosine
+    against FP32 (the table behind the default method in the README)."""
+    import time
+
+    import onnx
+
+    from smlp_deploy.calibration import METHODS, TARGETS, compute_ranges, quantize_qdq
+    from smlp_deploy.runtime.backends import OnnxRuntimeBackend
+
+    with _held_out_setup(samples) as (tmp, fp32_path, calibration, inputs, labels, reference):
+        rows = [{"method": "fp32", "seconds": 0.0, **_scores("fp32", reference, reference, labels)}]
         for method in METHODS.values():
             start = time.perf_counter()
-            ranges = compute_ranges(fp32_path, calib.inputs, method, quiet=True)
+            ranges = compute_ranges(fp32_path, calibration, method, quiet=True)
             row = {"method": method.name, "seconds": time.perf_counter() - start}
             for target in TARGETS.values():
-                path = Path(tmp) / f"{method.name}.{target.artifact.file_name}"
+                path = tmp / f"{method.name}.{target.artifact.file_name}"
                 onnx.save(quantize_qdq(fp32_path, ranges, method, target), str(path))
                 logits = OnnxRuntimeBackend(path, device="cpu").run(inputs)
                 row.update(_scores(target.name, logits, reference, labels))
+            rows.append(row)
+    return rows
+
+
+def compare_left_weights(samples: int = 256) -> list[dict]:
+    """The TensorRT form with the ``W @ x`` MatMul weights scaled per tensor (shipped: TensorRT documents
+    per-channel MatMul weights only as the second operand) against per channel on axis 0 (the earlier form), with
+    fp32 and fp16 float parts: held-out top-1 and logit cosine against FP32 (the figures behind the choice)."""
+    import dataclasses
+
+    import onnx
+
+    from smlp_deploy.calibration import TARGETS, compute_ranges, get_method, quantize_qdq
+    from smlp_deploy.export.precision import convert_to_fp16
+    from smlp_deploy.runtime.backends import OnnxRuntimeBackend
+
+    rows = []
+    with _held_out_setup(samples) as (tmp, fp32_path, calibration, inputs, labels, reference):
+        method = get_method("percentile")
+        ranges = compute_ranges(fp32_path, calibration, method, quiet=True)
+        shipped = TARGETS["tensorrt"]
+        for name, target in (("per tensor", shipped),
+                             ("per channel", dataclasses.replace(shipped, per_channel_left_weights=True))):
+            model = quantize_qdq(fp32_path, ranges, method, target)
+            row = {"W @ x weights": name}
+            for parts, form in (("fp32", model), ("fp16", convert_to_fp16(model))):
+                path = tmp / f"{name}.{parts}.onnx"
+                onnx.save(form, str(path))
+                row.update(_scores(f"{parts} parts", OnnxRuntimeBackend(path, device="cpu").run(inputs), reference,
+                                   labels))
             rows.append(row)
     return rows
 
@@ -141,9 +185,12 @@ if __name__ == "__main__":
     parser.add_argument("--write", type=Path, metavar="DIR", help="write the image folders to DIR")
     parser.add_argument("--compare-calibration", action="store_true",
                         help="print every calibration method's time and INT8 accuracy on the held-out split")
+    parser.add_argument("--compare-left-weights", action="store_true",
+                        help="print the TensorRT form's accuracy with the W @ x weights per tensor and per channel")
     args = parser.parse_args()
-    if args.compare_calibration:
-        for row in compare_calibration():
+    for wanted, compare in ((args.compare_calibration, compare_calibration),
+                            (args.compare_left_weights, compare_left_weights)):
+        for row in compare() if wanted else []:
             print("  ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     if args.write:
         print(write_digits(args.write))

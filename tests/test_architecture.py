@@ -26,6 +26,7 @@ LAYERS = [
     {"export"},
     {"bench"},
     {"serving", "batch"},
+    {"checkup"},
     {"cli"},
 ]
 

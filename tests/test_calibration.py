@@ -59,19 +59,21 @@ def graph_index(model: onnx.ModelProto):
     return initializers, producer, consumers
 
 
-def output_channel_axis(node: onnx.NodeProto, operand: int) -> int:
-    """The axis of a weight operand that indexes the op's output channels (the per-channel axis it needs)."""
+def output_channel_axis(node: onnx.NodeProto, operand: int) -> int | None:
+    """The axis of a weight operand that indexes the op's output channels, where TensorRT takes per-channel
+    scales; None for a MatMul's first operand (sMLPNet's ``W @ x`` height mixing), which it takes per tensor."""
     if node.op_type == "Conv":
         return 0
     if node.op_type == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else 1
-    return 1 if operand == 1 else 0  # MatMul: x @ W mixes W's columns; W @ x (sMLPNet's H mixing) its rows
+    return 1 if operand == 1 else None  # MatMul: x @ W mixes W's columns
 
 
 def test_tensorrt_form(exported):
-    """Signed int8, zero points 0, per-channel weight scales on the output-channel axis, Q/DQ only on the
-    inputs of Conv/MatMul/Gemm, float biases, and everything else float (fp16 here, since --fp16 was given)."""
+    """Signed int8, zero points 0, per-channel weight scales on the output-channel axis (per-tensor for the
+    ``W @ x`` MatMuls), Q/DQ only on the inputs of Conv/MatMul/Gemm, float biases, and everything else float
+    (fp16 here, since --fp16 was given)."""
     float_model = onnx.load(str(exported.out_dir / "model.onnx"))
     model = onnx.load(str(exported.out_dir / "model.int8.onnx"))
     initializers, producer, consumers = graph_index(model)
@@ -95,17 +97,20 @@ def test_tensorrt_form(exported):
         for operand, name in enumerate(node.input[:2]):
             dq = producer.get(name)
             assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name} input {operand} is not Q/DQ"
-            if dq.input[0] in initializers:  # a weight: int8, per channel
+            if dq.input[0] in initializers:  # a weight: int8, per channel where TensorRT takes it
                 weight, scale = initializers[dq.input[0]], initializers[dq.input[1]]
-                axis = next(a.i for a in dq.attribute if a.name == "axis")
+                axis = output_channel_axis(node, operand)
                 assert weight.dtype == np.int8
-                assert axis == output_channel_axis(node, operand), node.name
-                assert scale.shape == (weight.shape[axis],), node.name
+                if axis is None:
+                    assert scale.shape == (), node.name
+                else:
+                    assert next(a.i for a in dq.attribute if a.name == "axis") == axis, node.name
+                    assert scale.shape == (weight.shape[axis],), node.name
                 axes.add((node.op_type, operand, axis))
         for bias in node.input[2:]:
             assert bias in initializers and initializers[bias].dtype == np.float16, f"{node.name}: float bias"
     # Every kind of weight the network has was seen: convs, the channel MLP (x @ W), the H-mixing (W @ x), head.
-    assert axes == {("Conv", 1, 0), ("MatMul", 1, 1), ("MatMul", 0, 0), ("Gemm", 1, 0)}
+    assert axes == {("Conv", 1, 0), ("MatMul", 1, 1), ("MatMul", 0, None), ("Gemm", 1, 0)}
     assert {n.op_type for n in model.graph.node if n.op_type in ("LayerNormalization", "Gelu")} == {
         "LayerNormalization", "Gelu"}  # the float ops are kept, not quantized
 

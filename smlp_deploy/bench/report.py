@@ -9,11 +9,12 @@ from ..errors import InputError
 from ..fileio import atomic_path, write_json_atomic
 from ..progress import format_table
 from ..records import to_json
-from .results import BenchReport
+from .results import BenchReport, BenchRow
 
 CSV_FIELDS = ["backend", "precision", "artifact", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
               "std_ms", "throughput_ips", "speedup", "gflops", "peak_fraction", "matmul_peak_gflops",
-              "peak_rss_mib", "peak_gpu_mib", "e2e_ms", "preprocess_share", "note"]
+              "peak_rss_mib", "peak_gpu_mib", "e2e_ms", "preprocess_share", "h2d_ms", "gpu_compute_ms", "d2h_ms",
+              "note"]
 
 
 def format_report(report: BenchReport) -> str:
@@ -29,12 +30,18 @@ def format_report(report: BenchReport) -> str:
                      f"{lat.p99:.2f}",
                      f"±{lat.std:.2f}", f"{r.throughput_ips:.1f}", _ratio(r.speedup), f"{r.gflops:.0f}",
                      f"{r.peak_fraction:.0%}", f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib else "-",
-                     f"{e2e.latency_ms:.1f} ({e2e.preprocess_share:.0%})" if e2e else "-"])
+                     f"{e2e.latency_ms:.1f} ({e2e.preprocess_share:.0%})" if e2e else "-", _device_split(r)])
     table = format_table(["target", "batch", "p50 ms", "p90 ms", "p99 ms", "std", "img/s", "vs eager fp32",
-                          "GFLOP/s", "of peak", "RSS MiB", "end-to-end ms (preproc)"], rows)
+                          "GFLOP/s", "of peak", "RSS MiB", "end-to-end ms (preproc)",
+                          "GPU compute ms (+H2D +D2H)"], rows)
     notes = [f"* {note}" for note in dict.fromkeys(r.note for r in report.results if r.note)]
     skipped = [f"skipped {s.backend} {s.precision}: {s.reason}" for s in report.skipped]
     return "\n".join([head, "", table, *notes, *([""] + skipped if skipped else [])])
+
+
+def _device_split(row: BenchRow) -> str:
+    times = row.device_times
+    return f"{times.compute_ms:.2f} (+{times.h2d_ms:.2f} +{times.d2h_ms:.2f})" if times else "-"
 
 
 def _ratio(value: float | None) -> str:
@@ -54,7 +61,10 @@ def write_csv(report: BenchReport, path: Path) -> None:
             writer.writerow({**{k: getattr(r, k, None) for k in CSV_FIELDS},
                              **{f"{k}_ms": getattr(lat, k) for k in ("p50", "p90", "p99", "mean", "std")},
                              "e2e_ms": e2e.latency_ms if e2e else None,
-                             "preprocess_share": e2e.preprocess_share if e2e else None})
+                             "preprocess_share": e2e.preprocess_share if e2e else None,
+                             "h2d_ms": r.device_times.h2d_ms if r.device_times else None,
+                             "gpu_compute_ms": r.device_times.compute_ms if r.device_times else None,
+                             "d2h_ms": r.device_times.d2h_ms if r.device_times else None})
 
 
 def write_plot(report: BenchReport, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..runtime.backends.tensorrt_backend import DeviceTimes
 from .timing import LatencyStats
 
 
@@ -42,6 +43,7 @@ class BenchRow:
     peak_rss_mib: float | None = None
     peak_gpu_mib: float | None = None
     end_to_end: EndToEnd | None = None
+    device_times: DeviceTimes | None = None  # TensorRT: median H2D copy, engine compute, D2H copy of the timed calls
     speedup: float | None = None  # the eager FP32 baseline's p50 over this row's, at the same batch size
     note: str | None = None  # set where the artifact is meant for another backend than the one timed
 

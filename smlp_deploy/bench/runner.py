@@ -21,6 +21,7 @@ from ..errors import InputError, SmlpDeployError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..models.complexity import count_macs
 from ..models.registry import create_model
+from ..runtime.backends.tensorrt_backend import DeviceTimes, TensorRTBackend
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 from .peak import matmul_probe
@@ -137,21 +138,38 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
                                                              dtype=np.float32)
             calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
             memory = {label: _peak_memory_of(call, by_label[label]) for label, call in calls.items()}
-            latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing)
+            device_times: dict[str, list[DeviceTimes]] = {label: [] for label in calls}
+
+            def record_device_times(label: str, _: object) -> None:
+                backend = live.get(label)
+                if isinstance(backend, TensorRTBackend) and (times := backend.last_times()) is not None:
+                    device_times[label].append(times)
+
+            latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing,
+                                            on_result=record_device_times)
             peaks = {d: flops / (latencies.pop(f"matmul {d}").summary().p50 * 1e-3) / 1e9
                      for d, (_, flops) in probes.items()}
             peaks_per_batch.append(peaks)
             e2e = _end_to_end(live, preprocessor, batch_size, timing) if config.end_to_end else {}
             for label, latency in latencies.items():
-                row = _row(by_label[label], batch_size, latency.summary(), macs, peaks, memory[label], e2e.get(label))
+                row = _row(by_label[label], batch_size, latency.summary(), macs, peaks, memory[label], e2e.get(label),
+                           _median_times(device_times[label]))
                 log(f"{label:<32} batch {batch_size:>3}: p50 {row.latency_ms.p50:8.2f} ms "
                     f"({row.throughput_ips:8.1f} img/s, {row.peak_fraction:.0%} of matmul peak)")
                 rows.append(row)
     return rows, peaks_per_batch
 
 
+def _median_times(samples: list[DeviceTimes]) -> DeviceTimes | None:
+    """The median of each part of the timed calls' GPU time split (TensorRT targets); None for others."""
+    if not samples:
+        return None
+    h2d, compute, d2h = np.median([[t.h2d_ms, t.compute_ms, t.d2h_ms] for t in samples], axis=0)
+    return DeviceTimes(float(h2d), float(compute), float(d2h))
+
+
 def _row(target: Target, batch_size: int, latency: LatencyStats, macs: int, peaks: dict[str, float],
-         memory: tuple[float | None, float | None], e2e: EndToEnd | None) -> BenchRow:
+         memory: tuple[float | None, float | None], e2e: EndToEnd | None, times: DeviceTimes | None) -> BenchRow:
     seconds = latency.p50 * 1e-3
     gflops = 2 * macs * batch_size / seconds / 1e9
     peak_dtype = "fp16" if target.precision == "fp16" and "fp16" in peaks else "fp32"
@@ -160,7 +178,7 @@ def _row(target: Target, batch_size: int, latency: LatencyStats, macs: int, peak
         artifact=target.artifact.file_name if target.artifact else None, label=target.label, device=target.device,
         batch_size=batch_size, latency_ms=latency, throughput_ips=batch_size / seconds, gflops=gflops,
         peak_fraction=gflops / peaks[peak_dtype], peak_dtype=peak_dtype, matmul_peak_gflops=peaks[peak_dtype],
-        peak_rss_mib=memory[0], peak_gpu_mib=memory[1], end_to_end=e2e, note=target.note,
+        peak_rss_mib=memory[0], peak_gpu_mib=memory[1], end_to_end=e2e, device_times=times, note=target.note,
     )
 
 

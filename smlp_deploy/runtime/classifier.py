@@ -44,6 +44,7 @@ class Classifier:
 
     A file beside a manifest that the manifest does not list (left from an earlier export, say) was not
     verified with it and is refused unless ``allow_unlisted``; a listed file must still match its sha256.
+    ``cuda_graphs`` replays a TensorRT engine from a CUDA graph per batch size (for a few fixed batch sizes).
 
     Thread safety: one Classifier may be shared by threads; ONNX Runtime sessions and eager PyTorch are
     thread-safe, and the TensorRT backend keeps one execution context per thread.
@@ -58,6 +59,7 @@ class Classifier:
         max_batch_size: int | None = None,
         threads: int | None = None,
         allow_unlisted: bool = False,
+        cuda_graphs: bool = False,
     ):
         self.path = Path(path)
         check_artifact_path(self.path)
@@ -69,7 +71,8 @@ class Classifier:
                               f"weights (seed {self.manifest.model.seed}); export it from trained weights",
                               stacklevel=2)
         self.backend: Backend = load_backend(self.path, backend, device=device, threads=threads,
-                                             model_info=self.manifest.model if self.manifest else None)
+                                             model_info=self.manifest.model if self.manifest else None,
+                                             cuda_graphs=cuda_graphs)
         if self.manifest is not None:
             config, labels = self.manifest.preprocess, label_names(self.manifest.labels)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ...artifacts import FORMATS, format_of
@@ -19,12 +20,15 @@ def load_backend(
     device: str | None = None,
     threads: int | None = None,
     model_info: ModelInfo | None = None,
+    cuda_graphs: bool = False,
+    plugin_libraries: Sequence[str | Path] = (),
 ) -> Backend:
     """Open ``path`` with ``backend`` (by default the one its suffix names).
 
     ``model_info`` (from the export's manifest) says which network a checkpoint holds; without it the
     checkpoint's own tensors tell. A backend that cannot open the file is an :class:`InputError`, never a
-    silent switch to another backend.
+    silent switch to another backend. ``cuda_graphs`` and ``plugin_libraries`` are TensorRT's (see
+    :class:`~smlp_deploy.runtime.backends.tensorrt_backend.TensorRTBackend`).
     """
     path = Path(path)
     check_artifact_path(path)
@@ -39,10 +43,13 @@ def load_backend(
         actual = f"; {path.suffix} files are {found.description}s, run by backend {found.backend!r}" if found else ""
         raise InputError(f"backend {backend!r} cannot open {str(path)!r}: it runs {wants.description}s "
                          f"({', '.join(wants.suffixes)}){actual}", parameter="backend")
+    for name, value in (("cuda_graphs", cuda_graphs), ("plugin_libraries", plugin_libraries)):
+        if value and backend != "tensorrt":
+            raise InputError(f"{name} applies to TensorRT engines; {str(path)!r} runs on {backend}", parameter=name)
     if backend == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path, device=device)
+        return TensorRTBackend(path, device=device, cuda_graphs=cuda_graphs, plugin_libraries=plugin_libraries)
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 

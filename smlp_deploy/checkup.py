@@ -1,0 +1,226 @@
+"""``doctor()``: what this machine can do with smlp-deploy, and for what it cannot, the install or the reason.
+
+A GPU owner's first run should either work or say precisely what to do. The report lists the machine (Python,
+torch and its CUDA, the GPUs, TensorRT and whether it can create a builder, ONNX Runtime and its providers,
+onnxsim), the optional extras, and each capability of the commands: ``ready``, or what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .environment import (
+    DISTRIBUTION, Gpu, extra_requirements, gpus, import_problem, installed_version, nvidia_driver,
+    onnxruntime_providers, tensorrt_builder_reason, torch_cuda, unmet,
+)
+
+EXTRAS = ("trt", "gpu", "bench", "serve", "ray")
+# The libraries an extra brings, checked by importing them: that finds a broken install too, and a TensorRT from
+# another distribution (tensorrt-cu12 instead of the tensorrt metapackage). The gpu extra's onnxruntime-gpu shares
+# the onnxruntime module with the CPU package, so it is checked by its metadata and ONNX Runtime's providers.
+EXTRA_LIBRARIES = {"trt": ("tensorrt",), "bench": ("matplotlib",), "serve": ("tritonclient.http", "tritonclient.grpc"),
+                   "ray": ("ray", "ray.data")}
+# smlp-serve's local server is nvidia-pytriton's wheel, installed without its dependencies (it pins numpy<2) into
+# this folder of the environment; like smlp-serve, the doctor locates it and never imports it.
+TRITONSERVER = ("tritonserver", "nvidia-pytriton==0.7.0")
+CORE = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript")
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Extra:
+    name: str
+    declared: bool  # whether this version of smlp-deploy has the extra
+    missing: list[str]  # its libraries that cannot be imported, or its requirements that are not installed
+
+    @property
+    def install(self) -> str:
+        return f"pip install '{DISTRIBUTION}[{self.name}]'"
+
+
+@dataclass(frozen=True)
+class Capability:
+    key: str  # for ``smlp-doctor --require``
+    name: str
+    commands: str  # the commands or API it stands for
+    ready: bool
+    needs: str  # empty when ready: otherwise what is missing and how to get it
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    smlp_deploy: str
+    python: str
+    platform: str
+    torch: str | None
+    torch_cuda: str | None  # the CUDA version torch was built with
+    cuda_unavailable: str | None  # why torch cannot use a GPU; None when it can
+    gpus: list[Gpu]
+    driver: str | None
+    tensorrt: str | None
+    tensorrt_builder: str | None  # why no builder can be created; None when one can
+    onnxruntime: str | None
+    onnxruntime_gpu: str | None
+    onnxruntime_providers: list[str]
+    onnxsim: str | None
+    extras: list[Extra]
+    capabilities: list[Capability]
+
+    def capability(self, key: str) -> Capability:
+        return next(c for c in self.capabilities if c.key == key)
+
+    @property
+    def cpu_only(self) -> bool:
+        return self.cuda_unavailable is not None
+
+
+def doctor() -> DoctorReport:
+    """Inspect this machine (imports torch, and TensorRT and ONNX Runtime where installed)."""
+    cuda = torch_cuda()
+    extras = [_extra(name) for name in EXTRAS]
+    report = DoctorReport(
+        smlp_deploy=__version__, python=platform.python_version(), platform=platform.platform(),
+        torch=cuda.torch, torch_cuda=cuda.cuda, cuda_unavailable=cuda.unavailable, gpus=gpus(),
+        driver=nvidia_driver(), tensorrt=_tensorrt_version(), tensorrt_builder=tensorrt_builder_reason(),
+        onnxruntime=installed_version("onnxruntime"), onnxruntime_gpu=installed_version("onnxruntime-gpu"),
+        onnxruntime_providers=onnxruntime_providers(), onnxsim=installed_version("onnxsim"), extras=extras,
+        capabilities=[],
+    )
+    report.capabilities.extend(_capabilities(report))
+    return report
+
+
+def _tensorrt_version() -> str | None:
+    """From the module, which the tensorrt metapackage and tensorrt-cu12/-cu13 all install."""
+    if import_problem("tensorrt"):
+        return None
+    import tensorrt
+
+    return str(tensorrt.__version__)
+
+
+def _extra(name: str) -> Extra:
+    """An extra is there when its libraries import, whether or not the installed metadata declares it (an editable
+    install made before the extra was added does not)."""
+    requirements = extra_requirements(name)
+    if name in EXTRA_LIBRARIES:
+        return Extra(name, requirements is not None, [p for p in map(import_problem, EXTRA_LIBRARIES[name]) if p])
+    return Extra(name, requirements is not None, unmet(requirements or []))
+
+
+def _capabilities(report: DoctorReport) -> list[Capability]:
+    extras = {e.name: e for e in report.extras}
+    gpu = _gpu_needs(report)
+    missing_core = [name for name in CORE if installed_version(name) is None]
+    core = f"{', '.join(missing_core)} missing: pip install '{DISTRIBUTION}'" if missing_core else ""
+    trt = _extra_needs(extras["trt"])
+    builder = "" if gpu or trt else report.tensorrt_builder or ""
+    ort_gpu = _onnxruntime_gpu_needs(report, extras["gpu"])
+    compile_needs = "" if installed_version("triton") else "torch.compile on GPUs needs triton: pip install triton"
+    return [
+        Capability("export-onnx", "export ONNX, FP16 and INT8 ONNX", "smlp-export, smlp_deploy.export.export_model",
+                   not core, core),
+        Capability("gpu", "CUDA GPU for PyTorch", "eager and compiled PyTorch on a GPU", not gpu, gpu),
+        Capability("build-engines", "build TensorRT engines", "smlp-export (engines), smlp-export --from-onnx",
+                   not (gpu or trt or builder), _join(gpu, trt, builder)),
+        Capability("run-engines", "run TensorRT engines", "Classifier('engine.*.plan'), smlp-predict, smlp-eval",
+                   not (gpu or trt), _join(gpu, trt)),
+        Capability("calibrate-gpu", "INT8 calibration on the GPU", "smlp-export --int8, its calibration pass "
+                   "on ONNX Runtime's CUDA provider", not (gpu or ort_gpu), _join(gpu, ort_gpu)),
+        Capability("bench-gpu", "GPU benchmark matrix", "smlp-bench: TensorRT fp32/fp16/int8, ONNX Runtime CUDA, "
+                   "eager fp16, torch.compile; --plot",
+                   not (gpu or trt or ort_gpu or compile_needs or _extra_needs(extras["bench"])),
+                   _join(gpu, trt, ort_gpu, compile_needs, _extra_needs(extras["bench"]))),
+        _command_family("serve", "serving (Triton)", "smlp-triton, smlp-serve", "smlp_deploy.serving", extras["serve"],
+                        _tritonserver_needs),
+        _command_family("ray", "batch inference on Ray", "smlp-predict --ray", "smlp_deploy.batch", extras["ray"]),
+    ]
+
+
+def _command_family(key: str, name: str, commands: str, module: str, extra: Extra, *more_needs) -> Capability:
+    """Commands that newer versions of smlp-deploy bring with an extra: ready where their module is in this
+    installation and the extra's libraries import."""
+    if importlib.util.find_spec(module) is None:
+        return Capability(key, name, commands, False, f"{commands}: not part of {DISTRIBUTION} {__version__} (it has "
+                                                      f"no {module}; a newer {DISTRIBUTION} brings it)")
+    needs = _join(_extra_needs(extra), *(need() for need in more_needs))
+    return Capability(key, name, commands, not needs, needs)
+
+
+def _tritonserver_needs() -> str:
+    folder, package = Path(sys.prefix) / TRITONSERVER[0], TRITONSERVER[1]
+    if (folder / "pytriton").is_dir() or importlib.util.find_spec("pytriton") is not None:
+        return ""
+    return f"smlp-serve's local tritonserver is not installed: pip install --no-deps --target {folder} {package}"
+
+
+def _gpu_needs(report: DoctorReport) -> str:
+    if report.cuda_unavailable is None:
+        return ""
+    if not report.gpus:
+        return f"no NVIDIA GPU here (nvidia-smi finds none; {report.cuda_unavailable})"
+    if report.torch_cuda is None:
+        return (f"{report.cuda_unavailable}, but this machine has {report.gpus[0].name}: install a CUDA build of "
+                "torch into this environment (pip install torch --index-url https://download.pytorch.org/whl/cuXYZ "
+                f"for a CUDA version driver {report.driver or '?'} supports; see pytorch.org/get-started)")
+    return report.cuda_unavailable
+
+
+def _extra_needs(extra: Extra) -> str:
+    if not extra.missing:
+        return ""
+    if not extra.declared:
+        return f"not part of {DISTRIBUTION} {__version__} (it has no [{extra.name}] extra)"
+    verb = "cannot import" if extra.name in EXTRA_LIBRARIES else "missing"
+    return f"{verb} {', '.join(extra.missing)}: {extra.install}"
+
+
+def _onnxruntime_gpu_needs(report: DoctorReport, extra: Extra) -> str:
+    if CUDA_PROVIDER in report.onnxruntime_providers:
+        return ""
+    if report.onnxruntime and report.onnxruntime_gpu:
+        return ("onnxruntime and onnxruntime-gpu are both installed and share the onnxruntime module, so the CPU "
+                "build hides the CUDA provider (microsoft/onnxruntime#26996): pip uninstall -y onnxruntime && "
+                f"pip install --force-reinstall --no-deps onnxruntime-gpu=={report.onnxruntime_gpu}")
+    return _extra_needs(extra) or f"onnxruntime-gpu {report.onnxruntime_gpu} offers no {CUDA_PROVIDER}"
+
+
+def _join(*needs: str) -> str:
+    return "; ".join(dict.fromkeys(n for n in needs if n))
+
+
+def format_report(report: DoctorReport) -> str:
+    """The report as a person reads it."""
+    gpus = [f"GPU {g.index}: {g.name}, compute capability {g.compute_capability}, {g.memory_gib} GiB"
+            + ("" if g.usable_by_torch else " (torch cannot use it)") for g in report.gpus]
+    providers = ", ".join(report.onnxruntime_providers) or "none"
+    machine = [
+        ("smlp-deploy", report.smlp_deploy),
+        ("python", f"{report.python} ({report.platform})"),
+        ("torch", f"{report.torch or 'not installed'}" + (f", CUDA {report.torch_cuda}" if report.torch_cuda else
+                                                           ", CPU build")),
+        ("GPUs", "; ".join(gpus) or "none (nvidia-smi finds no NVIDIA GPU)"),
+        ("driver", report.driver or "-"),
+        ("TensorRT", (report.tensorrt or "not installed") + ("" if report.tensorrt is None else
+                                                             f", builder: {report.tensorrt_builder or 'ok'}")),
+        ("ONNX Runtime", (f"{report.onnxruntime_gpu or report.onnxruntime or 'not installed'}"
+                          f"{' (onnxruntime-gpu)' if report.onnxruntime_gpu else ''}, providers: {providers}")),
+        ("onnxsim", report.onnxsim or "not installed"),
+    ]
+    undeclared = f" (its libraries; {DISTRIBUTION} {__version__} declares no such extra)"
+    extras = [(f"[{e.name}]", _extra_needs(e) or "installed" + ("" if e.declared else undeclared))
+              for e in report.extras]
+    capabilities = [(c.name, "ready" if c.ready else f"no: {c.needs}") for c in report.capabilities]
+    width = max(len(k) for k, _ in machine + extras + capabilities)
+    lines = ["machine"] + [f"  {k:<{width}}  {v}" for k, v in machine]
+    lines += ["extras"] + [f"  {k:<{width}}  {v}" for k, v in extras]
+    lines += ["capabilities"] + [f"  {k:<{width}}  {v}" for k, v in capabilities]
+    if report.cpu_only:
+        lines += ["", ("This machine is CPU-only: ONNX export, FP16 and INT8 ONNX, ONNX Runtime and the CPU benchmark "
+                       "work here; TensorRT engines and the GPU benchmark need an NVIDIA GPU (there: make gpu-check).")]
+    return "\n".join(lines)

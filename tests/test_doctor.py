@@ -1,0 +1,173 @@
+"""smlp-doctor and make gpu-check: what this machine can do, said precisely, and the GPU run that stops before
+installing anything where there is no GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+import smlp_deploy
+from smlp_deploy import checkup
+from smlp_deploy.bench import BenchConfig, run_benchmark
+from smlp_deploy.bench.report import write_json
+from smlp_deploy.checkup import DoctorReport
+from smlp_deploy.cli import bench as bench_cli
+from smlp_deploy.cli import export as export_cli
+from smlp_deploy.cli.doctor import CAPABILITIES, main
+from smlp_deploy.environment import extra_requirements, import_problem, unmet
+from smlp_deploy.export import export_model
+from smlp_deploy.imagefolder import find_images
+from smlp_deploy.manifest import BatchProfile
+from smlp_deploy.records import from_json, to_json
+
+from .gpu_check import Step, bench_command, export_command, format_summary, gpu_slug, pytest_command
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def report() -> DoctorReport:
+    return smlp_deploy.doctor()
+
+
+def test_every_capability_is_ready_or_says_what_to_do(report):
+    assert [c.key for c in report.capabilities] == list(CAPABILITIES)
+    assert report.capability("export-onnx").ready  # this suite exports ONNX: it must be ready wherever it runs
+    for capability in report.capabilities:
+        assert capability.ready == (capability.needs == ""), capability
+    gpu = report.capability("gpu")
+    assert gpu.ready == (report.cuda_unavailable is None)
+    for key in ("build-engines", "run-engines", "calibrate-gpu", "bench-gpu"):
+        assert report.capability(key).ready <= gpu.ready, key  # none of them without a GPU
+        if not gpu.ready:
+            assert gpu.needs in report.capability(key).needs, key
+    if report.tensorrt is None:
+        assert ("cannot import tensorrt (No module named 'tensorrt'): pip install 'smlp-deploy[trt]'"
+                in report.capability("run-engines").needs)
+    if report.onnxruntime_gpu is None:
+        assert ("missing onnxruntime-gpu>=1.24.1: pip install 'smlp-deploy[gpu]'"
+                in report.capability("calibrate-gpu").needs)
+
+
+@pytest.mark.parametrize("key, module", [("serve", "smlp_deploy.serving"), ("ray", "smlp_deploy.batch")])
+def test_serving_and_ray_are_judged_by_their_module_and_libraries(report, key, module):
+    """Both come from other branches: without their module the doctor says so; with it, their extra's libraries
+    must import, or the install command is named."""
+    capability = report.capability(key)
+    if importlib.util.find_spec(module) is None:
+        assert not capability.ready
+        assert f"not part of smlp-deploy {report.smlp_deploy} (it has no {module};" in capability.needs
+    elif not capability.ready:
+        assert "pip install" in capability.needs, capability
+
+
+def test_a_library_is_judged_by_importing_it():
+    assert import_problem("json") is None
+    assert import_problem("no_such_module_here") == "no_such_module_here (No module named 'no_such_module_here')"
+
+
+def test_an_extra_is_there_when_its_libraries_import(monkeypatch):
+    """Whether or not the installed metadata declares it: an editable install older than the extra does not."""
+    monkeypatch.setitem(checkup.EXTRA_LIBRARIES, "warp", ("json",))
+    monkeypatch.setitem(checkup.EXTRA_LIBRARIES, "trt", ("no_such_module_here",))
+    undeclared = checkup._extra("warp")
+    assert undeclared == checkup.Extra("warp", False, []) and checkup._extra_needs(undeclared) == ""
+    missing = checkup._extra("trt")
+    assert checkup._extra_needs(missing) == ("cannot import no_such_module_here (No module named "
+                                             "'no_such_module_here'): pip install 'smlp-deploy[trt]'")
+    assert checkup._extra_needs(checkup.Extra("warp", False, ["warp (No module named 'warp')"])) == (
+        f"not part of smlp-deploy {smlp_deploy.__version__} (it has no [warp] extra)")
+
+
+def test_a_cpu_only_machine_says_so(report, capsys):
+    if not report.cpu_only:
+        pytest.skip("a GPU is usable here")
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "This machine is CPU-only" in out and "make gpu-check" in out
+    assert f"torch {report.torch}, CPU build" in " ".join(out.split()) or report.torch_cuda is not None
+    assert main(["--require", "export-onnx,gpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"not ready: CUDA GPU for PyTorch (gpu): {report.capability('gpu').needs}" in err
+    assert "export-onnx" not in err
+
+
+def test_the_report_is_typed_json(report, capsys):
+    assert main(["--json"]) in (0, 1)
+    data = json.loads(capsys.readouterr().out)
+    assert from_json(DoctorReport, data) == from_json(DoctorReport, to_json(report))
+    assert {c["key"]: c["ready"] for c in data["capabilities"]} == {c.key: c.ready for c in report.capabilities}
+
+
+def test_a_capability_that_does_not_exist_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--require", "warp-drive"])
+    assert exit_info.value.code == 2 and "choose among export-onnx, gpu" in capsys.readouterr().err
+
+
+def test_extras_come_from_the_package_metadata():
+    """The doctor reads each extra's requirements from the installed metadata, so the extras it reports are the
+    ones pyproject.toml declares (serve and ray included, once they exist)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for name, requirements in declared.items():
+        assert sorted(extra_requirements(name) or []) == sorted(r.replace(" ", "") for r in requirements), name
+    assert extra_requirements("no-such-extra") is None
+    assert unmet(["numpy>=1.0"]) == []
+    assert unmet(["numpy>=9999"])[0].startswith("numpy>=9999 (found ")
+    assert unmet(["no-such-distribution-here>=1"]) == ["no-such-distribution-here>=1"]
+
+
+def test_make_gpu_check_stops_at_the_doctor_without_a_gpu(report):
+    """Here the first step fails with the doctor's explanation and a non-zero exit, before any install."""
+    if report.capability("gpu").ready:
+        pytest.skip("a GPU is usable here: make gpu-check would run for real")
+    prefix = Path(sys.prefix)
+    done = subprocess.run(["make", "--no-print-directory", "-o", f"{prefix}/.installed", f"VENV={prefix}", "gpu-check"],
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "== [1/3] smlp-doctor: can torch use a CUDA GPU here?" in output
+    assert f"not ready: CUDA GPU for PyTorch (gpu): {report.capability('gpu').needs}" in output
+    assert "This machine is CPU-only" in output
+    assert "== [2/3]" not in output and "-m pip install" not in output  # make echoes each command it runs
+
+
+def test_the_gpu_check_summary_reads_real_reports(report, tmp_path):
+    """The summary make gpu-check prints, built from a real export's manifest and a real benchmark report."""
+    export = export_model("test", image_size=64, out_dir=tmp_path / "export", quiet=True)
+    bench = run_benchmark(BenchConfig(artifacts=export.out_dir, backends=("torch", "onnxruntime"), batch_sizes=(1,),
+                                      iters=5, warmup=1, device="cpu", threads=1), log=lambda _: None)
+    write_json(bench, tmp_path / "bench.json")
+    steps = [Step("GPU tests", ["pytest"], tmp_path / "log", 0, 12.0, "3 passed"),
+             Step("benchmark", ["smlp-bench"], tmp_path / "log", 1, 5.0, "error: boom")]
+    summary = format_summary(report, steps, export.out_dir, tmp_path / "bench.json")
+    assert f"smlp-deploy {report.smlp_deploy}" in summary
+    assert "| GPU tests | ok: 3 passed | 12 |" in summary and "| benchmark | FAILED (1): error: boom | 5 |" in summary
+    assert "| model.onnx | 1.000000 | 100% |" in summary
+    assert "| torch fp32 | 1 |" in summary and "| onnxruntime fp32 | 1 |" in summary
+    assert gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_the_gpu_check_commands_are_what_the_clis_accept(tmp_path):
+    """What make gpu-check runs on a GPU host, held to the commands' own parsers here (it cannot run past the
+    doctor on this machine)."""
+    export = export_cli.parser().parse_args(export_command(tmp_path / "tiny")[1:])
+    assert (export.variant, export.fp32, export.fp16, export.int8, export.int8_target) == ("tiny", True, True, True,
+                                                                                           "both")
+    assert export.require_engine and export.batch == BatchProfile(1, 32, 128) and export.out == tmp_path / "tiny"
+    assert len(find_images(export.calib_dir)) == export.calib_samples == 5  # the bundled photos
+    outputs = {kind: tmp_path / f"gpu.{kind}" for kind in ("json", "csv", "png")}
+    bench = bench_cli.parser().parse_args(bench_command(tmp_path / "tiny", outputs)[1:])
+    assert (bench.device, bench.backends, bench.precisions, bench.batch_sizes) == (
+        "cuda", ("torch", "torch.compile", "onnxruntime", "tensorrt"), ("fp32", "fp16", "int8"), (1, 8, 32, 128))
+    assert (bench.json, bench.csv, bench.plot) == tuple(outputs.values())
+    collected = subprocess.run([*pytest_command(), "--collect-only"], check=False, cwd=ROOT, capture_output=True,
+                               text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout[-2000:]
+    assert "tests/test_tensorrt_runtime.py::" in collected.stdout  # the marker selects the GPU tests
