@@ -7,13 +7,11 @@ onnxsim), the optional extras, and each capability of the commands: ``ready``, o
 
 from __future__ import annotations
 
-import importlib.util
 import platform
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import __version__
+from .errors import SmlpDeployError
 from .environment import (
     DISTRIBUTION, Gpu, extra_requirements, gpus, import_problem, installed_version, nvidia_driver,
     onnxruntime_providers, tensorrt_builder_reason, torch_cuda, unmet,
@@ -25,9 +23,6 @@ EXTRAS = ("trt", "gpu", "bench", "serve", "ray")
 # the onnxruntime module with the CPU package, so it is checked by its metadata and ONNX Runtime's providers.
 EXTRA_LIBRARIES = {"trt": ("tensorrt",), "bench": ("matplotlib",), "serve": ("tritonclient.http", "tritonclient.grpc"),
                    "ray": ("ray", "ray.data")}
-# smlp-serve's local server is nvidia-pytriton's wheel, installed without its dependencies (it pins numpy<2) into
-# this folder of the environment; like smlp-serve, the doctor locates it and never imports it.
-TRITONSERVER = ("tritonserver", "nvidia-pytriton==0.7.0")
 CORE = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -136,27 +131,27 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
                    "eager fp16, torch.compile; --plot",
                    not (gpu or trt or ort_gpu or compile_needs or _extra_needs(extras["bench"])),
                    _join(gpu, trt, ort_gpu, compile_needs, _extra_needs(extras["bench"]))),
-        _command_family("serve", "serving (Triton)", "smlp-triton, smlp-serve", "smlp_deploy.serving", extras["serve"],
-                        _tritonserver_needs),
-        _command_family("ray", "batch inference on Ray", "smlp-predict --ray", "smlp_deploy.batch", extras["ray"]),
+        _with_extra("serve", "serving (Triton)", "smlp-triton, smlp-serve", extras["serve"], _tritonserver_needs()),
+        _with_extra("ray", "batch inference on Ray", "smlp-predict --ray", extras["ray"]),
     ]
 
 
-def _command_family(key: str, name: str, commands: str, module: str, extra: Extra, *more_needs) -> Capability:
-    """Commands that newer versions of smlp-deploy bring with an extra: ready where their module is in this
-    installation and the extra's libraries import."""
-    if importlib.util.find_spec(module) is None:
-        return Capability(key, name, commands, False, f"{commands}: not part of {DISTRIBUTION} {__version__} (it has "
-                                                      f"no {module}; a newer {DISTRIBUTION} brings it)")
-    needs = _join(_extra_needs(extra), *(need() for need in more_needs))
+def _with_extra(key: str, name: str, commands: str, extra: Extra, *more_needs: str) -> Capability:
+    """Commands that need an extra: ready where its libraries import (and whatever else they need is there)."""
+    needs = _join(_extra_needs(extra), *more_needs)
     return Capability(key, name, commands, not needs, needs)
 
 
 def _tritonserver_needs() -> str:
-    folder, package = Path(sys.prefix) / TRITONSERVER[0], TRITONSERVER[1]
-    if (folder / "pytriton").is_dir() or importlib.util.find_spec("pytriton") is not None:
-        return ""
-    return f"smlp-serve's local tritonserver is not installed: pip install --no-deps --target {folder} {package}"
+    """smlp-serve's local server (nvidia-pytriton's wheel, installed apart: it pins numpy<2), located as smlp-serve
+    locates it, never imported."""
+    from .serving.server import find_tritonserver
+
+    try:
+        find_tritonserver()
+    except SmlpDeployError as error:
+        return f"smlp-serve's local server: {error}"
+    return ""
 
 
 def _gpu_needs(report: DoctorReport) -> str:
