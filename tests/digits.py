@@ -103,7 +103,9 @@ def compare_calibration(samples: int = 256) -> list[dict]:
 
     import onnx
 
-    from smlp_deploy.calibration import METHODS, TARGETS, compute_ranges, load_calibration_set, quantize_qdq
+    from smlp_deploy.calibration import (
+        METHODS, TARGETS, calibrated_tensors, compute_ranges, load_calibration_set, quantize_qdq,
+    )
     from smlp_deploy.export import export_model
     from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
@@ -114,16 +116,17 @@ def compare_calibration(samples: int = 256) -> list[dict]:
                               out_dir=Path(tmp) / "export", quiet=True)
         fp32_path = export.out_dir / "model.onnx"
         calib = load_calibration_set(folders["train"], export.manifest.preprocess, samples=samples, quiet=True)
+        tensors = calibrated_tensors(onnx.load(str(fp32_path)), TARGETS)  # both forms: every range either needs
         inputs, labels = load_split(folders["test"])
         reference = OnnxRuntimeBackend(fp32_path, device="cpu").run(inputs)
         rows.append({"method": "fp32", "seconds": 0.0, **_scores("fp32", reference, reference, labels)})
         for method in METHODS.values():
             start = time.perf_counter()
-            ranges = compute_ranges(fp32_path, calib.inputs, method, quiet=True)
+            ranges = compute_ranges(fp32_path, calib, method, tensors, quiet=True)
             row = {"method": method.name, "seconds": time.perf_counter() - start}
             for target in TARGETS.values():
                 path = Path(tmp) / f"{method.name}.{target.artifact.file_name}"
-                onnx.save(quantize_qdq(fp32_path, ranges, method, target), str(path))
+                onnx.save(quantize_qdq(fp32_path, ranges, target), str(path))
                 logits = OnnxRuntimeBackend(path, device="cpu").run(inputs)
                 row.update(_scores(target.name, logits, reference, labels))
             rows.append(row)
