@@ -41,15 +41,17 @@ class Extremes:
     def magnitude(self) -> float:
         return max(-self.low, self.high, 0.0)
 
-    def add(self, name: str, values: np.ndarray) -> tuple[float, float]:
-        """Take in a batch of the tensor ``name``; returns the batch's (min, max)."""
-        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    def add(self, name: str, values: np.ndarray) -> None:
+        """Take in a batch of the tensor ``name``."""
+        if values.size:
+            self._record(name, float(values.min()), float(values.max()), values.size)
+
+    def _record(self, name: str, low: float, high: float, size: int) -> None:
         if not (math.isfinite(low) and math.isfinite(high)):
             raise CalibrationError(f"tensor {name!r} of the float model is not finite (NaN or inf) on the calibration "
                                    "images: check the model's weights and the images' preprocessing")
         self.low, self.high = min(self.low, low), max(self.high, high)
-        self.size += values.size
-        return low, high
+        self.size += size
 
 
 class Histogram(Extremes):
@@ -73,24 +75,67 @@ class Histogram(Extremes):
         self.width = 0.0  # set by the first nonzero batch
         self.top = 0  # bins a side
         self._edge = 0.0  # top * width, or the first batch's largest magnitude exactly (ONNX Runtime's threshold)
-        self.counts = np.zeros(2 * self.slots, dtype=np.int64)  # slot slots + k holds bin k
+        # Slot slots + k holds bin k; outside [slots - top, slots + top) only while a batch is being counted.
+        self.counts = np.zeros(2 * self.slots, dtype=np.int64)
         self._scratch = scratch
 
-    def add(self, name: str, values: np.ndarray) -> tuple[float, float]:
-        low, high = super().add(name, values)
-        largest = max(-low, high)
-        if not self.width:
+    def add(self, name: str, values: np.ndarray) -> None:
+        values = values.reshape(-1)
+        if not values.size:
+            return
+        if not self.width:  # the first batch sets the grid: its extremes are needed before any value is binned
+            low, high = float(values.min()), float(values.max())
+            self._record(name, low, high, values.size)
+            largest = max(-low, high)
             if not largest:  # all zero so far: no scale yet, and every value is in bin 0 of any grid
                 self.counts[self.slots] += values.size
-                return low, high
+                return
             self.width, self.top, self._edge = largest / self.bins, self.bins, largest
-        elif largest > self._edge:
-            self.top = int(largest // self.width) + 1
-            self._edge = self.top * self.width
-        while self.top > self.slots:
-            self._coarsen()
-        self._count(values.reshape(-1), np.float32(low), np.float32(high))
+            self._count(name, values)
+        else:
+            low, high = self._count(name, values)
+            self._record(name, low, high, values.size)
+            largest = max(-low, high)
+            if largest > self._edge:  # widen by whole bins, before the batch counts (as ONNX Runtime does)
+                self.top = int(largest // self.width) + 1
+                self._edge = self.top * self.width
+                while self.top > self.slots:
+                    self._coarsen()
+        self._close_edges()
+
+    def _count(self, name: str, values: np.ndarray) -> tuple[float, float]:
+        """``counts[slots + floor(x / w)] += 1`` for each x, a cache-sized block at a time, in float32 (exact up
+        to the rounding of x / w: integers below 2^24 are exact); returns the extremes, taken from the same
+        blocks while they are in cache. A block reaching past the allocated slots coarsens the grid first."""
+        scaled, index = self._scratch.scaled, self._scratch.index
+        low, high = math.inf, -math.inf
+        for begin in range(0, values.size, BLOCK):
+            block = values[begin : begin + BLOCK]
+            n = block.size
+            block_low, block_high = block.min(), block.max()
+            if not (np.isfinite(block_low) and np.isfinite(block_high)):
+                self._record(name, float(block_low), float(block_high), 0)  # raises
+            while self._slot(block_low) < 0 or self._slot(block_high) >= 2 * self.slots:
+                self._coarsen()
+            low, high = min(low, float(block_low)), max(high, float(block_high))
+            np.multiply(block, np.float32(1 / self.width), out=scaled[:n])
+            np.floor(scaled[:n], out=scaled[:n])
+            np.add(scaled[:n], np.float32(self.slots), out=index[:n], casting="unsafe")
+            found = np.bincount(index[:n])
+            self.counts[: found.size] += found
         return low, high
+
+    def _slot(self, value: np.float32) -> int:
+        """The slot of ``value``, computed as ``_count`` computes it."""
+        return int(np.floor(value * np.float32(1 / self.width))) + self.slots
+
+    def _close_edges(self) -> None:
+        """Counts past the range's edges (values exactly at an edge, or rounded onto it) go into the edge bins."""
+        first, last = self.slots - self.top, self.slots + self.top - 1
+        self.counts[first] += self.counts[:first].sum()
+        self.counts[last] += self.counts[last + 1 :].sum()
+        self.counts[:first] = 0
+        self.counts[last + 1 :] = 0
 
     def _coarsen(self) -> None:
         """Double the bin width: slot ``slots + k`` moves to ``slots + floor(k / 2)``."""
@@ -100,25 +145,6 @@ class Histogram(Extremes):
         self.width *= 2
         self.top = (self.top + 1) // 2
         self._edge = self.top * self.width
-
-    def _count(self, values: np.ndarray, low: np.float32, high: np.float32) -> None:
-        """``counts[slots + floor(x / w)] += 1`` for each x, a cache-sized block at a time, in float32 (exact up
-        to the rounding of x / w: integers below 2^24 are exact). Indices past the range's edge (a value exactly
-        at it, or rounded onto it) are put back into the edge bins."""
-        scaled, index = self._scratch.scaled, self._scratch.index
-        scale, offset = np.float32(1 / self.width), np.float32(self.slots)
-        first, last = self.slots - self.top, self.slots + self.top - 1
-        clip = np.floor(low * scale) + offset < first or np.floor(high * scale) + offset > last
-        for begin in range(0, values.size, BLOCK):
-            block = values[begin : begin + BLOCK]
-            n = block.size
-            np.multiply(block, scale, out=scaled[:n])
-            np.floor(scaled[:n], out=scaled[:n])
-            np.add(scaled[:n], offset, out=index[:n], casting="unsafe")
-            if clip:
-                np.clip(index[:n], first, last, out=index[:n])
-            found = np.bincount(index[:n])
-            self.counts[: found.size] += found
 
     def magnitudes(self) -> np.ndarray:
         """Counts of |x| per bin ``[k w, (k + 1) w)``, k from 0 to ``top - 1``."""

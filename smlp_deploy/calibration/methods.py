@@ -136,7 +136,7 @@ def compute_ranges(
     images = calib.images()
     with progress_bar(total=len(calib), desc=f"calibrating ({method.name})", unit="img", quiet=quiet) as bar:
         first_bytes = observe(np.stack(list(islice(images, 1))))
-        size = batch_size or _batch_size(first_bytes)
+        size = batch_size or batch_size_for(first_bytes)
         if say:
             say(f"{len(tensors)} tensors observed with ONNX Runtime's {activations.provider}, {size} image(s) a batch")
         while batch := list(islice(images, size)):
@@ -144,5 +144,6 @@ def compute_ranges(
     return {name: (-m, m) for name, m in ((name, float(method.threshold(s))) for name, s in stats.items())}
 
 
-def _batch_size(bytes_per_image: int) -> int:
+def batch_size_for(bytes_per_image: int) -> int:
+    """Images a batch for ``bytes_per_image`` of observed activations."""
     return max(1, min(MAX_BATCH, BATCH_BYTES // max(bytes_per_image, 1)))
