@@ -245,12 +245,27 @@ def test_unreadable_files_are_skipped_and_counted(digits, tmp_path):
         (folder / f"{i}.png").write_bytes(path.read_bytes())
     (folder / "nested").mkdir()
     (folder / "nested" / "bad.webp").write_bytes(b"RIFF....WEBP")
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         calib = load_calibration_set(folder, PREPROCESS, samples=10, quiet=True)
-    messages = " ".join(str(w.message) for w in caught)
-    assert "skipped 1 unreadable" in messages and "fewer than the 10 asked for" in messages
-    assert len(calib) == 3 and [i.shape for i in calib.images()] == [(3, IMAGE_SIZE, IMAGE_SIZE)] * 3
-    assert calib.skipped[0][0] == "nested/bad.webp"
+    assert len(calib) == 3 and calib.requested == 10 and calib.skipped[0][0] == "nested/bad.webp"
+    assert [i.shape for i in calib.images()] == [(3, IMAGE_SIZE, IMAGE_SIZE)] * 3
+
+
+def test_fewer_images_than_asked_warns_when_calibrating_not_when_the_cache_is_reused(digits, tmp_path):
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i, path in enumerate(sorted(digits["train"].glob("*/*.png"))[:3]):
+        (folder / f"{i}.png").write_bytes(path.read_bytes())
+    options = dict(checkpoint=CHECKPOINT, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, precisions=("fp32", "int8"),
+                   out_dir=tmp_path / "export", quiet=True, int8_options=Int8Options(folder, samples=10))
+    with pytest.warns(UserWarning, match="has 3 readable image\\(s\\), fewer than the 10 asked for; calibrating on 3"):
+        first = export_model("test", **options)
+    assert not first.manifest.calibration.cache_reused and first.manifest.calibration.samples_requested == 10
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = export_model("test", **options)
+    assert again.manifest.calibration.cache_reused and again.manifest.calibration.samples == 3
+    assert not [w for w in caught if "fewer than" in str(w.message)]
 
 
 def test_sampling_is_deterministic(digits):
@@ -330,7 +345,8 @@ def test_a_calibration_image_changed_after_drawing_is_named(digits, tmp_path, ex
     for i, path in enumerate(sources):
         (folder / f"{i}.png").write_bytes(path.read_bytes())
     calib = load_calibration_set(folder, PREPROCESS, samples=3, quiet=True)
-    (folder / calib.files[1]).write_bytes(sources[0].read_bytes() if calib.files[1] != "0.png" else sources[1].read_bytes())
+    other = sources[0] if calib.files[1] != "0.png" else sources[1]
+    (folder / calib.files[1]).write_bytes(other.read_bytes())
     model = exported.out_dir / "model.onnx"
     with pytest.raises(CalibrationError, match=f"{calib.files[1]}' .* changed since the calibration set was drawn"):
         compute_ranges(model, calib, METHODS["minmax"], ["input"], quiet=True)

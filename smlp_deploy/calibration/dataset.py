@@ -32,6 +32,7 @@ class CalibrationSet:
     files: list[str]  # relative to root
     digests: list[str]  # sha256 of each file's bytes: the cache key sees content, not just names
     skipped: list[tuple[str, str]]  # (relative path, why)
+    requested: int  # the number of images asked for: more than ``len(self)`` when the folder holds fewer
 
     def __len__(self) -> int:
         return len(self.files)
@@ -76,7 +77,8 @@ def load_calibration_set(
     preprocessing once, to know it can be, and let go.
 
     Unreadable files are skipped, counted and replaced by the next file in the drawn order. Fewer readable images
-    than ``samples`` gives a warning and uses them all; none gives :class:`CalibrationError`.
+    than ``samples`` are all used (calibrating on them warns, reusing a cache for them does not); none gives
+    :class:`CalibrationError`.
     """
     root = Path(root)
     check_arguments(root, samples)
@@ -113,7 +115,4 @@ def load_calibration_set(
     if skipped:
         warnings.warn(f"calibration: skipped {len(skipped)} unreadable file(s) in {root}, e.g. {skipped[0][1]}",
                       stacklevel=2)
-    if len(files) < samples:
-        warnings.warn(f"calibration: {root} has {len(files)} readable image(s), fewer than the {samples} asked "
-                      f"for; calibrating on {len(files)}", stacklevel=2)
-    return CalibrationSet(root, preprocess, files, digests, skipped)
+    return CalibrationSet(root, preprocess, files, digests, skipped, samples)

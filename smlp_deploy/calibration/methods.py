@@ -9,6 +9,7 @@ does; tests/test_calibration.py compares the two on the digits fixture.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -120,7 +121,11 @@ def compute_ranges(
     The first image runs alone: it sets the histograms' grid and measures what an image's observed tensors
     take, from which the batch size follows (``BATCH_BYTES``, at most ``MAX_BATCH``) unless ``batch_size`` is
     given. Counts add up and the grid is the first image's, so the ranges do not depend on the batch size.
+    A set with fewer images than were asked for warns here, where they are used (a reused cache says nothing).
     """
+    if len(calib) < calib.requested:
+        warnings.warn(f"calibration: {calib.root} has {len(calib)} readable image(s), fewer than the "
+                      f"{calib.requested} asked for; calibrating on {len(calib)}", stacklevel=2)
     activations = Activations(model_path, tensors)
     scratch = Scratch()
     stats = {name: method.statistics(scratch) for name in tensors}
