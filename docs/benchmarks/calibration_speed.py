@@ -1,7 +1,7 @@
 """INT8 calibration time against plain FP32 inference over the same images, and the peak memory of
 ``smlp-export --int8`` (the figures behind README, "INT8": calibration time).
 
-    python docs/benchmarks/calibration_speed.py --variant tiny --samples 256 --rounds 3 \
+    python docs/benchmarks/calibration_speed.py --variant tiny --samples 256 --rounds 2 \
         --rss-samples 256,1024 --json docs/benchmarks/calibration-speed-tiny.json
 
 The images are the digits fixture's train split (1,347 PNGs, tests/digits.py) unless ``--calib-dir`` names a
@@ -57,6 +57,40 @@ def batches(images, size: int, first: int | None = None):
         yield np.stack(batch)
 
 
+def timed_tasks(model: Path, calib, tensors: list[str]):
+    """The tasks a round times, by name, and the calibration batch size."""
+    fp32 = OnnxRuntimeBackend(model, device="cpu")
+    observed = Activations(model, tensors)
+    one = observed(next(batches(calib.images(), 1)))
+    calib_batch = batch_size_for(sum(v.nbytes for v in one.values()))
+    del one
+
+    def infer():
+        for batch in batches(calib.images(), FP32_BATCH):
+            fp32.run(batch)
+
+    def forward():
+        for batch in batches(calib.images(), calib_batch, first=1):
+            observed(batch)
+
+    tasks = {FP32: infer, FORWARD: forward}
+    tasks |= {name: (lambda m=m: compute_ranges(model, calib, m, tensors, quiet=True)) for name, m in METHODS.items()}
+    return tasks, calib_batch
+
+
+def time_rounds(tasks: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each task per round, the order rotating from round to round."""
+    times: dict[str, list[float]] = {name: [] for name in tasks}
+    names = list(tasks)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            tasks[name]()
+            times[name].append(time.perf_counter() - start)
+            print(f"round {r + 1}: {name} {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
+    return times
+
+
 def export_rss(variant: str, calib_dir: Path, samples: int, out: Path) -> dict:
     """Wall time and peak RSS of one ``smlp-export --int8`` process."""
     command = ["/usr/bin/time", "-f", "%e s %M KB", str(Path(sys.executable).parent / "smlp-export"),
@@ -88,31 +122,9 @@ def main() -> None:
         model = export.out_dir / "model.onnx"
         calib = load_calibration_set(args.calib_dir, export.manifest.preprocess, samples=args.samples, quiet=True)
         tensors = calibrated_tensors(onnx.load(str(model)), ["tensorrt"])
-        fp32 = OnnxRuntimeBackend(model, device="cpu")
-        observed = Activations(model, tensors)
-        one = observed(next(batches(calib.images(), 1)))
-        calib_batch = batch_size_for(sum(v.nbytes for v in one.values()))
-        del one
-
-        def infer():
-            for batch in batches(calib.images(), FP32_BATCH):
-                fp32.run(batch)
-
-        def forward():
-            for batch in batches(calib.images(), calib_batch, first=1):
-                observed(batch)
-
-        tasks = {FP32: infer, FORWARD: forward}
-        tasks |= {name: (lambda m=m: compute_ranges(model, calib, m, tensors, quiet=True)) for name, m in METHODS.items()}
-        times: dict[str, list[float]] = {name: [] for name in tasks}
-        names = list(tasks)
-        for r in range(args.rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                start = time.perf_counter()
-                tasks[name]()
-                times[name].append(time.perf_counter() - start)
-                print(f"round {r + 1}: {name} {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
-        del observed, fp32
+        tasks, calib_batch = timed_tasks(model, calib, tensors)
+        times = time_rounds(tasks, args.rounds)
+        del tasks  # their sessions go before the export processes start
         rss = [export_rss(args.variant, args.calib_dir, int(n), tmp / f"rss-{n}")
                for n in args.rss_samples.split(",") if n]
 
@@ -123,7 +135,8 @@ def main() -> None:
     print(f"({args.samples} images, {len(tensors)} tensors observed, calibration batches of {calib_batch}, FP32 "
           f"batches of {FP32_BATCH}; {args.rounds} interleaved rounds, ratios median [min-max])")
     for r in rss:
-        print(f"smlp-export --int8, {r['samples']} images: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_kb'] / 2**20:.2f} GiB")
+        print(f"smlp-export --int8, {r['samples']} images: {r['wall_s']:.1f} s, "
+              f"peak RSS {r['peak_rss_kb'] / 2**20:.2f} GiB")
     if args.json:
         write_json_atomic(args.json, {
             "env": environment.capture() | {"threads": environment.cpu_cores()}, "model": export.manifest.model.name,

@@ -6,9 +6,10 @@ provider cannot start); the statistics are taken on the host either way. That GP
 with another provider list: no machine of this project has a GPU, so it has not been run here.
 
 The graph runs without ONNX Runtime's graph optimizations, as its own calibrators run it, so every activation
-is bit for bit the one they see. On sMLPNet-T with its Conv/MatMul/Gemm inputs as outputs that costs a few
-percent of the forward time: the layout rewrites of level "all" (NCHWc convolutions) change activations by up to
-1.4e-6 of their scale; levels "basic" and "extended" leave them identical but gain nothing measurable there.
+is bit for bit the one they see, and it is not slower for it: with sMLPNet-T's Conv/MatMul/Gemm inputs as
+outputs, the same forward at level "all" took 1.19x and 1.83x the unoptimized one's time over 256 images in the
+two interleaved rounds of docs/benchmarks/calibration_speed.py (then with a "level all" task; 2 shared cores,
+2026-11-25). Its layout rewrites (NCHWc convolutions) also change activations by up to 1.4e-6 of their scale.
 """
 
 from __future__ import annotations
