@@ -43,7 +43,8 @@ def read_cache(path: Path, key: dict[str, Any], tensors: Sequence[str]) -> Cache
     if data.get("version") != CACHE_VERSION:
         return CacheLookup(None, f"calibration cache {path} has format version {data.get('version')}: recalibrating")
     if data.get("collector") != COLLECTOR_VERSION:
-        made_by = f"version {data['collector']} of the collector" if "collector" in data else "onnxruntime's calibrators"
+        made_by = (f"version {data['collector']} of the collector" if "collector" in data
+                   else "onnxruntime's calibrators")
         return CacheLookup(None, f"calibration cache {path} was made by {made_by}, this is version "
                                  f"{COLLECTOR_VERSION}: recalibrating")
     changed = [what for field, what in _WHAT.items() if data["key"].get(field) != key[field]]
