@@ -418,8 +418,8 @@ def reference(exported, digits, tmp_path_factory):
             for batch in batches:
                 calibrator.collect_data(_Feed(batch))
         ort[name] = calibrator
-    return SimpleNamespace(tensors=tensors, ours=ours, stats=stats, tails={t: np.sort(v)[::-1] for t, v in tails.items()},
-                           ort=ort)
+    tails = {t: np.sort(v)[::-1] for t, v in tails.items()}
+    return SimpleNamespace(tensors=tensors, ours=ours, stats=stats, tails=tails, ort=ort)
 
 
 def _magnitude(low, high) -> float:
