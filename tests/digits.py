@@ -16,9 +16,13 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from smlp_deploy.calibration import CalibrationSet
 
 CHECKPOINT = Path(__file__).parent / "data" / "smlpnet_digits.pth"
 IMAGE_SIZE = 64
@@ -98,13 +102,16 @@ def train(out: Path, epochs: int = 40, seed: int = 0) -> float:
 
 
 @contextmanager
-def _held_out_setup(samples: int) -> Iterator[tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """In a temporary folder: the fixture's FP32 export, ``samples`` calibration inputs from the train split, and
-    the held-out inputs, labels and FP32 logits -> (folder, model.onnx, calibration inputs, inputs, labels, logits).
-    """
+def _held_out_setup(samples: int) -> Iterator[tuple[Path, Path, CalibrationSet, list[str], np.ndarray, np.ndarray,
+                                                   np.ndarray]]:
+    """In a temporary folder: the fixture's FP32 export, ``samples`` calibration images from the train split, the
+    tensors both INT8 forms need ranges for, and the held-out inputs, labels and FP32 logits -> (folder,
+    model.onnx, calibration set, tensors, inputs, labels, logits)."""
     import tempfile
 
-    from smlp_deploy.calibration import load_calibration_set
+    import onnx
+
+    from smlp_deploy.calibration import TARGETS, calibrated_tensors, load_calibration_set
     from smlp_deploy.export import export_model
     from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
@@ -114,9 +121,10 @@ def _held_out_setup(samples: int) -> Iterator[tuple[Path, Path, np.ndarray, np.n
                               out_dir=Path(tmp) / "export", quiet=True)
         fp32_path = export.out_dir / "model.onnx"
         calib = load_calibration_set(folders["train"], export.manifest.preprocess, samples=samples, quiet=True)
+        tensors = calibrated_tensors(onnx.load(str(fp32_path)), TARGETS)  # both forms: every range either needs
         inputs, labels = load_split(folders["test"])
         reference = OnnxRuntimeBackend(fp32_path, device="cpu").run(inputs)
-        yield Path(tmp), fp32_path, calib.inputs, inputs, labels, reference
+        yield Path(tmp), fp32_path, calib, tensors, inputs, labels, reference
 
 
 def compare_calibration(samples: int = 256) -> list[dict]:
@@ -129,15 +137,15 @@ def compare_calibration(samples: int = 256) -> list[dict]:
     from smlp_deploy.calibration import METHODS, TARGETS, compute_ranges, quantize_qdq
     from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
-    with _held_out_setup(samples) as (tmp, fp32_path, calibration, inputs, labels, reference):
+    with _held_out_setup(samples) as (tmp, fp32_path, calibration, tensors, inputs, labels, reference):
         rows = [{"method": "fp32", "seconds": 0.0, **_scores("fp32", reference, reference, labels)}]
         for method in METHODS.values():
             start = time.perf_counter()
-            ranges = compute_ranges(fp32_path, calibration, method, quiet=True)
+            ranges = compute_ranges(fp32_path, calibration, method, tensors, quiet=True)
             row = {"method": method.name, "seconds": time.perf_counter() - start}
             for target in TARGETS.values():
                 path = tmp / f"{method.name}.{target.artifact.file_name}"
-                onnx.save(quantize_qdq(fp32_path, ranges, method, target), str(path))
+                onnx.save(quantize_qdq(fp32_path, ranges, target), str(path))
                 logits = OnnxRuntimeBackend(path, device="cpu").run(inputs)
                 row.update(_scores(target.name, logits, reference, labels))
             rows.append(row)
@@ -157,13 +165,13 @@ def compare_left_weights(samples: int = 256) -> list[dict]:
     from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
     rows = []
-    with _held_out_setup(samples) as (tmp, fp32_path, calibration, inputs, labels, reference):
+    with _held_out_setup(samples) as (tmp, fp32_path, calibration, tensors, inputs, labels, reference):
         method = get_method("percentile")
-        ranges = compute_ranges(fp32_path, calibration, method, quiet=True)
+        ranges = compute_ranges(fp32_path, calibration, method, tensors, quiet=True)
         shipped = TARGETS["tensorrt"]
         for name, target in (("per tensor", shipped),
                              ("per channel", dataclasses.replace(shipped, per_channel_left_weights=True))):
-            model = quantize_qdq(fp32_path, ranges, method, target)
+            model = quantize_qdq(fp32_path, ranges, target)
             row = {"W @ x weights": name}
             for parts, form in (("fp32", model), ("fp16", convert_to_fp16(model))):
                 path = tmp / f"{name}.{parts}.onnx"

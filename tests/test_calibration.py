@@ -14,7 +14,8 @@ from PIL import Image
 
 from smlp_deploy import Classifier
 from smlp_deploy.calibration import (
-    METHODS, TARGETS, compute_ranges, get_method, load_calibration_set, quantize_qdq, read_cache,
+    METHODS, TARGETS, calibrated_tensors, compute_ranges, get_method, load_calibration_set, quantize_qdq,
+    read_cache,
 )
 from smlp_deploy.cli.eval import entry_point as eval_entry_point
 from smlp_deploy.cli.export import entry_point
@@ -186,19 +187,20 @@ def test_second_run_reuses_the_cache(exported, digits, capsys):
 def test_stale_and_foreign_caches(exported, tmp_path):
     path = exported.out_dir / "calibration.cache.json"
     key = json.loads(path.read_text())["key"]
-    assert read_cache(path, key).ranges is not None
+    tensors = calibrated_tensors(onnx.load(str(exported.out_dir / "model.onnx")), TARGETS)
+    assert read_cache(path, key, tensors).ranges is not None
     other_images = {**key, "samples": key["samples"][:-1]}
-    lookup = read_cache(path, other_images)
+    lookup = read_cache(path, other_images, tensors)
     assert lookup.ranges is None and "stale (the calibration images changed)" in lookup.message
     other_model = {**key, "model_sha256": "0" * 64, "settings": {}}
-    assert "the model, the method's settings changed" in read_cache(path, other_model).message
+    assert "the model, the method's settings changed" in read_cache(path, other_model, tensors).message
 
     foreign = tmp_path / "notes.json"
     foreign.write_text('{"results": [1, 2]}')
     for bad in (foreign, exported.out_dir / "model.onnx"):
         before = bad.read_bytes()
         with pytest.raises(CalibrationError, match="not an smlp-deploy calibration cache|cannot be read"):
-            read_cache(bad, key)
+            read_cache(bad, key, tensors)
         assert bad.read_bytes() == before
 
 
@@ -248,12 +250,27 @@ def test_unreadable_files_are_skipped_and_counted(digits, tmp_path):
         (folder / f"{i}.png").write_bytes(path.read_bytes())
     (folder / "nested").mkdir()
     (folder / "nested" / "bad.webp").write_bytes(b"RIFF....WEBP")
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         calib = load_calibration_set(folder, PREPROCESS, samples=10, quiet=True)
-    messages = " ".join(str(w.message) for w in caught)
-    assert "skipped 1 unreadable" in messages and "fewer than the 10 asked for" in messages
-    assert len(calib) == 3 and calib.inputs.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE)
-    assert calib.skipped[0][0] == "nested/bad.webp"
+    assert len(calib) == 3 and calib.requested == 10 and calib.skipped[0][0] == "nested/bad.webp"
+    assert [i.shape for i in calib.images()] == [(3, IMAGE_SIZE, IMAGE_SIZE)] * 3
+
+
+def test_fewer_images_than_asked_warns_when_calibrating_not_when_the_cache_is_reused(digits, tmp_path):
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i, path in enumerate(sorted(digits["train"].glob("*/*.png"))[:3]):
+        (folder / f"{i}.png").write_bytes(path.read_bytes())
+    options = dict(checkpoint=CHECKPOINT, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, precisions=("fp32", "int8"),
+                   out_dir=tmp_path / "export", quiet=True, int8_options=Int8Options(folder, samples=10))
+    with pytest.warns(UserWarning, match="has 3 readable image\\(s\\), fewer than the 10 asked for; calibrating on 3"):
+        first = export_model("test", **options)
+    assert not first.manifest.calibration.cache_reused and first.manifest.calibration.samples_requested == 10
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = export_model("test", **options)
+    assert again.manifest.calibration.cache_reused and again.manifest.calibration.samples == 3
+    assert not [w for w in caught if "fewer than" in str(w.message)]
 
 
 def test_sampling_is_deterministic(digits):
@@ -262,7 +279,7 @@ def test_sampling_is_deterministic(digits):
         first = load_calibration_set(digits["train"], PREPROCESS, samples=20, seed=1, quiet=True)
     again = load_calibration_set(digits["train"], PREPROCESS, samples=20, seed=1, quiet=True)
     other = load_calibration_set(digits["train"], PREPROCESS, samples=20, seed=2, quiet=True)
-    assert first.files == again.files and np.array_equal(first.inputs, again.inputs)
+    assert first.files == again.files and np.array_equal(np.stack(list(first.images())), np.stack(list(again.images())))
     assert first.files != other.files
     assert len({f.split("/")[0] for f in first.files}) > 1  # drawn across class folders, not the first one
 
@@ -288,14 +305,15 @@ def test_bad_settings_are_named(digits):
 def test_methods_clip_inside_the_observed_range(exported, digits):
     """min/max is the largest magnitude seen (checked on the input tensor); entropy and percentile clip inside it."""
     calib = load_calibration_set(digits["train"], PREPROCESS, samples=32, quiet=True)
-    ranges = {m: compute_ranges(exported.out_dir / "model.onnx", calib.inputs, METHODS[m], quiet=True)
-              for m in METHODS}
-    largest = float(np.abs(calib.inputs).max())
-    assert ranges["minmax"]["input"] == pytest.approx((-largest, largest))
+    model = exported.out_dir / "model.onnx"
+    tensors = calibrated_tensors(onnx.load(str(model)), ["tensorrt"])
+    ranges = {m: compute_ranges(model, calib, METHODS[m], tensors, quiet=True) for m in METHODS}
+    largest = float(np.abs(np.stack(list(calib.images()))).max())
+    assert ranges["minmax"]["input"] == (-largest, largest)
     for method in ("entropy", "percentile"):
-        assert ranges[method].keys() == ranges["minmax"].keys()
+        assert ranges[method].keys() == ranges["minmax"].keys() == set(tensors)
         for name, (lo, hi) in ranges[method].items():
-            assert lo == -hi and 0 < hi <= ranges["minmax"][name][1] * (1 + 1e-6), (method, name)
+            assert lo == -hi and 0 < hi <= ranges["minmax"][name][1], (method, name)
 
 
 def test_fp32_float_parts_without_fp16(exported, caplog):
@@ -305,7 +323,7 @@ def test_fp32_float_parts_without_fp16(exported, caplog):
     ranges = {name: tuple(r) for name, r in cache["ranges"].items()}
     root_filters = list(logging.getLogger().filters)
     with caplog.at_level(logging.INFO):
-        model = quantize_qdq(exported.out_dir / "model.onnx", ranges, get_method("entropy"), TARGETS["tensorrt"])
+        model = quantize_qdq(exported.out_dir / "model.onnx", ranges, TARGETS["tensorrt"])
     assert not [r for r in caplog.records if "onnxruntime" in r.pathname]
     assert logging.getLogger().filters == root_filters and logging.root.manager.disable == logging.NOTSET
     initializers, _, _ = graph_index(model)
@@ -323,3 +341,275 @@ def test_a_calibration_image_in_another_format(tmp_path):
         photo.save(tmp_path / f"photo{suffix}")
     calib = load_calibration_set(tmp_path, PREPROCESS, samples=4, quiet=True)
     assert sorted(calib.files) == ["photo.bmp", "photo.jpg", "photo.tiff", "photo.webp"]
+
+
+def test_a_calibration_image_changed_after_drawing_is_named(digits, tmp_path, exported):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    sources = sorted(digits["train"].glob("*/*.png"))[:3]
+    for i, path in enumerate(sources):
+        (folder / f"{i}.png").write_bytes(path.read_bytes())
+    calib = load_calibration_set(folder, PREPROCESS, samples=3, quiet=True)
+    other = sources[0] if calib.files[1] != "0.png" else sources[1]
+    (folder / calib.files[1]).write_bytes(other.read_bytes())
+    model = exported.out_dir / "model.onnx"
+    with pytest.raises(CalibrationError, match=f"{calib.files[1]}' .* changed since the calibration set was drawn"):
+        compute_ranges(model, calib, METHODS["minmax"], ["input"], quiet=True)
+
+
+# The collector against ONNX Runtime's calibrators, the reference it replaces: the same images in the same batches.
+
+REFERENCE_SAMPLES = 256
+REFERENCE_BATCH = 16
+RANKS = 2  # order statistics either side of the exact percentile that ONNX Runtime's histogram may land on
+
+
+class _Feed:
+    """ONNX Runtime's CalibrationDataReader protocol over one batch."""
+
+    def __init__(self, batch: np.ndarray):
+        self._feeds = iter([{"input": batch}])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+@pytest.fixture(scope="module")
+def reference(exported, digits, tmp_path_factory):
+    """256 digits (the first alone, then 16 at a time, as compute_ranges batches them) through compute_ranges,
+    through the collector's statistics directly, and through ONNX Runtime's MinMax, Percentile and Entropy
+    calibrators; plus, for the exact percentile, the largest |x| of every tensor."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from smlp_deploy.calibration.collector import Scratch
+    from smlp_deploy.calibration.forward import Activations
+
+    model = exported.out_dir / "model.onnx"
+    calib = load_calibration_set(digits["train"], PREPROCESS, samples=REFERENCE_SAMPLES, quiet=True)
+    tensors = calibrated_tensors(onnx.load(str(model)), TARGETS)
+    images = np.stack(list(calib.images()))
+    batches = [images[:1]] + [images[i : i + REFERENCE_BATCH] for i in range(1, len(images), REFERENCE_BATCH)]
+    ours = {m: compute_ranges(model, calib, METHODS[m], tensors, batch_size=REFERENCE_BATCH, quiet=True)
+            for m in METHODS}
+
+    scratch = Scratch()
+    stats = {m: {t: METHODS[m].statistics(scratch) for t in tensors} for m in ("percentile", "entropy")}
+    tails: dict[str, np.ndarray] = {}
+    keep: dict[str, int] = {}
+    activations = Activations(model, tensors)
+    for batch in batches:
+        values = activations(batch)
+        for t in tensors:
+            for by_tensor in stats.values():
+                by_tensor[t].add(t, values[t])
+            if t not in keep:  # enough of the largest |x| to hold the percentile's rank and RANKS beyond
+                n = values[t].size * REFERENCE_SAMPLES
+                keep[t] = n - int(np.ceil(METHODS["percentile"].settings["percentile"] / 100 * n)) + 2 + RANKS
+            top = np.concatenate([tails.get(t, np.empty(0, np.float32)), np.abs(values[t]).ravel()])
+            tails[t] = np.partition(top, top.size - keep[t])[-keep[t] :] if top.size > keep[t] else top
+
+    ort = {}
+    kinds = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}
+    folder = tmp_path_factory.mktemp("ort-calibrators")
+    for name, kind in kinds.items():
+        calibrator = create_calibrator(model, list(QUANTIZED), augmented_model_path=str(folder / f"{name}.onnx"),
+                                       calibrate_method=kind, extra_options=dict(METHODS[name].settings))
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
+            for batch in batches:
+                calibrator.collect_data(_Feed(batch))
+        ort[name] = calibrator
+    tails = {t: np.sort(v)[::-1] for t, v in tails.items()}
+    return SimpleNamespace(tensors=tensors, ours=ours, stats=stats, tails=tails, ort=ort)
+
+
+def _magnitude(low, high) -> float:
+    return max(abs(float(np.squeeze(low))), abs(float(np.squeeze(high))))
+
+
+def test_minmax_equals_onnxruntime(reference):
+    """Bit for bit: the same activations (the graph runs unoptimized, as ONNX Runtime's calibrators run it),
+    and for the tensors ONNX Runtime calibrates for Conv/MatMul/Gemm, which are those both INT8 forms need."""
+    expected = reference.ort["minmax"].compute_data()
+    assert set(expected.keys()) == set(reference.tensors)
+    for name in reference.tensors:
+        magnitude = _magnitude(*expected[name].range_value)
+        assert reference.ours["minmax"][name] == (-magnitude, magnitude), name
+
+
+def test_percentile_is_within_a_bin_of_the_exact_one_and_of_onnxruntime(reference):
+    """The threshold is the lower edge of the |x| bin holding the exact 99.99th percentile q (the
+    ceil(p n)-th smallest |x|), so it lies in [q - w, q] for our bin width w. ONNX Runtime's is the lower edge
+    of its own bin (width w_ort) holding its own estimate, which counts slightly different values: it drops
+    those below the first batch's smallest |x|, its grid origin, which moves the rank it cuts at by
+    (1 - p) * dropped, under one, and a merge at the first batch's edge may move a count by one. In the sparse
+    tail at 99.99% neighbouring order statistics lie several bins apart, so the tolerance against it is
+    w + w_ort + the spread of the order statistics RANKS either side of q."""
+    method = METHODS["percentile"]
+    p = method.settings["percentile"] / 100
+    collector = reference.ort["percentile"].collector
+    expected = reference.ort["percentile"].compute_data()
+    beyond_bins = 0
+    for name in reference.tensors:
+        stats, tail = reference.stats["percentile"][name], reference.tails[name]
+        ours = reference.ours["percentile"][name][1]
+        assert ours == method.threshold(stats), name  # compute_ranges reads the collector's statistics
+        assert stats.width <= stats.magnitude / method.bins * (1 + 1e-9), name  # at least `bins` bins span |x|
+        rank = stats.size - int(np.ceil(p * stats.size))  # of q among the largest, from 0
+        q = float(tail[rank])
+        assert q - stats.width <= ours <= q * (1 + 1e-6), (name, ours, q, stats.width)
+        hist, edges = collector.histogram_dict[name][:2]
+        width_ort = float(edges[-1] - edges[0]) / len(hist)
+        spread = float(tail[rank - RANKS] - tail[rank + RANKS])
+        difference = abs(ours - _magnitude(*expected[name].range_value))
+        assert difference <= stats.width + width_ort + spread, (name, difference, stats.width, width_ort, spread)
+        beyond_bins += difference > stats.width + width_ort
+    assert beyond_bins <= len(reference.tensors) // 10, beyond_bins  # the rank spread is the exception
+
+
+def test_entropy_histograms_and_thresholds_equal_onnxruntime(reference):
+    """The same grid (width from the first batch, widened by whole bins, its edge bin closed): the histograms
+    differ only by values within float32 rounding of an edge (ONNX Runtime's edges are float32). The threshold
+    is ONNX Runtime's candidate, its edges computed in float64 where ONNX Runtime's are float32: they agree to a
+    few float32 ulps of the range. ONNX Runtime's KL search takes about 1.5 s a tensor, so every fifth tensor
+    (the input among them: its saturated pixels sit on the closed edge) is compared against it."""
+    method = METHODS["entropy"]
+    collector = reference.ort["entropy"].collector
+    for i, name in enumerate(reference.tensors):
+        stats = reference.stats["entropy"][name]
+        theirs = collector.histogram_dict[name][0]
+        ours = stats.symmetric()
+        assert ours.shape == theirs.shape, name
+        assert np.abs(ours - theirs).sum() <= 1e-3 * stats.size, name
+        assert reference.ours["entropy"][name][1] == method.threshold(stats), name
+        if i % 5 == 0:
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                expected = _magnitude(*collector.get_entropy_threshold(collector.histogram_dict[name], 128))
+            assert reference.ours["entropy"][name][1] == pytest.approx(expected, abs=8 * 2**-23 * stats.magnitude), name
+
+
+def test_kl_search_equals_onnxruntime_on_any_histogram():
+    """The prefix-sum KL search picks ONNX Runtime's candidate on the shapes activations take: Gaussian,
+    shifted Laplace, one-sided heavy tails (after GELU), a mostly empty histogram, one dominant bin. ONNX
+    Runtime scores in float32 (normalize, log, sum over up to 2 * half bins), which orders two candidates whose
+    scores differ by less than its rounding either way; where the choices differ, the two scores must be that
+    close (2^-20 relative, 16 float32 ulps). The mostly empty histogram has such a tie at 100 bins a side."""
+    import contextlib
+    import io
+
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from smlp_deploy.calibration import entropy_threshold, kl_divergences
+
+    rng = np.random.default_rng(0)
+    collector = HistogramCollector("entropy", True, 2048, 128, 99.99, "same")
+    shapes = {
+        "gaussian": rng.standard_normal(100_000),
+        "laplace": rng.laplace(size=100_000) + 0.7,
+        "gelu-like": np.abs(rng.standard_normal(100_000)) ** 3 - 0.17,
+        "sparse": rng.choice([-3.0, -1.0, 0.5, 2.0, 5.0], size=20_000) + rng.normal(0, 0.01, 20_000),
+        "spike": np.concatenate([np.zeros(50_000), rng.standard_normal(2_000)]),
+    }
+    ties = 0
+    for half in (100, 300, 700):
+        for shape, x in shapes.items():
+            width = np.abs(x).max() / (half - 0.5)
+            hist = np.bincount((np.floor(x / width) + half).astype(np.int64), minlength=2 * half)
+            edges = np.arange(-half, half + 1, dtype=np.float32)
+            with contextlib.redirect_stdout(io.StringIO()):
+                low, high = collector.get_entropy_threshold(
+                    (hist, edges, np.float32(-half), np.float32(half), np.float32(half)), 128)
+            ours, theirs = entropy_threshold(hist, 128)[0], int(low)
+            if ours != theirs:
+                scores = kl_divergences(hist, 128)
+                assert scores[-ours - 64] == pytest.approx(scores[-theirs - 64], rel=2**-20), (shape, half)
+                ties += 1
+            assert int(high) == -theirs + 1 or int(high) == half, (shape, half)
+    assert ties <= 1
+
+
+def test_histogram_widens_by_whole_bins_then_coarsens_exactly():
+    """Growth within ROOM times the first batch keeps the grid; past it, pairs of bins merge. Either way the
+    counts equal a direct count of every value on the final grid, and the width stays <= max|x| / bins."""
+    from smlp_deploy.calibration.collector import ROOM, Histogram, Scratch
+
+    rng = np.random.default_rng(1)
+    bins = 64
+    batches = [rng.standard_normal(5_000, dtype=np.float32) * s for s in (1.0, 2.5, 0.5, 40.0, 3.0)]
+    histogram = Histogram(bins, Scratch())
+    histogram.add("x", batches[0])
+    first_width = histogram.width
+    histogram.add("x", batches[1])
+    assert histogram.width == first_width and histogram.top > bins  # widened by whole bins
+    for batch in batches[2:]:
+        histogram.add("x", batch)
+    assert histogram.width == first_width * 2 ** round(np.log2(histogram.width / first_width)) > first_width
+    values = np.concatenate(batches)
+    assert histogram.width <= np.abs(values).max() / bins and histogram.top <= ROOM * bins
+    index = np.floor(values * np.float32(1 / histogram.width)).astype(np.int64) + histogram.top
+    assert np.array_equal(histogram.symmetric(), np.bincount(index, minlength=2 * histogram.top))
+    assert histogram.magnitudes().sum() == values.size
+
+
+def test_ranges_do_not_depend_on_the_batch_size(exported, digits):
+    """The first image sets the grid and counts add up: any batching gives the same ranges."""
+    model = exported.out_dir / "model.onnx"
+    calib = load_calibration_set(digits["train"], PREPROCESS, samples=24, quiet=True)
+    tensors = calibrated_tensors(onnx.load(str(model)), TARGETS)
+    for method in METHODS.values():
+        ranges = [compute_ranges(model, calib, method, tensors, batch_size=size, quiet=True) for size in (1, 7, 32)]
+        assert ranges[0] == ranges[1] == ranges[2], method.name
+
+
+def test_calibration_memory_does_not_grow_with_the_images(exported, digits):
+    """Peak memory traced (numpy's arrays and Python's objects) is that of one batch, for 32 images or 512."""
+    import tracemalloc
+
+    model = exported.out_dir / "model.onnx"
+    tensors = calibrated_tensors(onnx.load(str(model)), TARGETS)
+    peaks = []
+    for samples in (32, 512):
+        calib = load_calibration_set(digits["train"], PREPROCESS, samples=samples, quiet=True)
+        tracemalloc.start()
+        try:
+            compute_ranges(model, calib, METHODS["percentile"], tensors, batch_size=16, quiet=True)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    one_batch = 16 * 3 * IMAGE_SIZE**2 * 4
+    assert peaks[1] <= peaks[0] * 1.05 + one_batch, peaks
+
+
+def test_a_cache_for_fewer_tensors_or_another_collector_recalibrates(exported, digits, tmp_path, capsys):
+    """A cache made for the TensorRT form lacks the outputs the CPU form quantizes: asking for both recalibrates
+    (and says why) instead of quantizing with missing ranges; one made by another collector version does too."""
+    from smlp_deploy.calibration.collector import VERSION
+
+    out = tmp_path / "export"
+    options = dict(checkpoint=CHECKPOINT, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, precisions=("fp32", "int8"),
+                   out_dir=out)
+    export_model("test", quiet=True, int8_options=Int8Options(digits["train"], samples=32), **options)
+    cache = json.loads((out / "calibration.cache.json").read_text())
+    assert cache["collector"] == VERSION
+    result = export_model("test", quiet=False, **options,
+                          int8_options=Int8Options(digits["train"], samples=32, targets=("tensorrt", "cpu")))
+    err = capsys.readouterr().err
+    assert "lacks" in err and "tensors the INT8 targets quantize" in err and "recalibrating" in err
+    assert "tensors observed with ONNX Runtime's CPUExecutionProvider" in err
+    assert not result.manifest.calibration.cache_reused and (out / "model.int8.cpu.onnx").is_file()
+
+    path = out / "calibration.cache.json"
+    data = json.loads(path.read_text())
+    tensors = calibrated_tensors(onnx.load(str(out / "model.onnx")), TARGETS)
+    assert read_cache(path, data["key"], tensors).ranges is not None
+    del data["collector"]
+    path.write_text(json.dumps(data))
+    lookup = read_cache(path, data["key"], tensors)
+    assert lookup.ranges is None and f"made by onnxruntime's calibrators, this is version {VERSION}" in lookup.message

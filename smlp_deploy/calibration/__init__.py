@@ -1,4 +1,5 @@
-"""INT8 calibration: an image-folder calibration set, calibration methods and their cache, Q/DQ quantization."""
+"""INT8 calibration: an image-folder calibration set streamed through the float model, a collector of activation
+statistics, calibration methods and their cache, Q/DQ quantization."""
 
 from typing import TYPE_CHECKING
 
@@ -8,6 +9,8 @@ __getattr__, __dir__, __all__ = attach(__name__, __file__)
 
 if TYPE_CHECKING:
     from .cache import CacheLookup, cache_key, check_cache_file, read_cache, write_cache
+    from .collector import Extremes, Histogram
     from .dataset import DEFAULT_SAMPLES, CalibrationSet, load_calibration_set
-    from .methods import DEFAULT_METHOD, METHODS, QUANTIZED_OPS, Method, compute_ranges, get_method
-    from .quantize import TARGETS, Target, quantize_qdq
+    from .entropy import entropy_threshold, kl_divergences
+    from .methods import DEFAULT_METHOD, METHODS, Method, Ranges, compute_ranges, get_method
+    from .quantize import QUANTIZED_OPS, TARGETS, Target, calibrated_tensors, quantize_qdq

@@ -1,18 +1,21 @@
 """The calibration cache: tensor ranges saved with everything they depend on.
 
 A cache is valid only for the same float model (sha256), preprocessing, sample list (paths and content hashes)
-and method settings; anything else is stale and is recalibrated, with a message saying what changed.
+and method settings, from the same version of the collector, and only if it holds every tensor the INT8 targets
+quantize; anything else is stale and is recalibrated, with a message saying why.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CalibrationError
 from ..fileio import write_json_atomic
+from .collector import VERSION as COLLECTOR_VERSION
 
 CACHE_KIND = "smlp-deploy calibration cache"
 CACHE_VERSION = 1
@@ -32,16 +35,26 @@ def cache_key(model_sha256: str, preprocess: dict, method: str, settings: dict, 
             "samples": samples}
 
 
-def read_cache(path: Path, key: dict[str, Any]) -> CacheLookup:
-    """The cached ranges if ``path`` holds a cache for ``key``; otherwise why not. Never deletes anything."""
+def read_cache(path: Path, key: dict[str, Any], tensors: Sequence[str]) -> CacheLookup:
+    """The cached ranges if ``path`` holds a cache for ``key`` with a range for each of ``tensors``; otherwise
+    why not. Never deletes anything."""
     if not path.exists():
         return CacheLookup(None, f"no calibration cache at {path} yet: calibrating")
     data = check_cache_file(path)
     if data.get("version") != CACHE_VERSION:
         return CacheLookup(None, f"calibration cache {path} has format version {data.get('version')}: recalibrating")
+    if data.get("collector") != COLLECTOR_VERSION:
+        made_by = (f"version {data['collector']} of the collector" if "collector" in data
+                   else "onnxruntime's calibrators")
+        return CacheLookup(None, f"calibration cache {path} was made by {made_by}, this is version "
+                                 f"{COLLECTOR_VERSION}: recalibrating")
     changed = [what for field, what in _WHAT.items() if data["key"].get(field) != key[field]]
     if changed:
         return CacheLookup(None, f"calibration cache {path} is stale ({', '.join(changed)} changed): recalibrating")
+    missing = [name for name in tensors if name not in data["ranges"]]
+    if missing:
+        return CacheLookup(None, f"calibration cache {path} lacks {len(missing)} of the {len(tensors)} tensors the "
+                                 f"INT8 targets quantize (e.g. {missing[0]!r}): recalibrating")
     ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in data["ranges"].items()}
     return CacheLookup(ranges, f"reusing calibration cache {path} ({len(key['samples'])} images, {key['method']})")
 
@@ -64,5 +77,5 @@ def check_cache_file(path: Path) -> dict[str, Any] | None:
 
 
 def write_cache(path: Path, key: dict[str, Any], ranges: dict[str, tuple[float, float]]) -> None:
-    write_json_atomic(path, {"kind": CACHE_KIND, "version": CACHE_VERSION, "key": key,
-                             "ranges": {name: list(r) for name, r in ranges.items()}})
+    write_json_atomic(path, {"kind": CACHE_KIND, "version": CACHE_VERSION, "collector": COLLECTOR_VERSION,
+                             "key": key, "ranges": {name: list(r) for name, r in ranges.items()}})

@@ -1,9 +1,14 @@
-"""The calibration set: a deterministic sample of a user's image folder through the runtime's preprocessing."""
+"""The calibration set: a deterministic sample of a user's image folder through the runtime's preprocessing.
+
+The set holds the sample list, not the pixels: images are decoded once to check they can be read, and again,
+a batch at a time, while calibrating, so memory does not grow with the number of images.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,16 +25,35 @@ DEFAULT_SAMPLES = 256
 
 @dataclass
 class CalibrationSet:
-    """Preprocessed images ``inputs`` [N, 3, H, W], the files they came from, and the files that were skipped."""
+    """The readable images drawn from ``root``, in calibration order, and the files that were skipped."""
 
     root: Path
-    inputs: np.ndarray
-    files: list[str]  # relative to root, in the order of ``inputs``
+    preprocess: PreprocessConfig
+    files: list[str]  # relative to root
     digests: list[str]  # sha256 of each file's bytes: the cache key sees content, not just names
     skipped: list[tuple[str, str]]  # (relative path, why)
+    requested: int  # the number of images asked for: more than ``len(self)`` when the folder holds fewer
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def images(self) -> Iterator[np.ndarray]:
+        """The images [3, H, W], preprocessed one at a time, in calibration order. A file that changed or went
+        away since the set was drawn raises :class:`CalibrationError` (the cache key holds its old hash)."""
+        preprocessor = Preprocessor(self.preprocess)
+        for relative, digest in zip(self.files, self.digests):
+            yield self._read(preprocessor, relative, digest)
+
+    def _read(self, preprocessor: Preprocessor, relative: str, digest: str) -> np.ndarray:
+        try:
+            data = (self.root / relative).read_bytes()
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise CalibrationError(f"calibration image {relative!r} in {str(self.root)!r} changed since "
+                                       "the calibration set was drawn: calibrate again", parameter="calib_dir")
+            return preprocessor(data, name=relative)
+        except (ImageError, OSError) as exc:
+            raise CalibrationError(f"calibration image {relative!r} in {str(self.root)!r} can no longer be read "
+                                   f"({exc}): calibrate again", parameter="calib_dir") from exc
 
 
 def check_arguments(root: Path, samples: int) -> None:
@@ -49,10 +73,12 @@ def load_calibration_set(
     seed: int = 0,
     quiet: bool = False,
 ) -> CalibrationSet:
-    """Draw ``samples`` images from ``root`` (recursive) in an order fixed by ``seed`` and preprocess them.
+    """Draw ``samples`` images from ``root`` (recursive) in an order fixed by ``seed``; each is read through the
+    preprocessing once, to know it can be, and let go.
 
     Unreadable files are skipped, counted and replaced by the next file in the drawn order. Fewer readable images
-    than ``samples`` gives a warning and uses them all; none gives :class:`CalibrationError`.
+    than ``samples`` are all used (calibrating on them warns, reusing a cache for them does not); none gives
+    :class:`CalibrationError`.
     """
     root = Path(root)
     check_arguments(root, samples)
@@ -64,18 +90,17 @@ def load_calibration_set(
         )
     order = np.random.default_rng(seed).permutation(len(candidates))
     preprocessor = Preprocessor(preprocess)
-    size = preprocess.input_size
-    inputs = np.empty((min(samples, len(candidates)), 3, size, size), dtype=np.float32)
+    wanted = min(samples, len(candidates))
     files, digests, skipped = [], [], []
-    with progress_bar(total=len(inputs), desc="calibration images", unit="img", quiet=quiet) as bar:
+    with progress_bar(total=wanted, desc="calibration images", unit="img", quiet=quiet) as bar:
         for index in order:
-            if len(files) == len(inputs):
+            if len(files) == wanted:
                 break
             path = candidates[index]
             relative = path.relative_to(root).as_posix()
             try:
                 data = path.read_bytes()
-                inputs[len(files)] = preprocessor(data, name=relative)
+                preprocessor(data, name=relative)
             except (ImageError, OSError) as exc:
                 skipped.append((relative, str(exc)))
                 continue
@@ -90,7 +115,4 @@ def load_calibration_set(
     if skipped:
         warnings.warn(f"calibration: skipped {len(skipped)} unreadable file(s) in {root}, e.g. {skipped[0][1]}",
                       stacklevel=2)
-    if len(files) < samples:
-        warnings.warn(f"calibration: {root} has {len(files)} readable image(s), fewer than the {samples} asked "
-                      f"for; calibrating on {len(files)}", stacklevel=2)
-    return CalibrationSet(root, inputs[: len(files)], files, digests, skipped)
+    return CalibrationSet(root, preprocess, files, digests, skipped, samples)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ import numpy as np
 import onnx
 
 from ..artifacts import ArtifactKind, onnx_artifact
-from .methods import QUANTIZED_OPS, Method
+from ..errors import CalibrationError
+
+# Inputs of these ops get Q/DQ in both forms (TensorRT's recommended placement), outputs too in the CPU form.
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,17 @@ class Target:
     def artifact(self) -> ArtifactKind:
         return onnx_artifact("int8", self.name)
 
+    def calibrated_tensors(self, model: onnx.ModelProto) -> list[str]:
+        """The activations whose ranges this form's Q/DQ nodes take, in graph order: the non-constant inputs
+        of Conv/MatMul/Gemm, and their outputs where outputs are quantized. Weights need no calibration."""
+        constants = {i.name for i in model.graph.initializer}
+        names = []
+        for node in model.graph.node:
+            if node.op_type in QUANTIZED_OPS:
+                names += [t for t in node.input if t and t not in constants]
+                names += list(node.output) if self.quantize_outputs else []
+        return list(dict.fromkeys(names))
+
 
 TARGETS = {
     t.name: t
@@ -53,6 +68,11 @@ TARGETS = {
 }
 
 
+def calibrated_tensors(model: onnx.ModelProto, targets: Iterable[str]) -> list[str]:
+    """Every tensor a range is needed for by any of ``targets`` (names in TARGETS)."""
+    return list(dict.fromkeys(t for name in targets for t in TARGETS[name].calibrated_tensors(model)))
+
+
 def left_operand_weights(model: onnx.ModelProto) -> list[str]:
     """MatMul weights used as ``weight @ x`` (sMLPNet's H-axis mixing): their output channels are axis 0, not
     the axis 1 the quantizer assumes for MatMul weights, so they are scaled on axis 0 or per tensor."""
@@ -60,14 +80,20 @@ def left_operand_weights(model: onnx.ModelProto) -> list[str]:
     return [n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in initializers]
 
 
-def quantize_qdq(
-    float_model: str | Path, ranges: dict[str, tuple[float, float]], method: Method, target: Target
-) -> onnx.ModelProto:
-    """The Q/DQ model for ``target``, quantized from the float ONNX file ``float_model`` with ``ranges``."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]], target: Target) -> onnx.ModelProto:
+    """The Q/DQ model for ``target``, quantized from the float ONNX file ``float_model`` with ``ranges``, which
+    must hold every tensor ``target.calibrated_tensors`` names (the quantizer would silently leave a tensor
+    without a range in float)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
     source = onnx.load(str(float_model))
+    needed = target.calibrated_tensors(source)
+    missing = [name for name in needed if name not in ranges]
+    if missing:
+        raise CalibrationError(f"the ranges lack {len(missing)} of the {len(needed)} tensors the {target.name} form "
+                               f"quantizes (e.g. {missing[0]!r}): calibrate for target {target.name!r}",
+                               parameter="ranges")
     options = {
         "ActivationSymmetric": not target.unsigned_activations,
         "WeightSymmetric": True,
@@ -77,8 +103,10 @@ def quantize_qdq(
     }
     if not target.quantize_outputs:
         options["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
-    tensors = TensorsData(method.ort_method(), {
-        name: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for name, (lo, hi) in ranges.items()
+    # The ranges are final: the method label only has to match between the range file and the call.
+    label = CalibrationMethod.MinMax
+    tensors = TensorsData(label, {
+        name: TensorData(lowest=np.float32(ranges[name][0]), highest=np.float32(ranges[name][1])) for name in needed
     })
     with tempfile.TemporaryDirectory(prefix="smlp-quant-") as tmp:
         cache = Path(tmp) / "ranges.json"
@@ -89,7 +117,7 @@ def quantize_qdq(
                 source, quantized, calibration_data_reader=None, calibration_cache_path=cache,
                 quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
                 activation_type=QuantType.QUInt8 if target.unsigned_activations else QuantType.QInt8,
-                weight_type=QuantType.QInt8, calibrate_method=method.ort_method(), extra_options=options,
+                weight_type=QuantType.QInt8, calibrate_method=label, extra_options=options,
             )
         return onnx.load(str(quantized))
 

@@ -10,8 +10,8 @@ import onnx
 
 from ..calibration.cache import cache_key, check_cache_file, read_cache, write_cache
 from ..calibration.dataset import DEFAULT_SAMPLES, CalibrationSet, check_arguments, load_calibration_set
-from ..calibration.methods import DEFAULT_METHOD, compute_ranges, get_method
-from ..calibration.quantize import TARGETS, Target, quantize_qdq
+from ..calibration.methods import DEFAULT_METHOD, Ranges, compute_ranges, get_method
+from ..calibration.quantize import TARGETS, Target, calibrated_tensors, quantize_qdq
 from ..errors import CalibrationError
 from ..fileio import sha256_file
 from ..manifest import CalibrationRecord
@@ -20,7 +20,6 @@ from ..records import to_json
 from .precision import convert_to_fp16
 
 CACHE_NAME = "calibration.cache.json"
-Ranges = dict[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -63,17 +62,19 @@ def calibrate(
     say: Callable[[str], None],
     quiet: bool,
 ) -> tuple[Ranges, CalibrationRecord]:
-    """The activation ranges of ``fp32_model`` on ``calib``, from the cache when it holds them for exactly these
-    inputs, and the calibration record for the manifest."""
+    """The activation ranges every target of ``options`` needs, of ``fp32_model`` on ``calib``: from the cache
+    when it holds them for exactly these inputs, else calibrated (and cached); and the calibration record for
+    the manifest."""
     method = get_method(options.method)
     cache_path = options.cache_path(fp32_model.parent)
     key = cache_key(sha256_file(fp32_model), to_json(preprocess), method.name, method.settings,
                     [[f, d] for f, d in zip(calib.files, calib.digests)])
-    lookup = read_cache(cache_path, key)
+    tensors = calibrated_tensors(onnx.load(str(fp32_model)), options.targets)
+    lookup = read_cache(cache_path, key, tensors)
     say(lookup.message)
     ranges = lookup.ranges
     if ranges is None:
-        ranges = compute_ranges(fp32_model, calib.inputs, method, quiet=quiet)
+        ranges = compute_ranges(fp32_model, calib, method, tensors, quiet=quiet, say=say)
         write_cache(cache_path, key, ranges)
     record = CalibrationRecord(
         dir=str(options.calib_dir), method=method.name, settings=method.settings, seed=options.seed,
@@ -85,5 +86,5 @@ def calibrate(
 
 def quantize(fp32_model: Path, ranges: Ranges, options: Int8Options, target: Target, *, fp16: bool) -> onnx.ModelProto:
     """The Q/DQ model for ``target``; with ``fp16`` its float parts and scales are fp16."""
-    model = quantize_qdq(fp32_model, ranges, get_method(options.method), target)
+    model = quantize_qdq(fp32_model, ranges, target)
     return convert_to_fp16(model) if fp16 else model

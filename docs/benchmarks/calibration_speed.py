@@ -1,0 +1,149 @@
+"""INT8 calibration time against plain FP32 inference over the same images, and the peak memory of
+``smlp-export --int8`` (the figures behind README, "INT8": calibration time).
+
+    python docs/benchmarks/calibration_speed.py --variant tiny --samples 256 --rounds 2 \
+        --rss-samples 256,1024 --json docs/benchmarks/calibration-speed-tiny.json
+
+The images are the digits fixture's train split (1,347 PNGs, tests/digits.py) unless ``--calib-dir`` names a
+folder; the model has random weights (seed 0), as ``smlp-export`` without a checkpoint. Each round times, in an
+order that rotates from round to round:
+
+* FP32 inference: decode + preprocess + ONNX Runtime (the shipped session options, CPU) over the images, 8 a
+  batch;
+* the calibration forward alone: the same images through the session calibration uses (the tensors the
+  TensorRT form quantizes added as outputs), in the batches it uses, no statistics;
+* each method's whole calibration, ``compute_ranges``, session start-up included.
+
+Ratios are taken within a round and quoted as the median and range over the rounds. Peak RSS is that of a
+whole ``smlp-export --variant <v> --int8`` (default method and target), one process per sample count, measured
+with ``/usr/bin/time -f "%e s %M KB"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # tests.digits writes the fixture's images
+
+from smlp_deploy import environment  # noqa: E402
+from smlp_deploy.calibration import METHODS, calibrated_tensors, compute_ranges, load_calibration_set  # noqa: E402
+from smlp_deploy.calibration.forward import Activations  # noqa: E402
+from smlp_deploy.calibration.methods import batch_size_for  # noqa: E402
+from smlp_deploy.export import export_model  # noqa: E402
+from smlp_deploy.fileio import write_json_atomic  # noqa: E402
+from smlp_deploy.progress import format_table  # noqa: E402
+from smlp_deploy.runtime.backends import OnnxRuntimeBackend  # noqa: E402
+
+FP32 = "FP32 inference"
+FORWARD = "calibration forward only"
+FP32_BATCH = 8  # the export's default optimization batch
+
+
+def batches(images, size: int, first: int | None = None):
+    """Stacked batches of ``size`` (after one of ``first``, as calibration runs them)."""
+    if first:
+        yield np.stack(list(islice(images, first)))
+    while batch := list(islice(images, size)):
+        yield np.stack(batch)
+
+
+def timed_tasks(model: Path, calib, tensors: list[str]):
+    """The tasks a round times, by name, and the calibration batch size."""
+    fp32 = OnnxRuntimeBackend(model, device="cpu")
+    observed = Activations(model, tensors)
+    one = observed(next(batches(calib.images(), 1)))
+    calib_batch = batch_size_for(sum(v.nbytes for v in one.values()))
+    del one
+
+    def infer():
+        for batch in batches(calib.images(), FP32_BATCH):
+            fp32.run(batch)
+
+    def forward():
+        for batch in batches(calib.images(), calib_batch, first=1):
+            observed(batch)
+
+    tasks = {FP32: infer, FORWARD: forward}
+    tasks |= {name: (lambda m=m: compute_ranges(model, calib, m, tensors, quiet=True)) for name, m in METHODS.items()}
+    return tasks, calib_batch
+
+
+def time_rounds(tasks: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each task per round, the order rotating from round to round."""
+    times: dict[str, list[float]] = {name: [] for name in tasks}
+    names = list(tasks)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            tasks[name]()
+            times[name].append(time.perf_counter() - start)
+            print(f"round {r + 1}: {name} {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def export_rss(variant: str, calib_dir: Path, samples: int, out: Path) -> dict:
+    """Wall time and peak RSS of one ``smlp-export --int8`` process."""
+    command = ["/usr/bin/time", "-f", "%e s %M KB", str(Path(sys.executable).parent / "smlp-export"),
+               "--variant", variant, "--int8", "--calib-dir", str(calib_dir), "--calib-samples", str(samples),
+               "--out", str(out), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    wall, _, kb, _ = done.stderr.strip().splitlines()[-1].split()
+    return {"samples": samples, "wall_s": float(wall), "peak_rss_kb": int(kb), "command": " ".join(command[3:])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variant", default="tiny")
+    p.add_argument("--samples", type=int, default=256, help="calibration images timed")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--calib-dir", type=Path, help="default: the digits fixture's train split, written to a temp dir")
+    p.add_argument("--rss-samples", default="256,1024", help="sample counts of the smlp-export peak-RSS runs "
+                   "('' for none)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="smlp-calib-bench-") as tmp:
+        tmp = Path(tmp)
+        if args.calib_dir is None:
+            from tests.digits import write_digits
+
+            args.calib_dir = write_digits(tmp / "digits")["train"]
+        export = export_model(args.variant, out_dir=tmp / "export", quiet=True)
+        model = export.out_dir / "model.onnx"
+        calib = load_calibration_set(args.calib_dir, export.manifest.preprocess, samples=args.samples, quiet=True)
+        tensors = calibrated_tensors(onnx.load(str(model)), ["tensorrt"])
+        tasks, calib_batch = timed_tasks(model, calib, tensors)
+        times = time_rounds(tasks, args.rounds)
+        del tasks  # their sessions go before the export processes start
+        rss = [export_rss(args.variant, args.calib_dir, int(n), tmp / f"rss-{n}")
+               for n in args.rss_samples.split(",") if n]
+
+    ratios = {name: [t / f for t, f in zip(times[name], times[FP32])] for name in times}
+    rows = [[name, f"{np.median(times[name]):.1f}", f"{args.samples / np.median(times[name]):.1f}",
+             f"{np.median(ratios[name]):.2f}x [{min(ratios[name]):.2f}-{max(ratios[name]):.2f}]"] for name in times]
+    print(format_table(["task", "median s", "img/s", "vs FP32 inference"], rows))
+    print(f"({args.samples} images, {len(tensors)} tensors observed, calibration batches of {calib_batch}, FP32 "
+          f"batches of {FP32_BATCH}; {args.rounds} interleaved rounds, ratios median [min-max])")
+    for r in rss:
+        print(f"smlp-export --int8, {r['samples']} images: {r['wall_s']:.1f} s, "
+              f"peak RSS {r['peak_rss_kb'] / 2**20:.2f} GiB")
+    if args.json:
+        write_json_atomic(args.json, {
+            "env": environment.capture() | {"threads": environment.cpu_cores()}, "model": export.manifest.model.name,
+            "samples": args.samples, "tensors": len(tensors), "calibration_batch": calib_batch,
+            "fp32_batch": FP32_BATCH, "seconds": times, "vs_fp32": ratios, "export_rss": rss,
+        })
+
+
+if __name__ == "__main__":
+    main()
