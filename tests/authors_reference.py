@@ -21,7 +21,8 @@ class ToChannelsFirst(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim, hidden):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden, dim), nn.Dropout(0.0))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden, dim),
+                                 nn.Dropout(0.0))
 
     def forward(self, x):
         return self.net(x)
@@ -75,7 +76,8 @@ class AuthorsSMLPNet(nn.Module):
         self.channel_mix = nn.ModuleList()
         for i, depth in enumerate(depths):
             width = dim * 2**i
-            stem = nn.Conv2d(3, dim, patch, patch, bias=False) if i == 0 else nn.Conv2d(width // 2, width, 2, 2, bias=False)
+            stem = (nn.Conv2d(3, dim, patch, patch, bias=False) if i == 0
+                    else nn.Conv2d(width // 2, width, 2, 2, bias=False))
             self.to_patch_embedding.append(nn.Sequential(stem))
             for _ in range(depth):
                 self.channel_mix.append(

@@ -78,7 +78,8 @@ def test_every_input_type(classifier, photos):
     expected = classifier.logits(str(path))
     tolerance = 1e-5 * np.abs(expected).max()
     for item in [path, path.read_bytes(), batch, torch.from_numpy(batch), batch[0]]:
-        np.testing.assert_allclose(classifier.logits(item), expected, rtol=0, atol=tolerance, err_msg=type(item).__name__)
+        np.testing.assert_allclose(classifier.logits(item), expected, rtol=0, atol=tolerance,
+                                   err_msg=type(item).__name__)
     # Decoded images skip JPEG draft decoding, so they differ from the encoded file within its tolerance only.
     decoded = classifier.logits(image)
     np.testing.assert_allclose(classifier.logits(np.asarray(image.convert("RGB"))), decoded, rtol=0, atol=tolerance)

@@ -161,7 +161,8 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     state["extra.weight"] = torch.zeros(1)
     path = tmp_path / "edited.pt"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): head\.fc\.bias(.|\n)*1 unexpected key\(s\): extra\.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"1 missing key\(s\): head\.fc\.bias(.|\n)*1 unexpected key\(s\): extra\.weight"):
         create_model("test", image_size=64, checkpoint=path)
 
 

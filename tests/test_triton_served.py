@@ -31,7 +31,7 @@ from .conftest import SKIMAGE_DATA
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc,http] (extra 'serve')")
 httpclient = pytest.importorskip("tritonclient.http", reason="needs tritonclient[grpc,http] (extra 'serve')")
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException  # noqa: E402 (after the importorskips)
 
 TIMEOUT_S = 60  # per request; a server that stops answering fails the test instead of hanging it
 
