@@ -94,7 +94,8 @@ METHODS = {
         _percentile(),
     )
 }
-# Chosen by measurement on the digits fixture (README, "INT8: choosing the calibration method").
+# The digits fixture (README, "Choosing the calibration method"): percentile and entropy keep one more held-out
+# image than minmax in the TensorRT form, and percentile calibrates in two thirds of entropy's time.
 DEFAULT_METHOD = "percentile"
 
 
