@@ -82,11 +82,7 @@ def tensorrt_unavailable_reason() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError:
         return "the tensorrt package is not installed (pip install 'smlp-deploy[trt]' on a GPU host)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to torch"
-    return None
+    return torch_cuda().unavailable
 
 
 def cpu_cores() -> int:

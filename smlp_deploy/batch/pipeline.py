@@ -167,11 +167,18 @@ def _check_arguments(**values: Any) -> None:
             raise InputError(f"{name} must be a number >= {least:g}, got {value!r}", parameter=name)
 
 
-def _as_dataset(images: Any) -> ray.data.Dataset:
+def _import_ray() -> Any:
+    """Ray with Ray Data, or the error that names the extra."""
     try:
+        import ray
         import ray.data
     except ImportError:
         raise BackendUnavailableError(RAY_MISSING) from None
+    return ray
+
+
+def _as_dataset(images: Any) -> ray.data.Dataset:
+    ray = _import_ray()
     if not isinstance(images, ray.data.Dataset):
         raise InputError(f"images is a {type(images).__name__}: pass {ACCEPTED}", parameter="images")
     return images
@@ -184,11 +191,7 @@ def _ray_session(address: str | None) -> Iterator[tuple[Any, bool]]:
     A connection the caller opened is used as it is and left open. Ray's own logging is left unconfigured
     (``configure_logging=False``), so the caller's logging setup is untouched; its INFO lines stay quiet.
     """
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise BackendUnavailableError(RAY_MISSING) from None
+    ray = _import_ray()
     if ray.is_initialized():
         yield ray, False
         return

@@ -147,7 +147,8 @@ def compute_ranges(
             say(f"{len(tensors)} tensors observed with ONNX Runtime's {activations.provider}, {size} image(s) a batch")
         while batch := list(islice(images, size)):
             observe(np.stack(batch))
-    return {name: (-m, m) for name, m in ((name, float(method.threshold(s))) for name, s in stats.items())}
+    magnitudes = {name: float(method.threshold(s)) for name, s in stats.items()}
+    return {name: (-m, m) for name, m in magnitudes.items()}
 
 
 def batch_size_for(bytes_per_image: int) -> int:
