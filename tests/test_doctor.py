@@ -56,10 +56,20 @@ def test_every_capability_is_ready_or_says_what_to_do(report):
 
 @pytest.mark.parametrize("key", ["serve", "ray"])
 def test_serving_and_ray_are_judged_by_their_libraries(report, key):
-    """Ready where their extra's libraries import (serving: and smlp-serve finds its tritonserver), else the install
-    command is named."""
+    """Ready exactly where their extra's libraries import (serving: and smlp-serve finds its tritonserver), else
+    the install command is named."""
+    from smlp_deploy.errors import SmlpDeployError
+    from smlp_deploy.serving.server import find_tritonserver
+
+    usable = all(import_problem(module) is None for module in checkup.EXTRA_LIBRARIES[key])
+    if key == "serve":
+        try:
+            find_tritonserver()
+        except SmlpDeployError:
+            usable = False
     capability = report.capability(key)
-    if not capability.ready:
+    assert capability.ready == usable, capability
+    if not usable:
         assert "pip install" in capability.needs, capability
 
 
