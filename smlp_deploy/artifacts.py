@@ -1,13 +1,16 @@
 """What an export directory can hold: one table of artifact kinds, read by export, runtime, bench and eval.
 
-A file's name says what it is: its format (and so the backend that opens it), its precision, what it is meant
-to run on, and which TensorRT engine is built from it. Nothing else in the package spells these names.
+A file's name says what it is: its format (and so the backends that can open it), its precision, what it is
+meant to run on, and, for an engine, the ONNX file and the TensorRT flavour it is built from and with. Each ONNX
+file that TensorRT builds yields one engine per flavour. Nothing else in the package spells these names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from .tensorrt_flavours import FLAVOURS, Flavour
 
 INPUT_NAME = "input"  # [N, 3, H, W] float32, the one input of every artifact
 OUTPUT_NAME = "logits"  # [N, classes] float32
@@ -17,25 +20,28 @@ PRECISIONS = ("fp32", "fp16", "int8")
 @dataclass(frozen=True)
 class FileFormat:
     name: str
-    suffixes: tuple[str, ...]
-    backend: str  # the runtime backend that opens files of this format
+    suffixes: tuple[str, ...]  # matched against the end of the file name, longest first
     description: str
+    flavour: Flavour | None = None  # engines: the TensorRT flavour that builds and runs them
 
 
 FORMATS = {
     f.name: f
     for f in (
-        FileFormat("onnx", (".onnx",), "onnxruntime", "ONNX model"),
-        FileFormat("tensorrt", (".plan", ".engine"), "tensorrt", "TensorRT engine"),
-        FileFormat("checkpoint", (".pt", ".pth"), "torch", "PyTorch checkpoint"),
+        FileFormat("onnx", (".onnx",), "ONNX model"),
+        FileFormat("checkpoint", (".pt", ".pth"), "PyTorch checkpoint"),
+        *(FileFormat(flavour.name, (flavour.engine_suffix, flavour.engine_suffix.replace(".plan", ".engine")),
+                     f"{flavour.title} engine", flavour) for flavour in FLAVOURS.values()),
     )
 }
+ENGINE_FORMATS = tuple(f.name for f in FORMATS.values() if f.flavour)
 
 
 def format_of(path: str | Path) -> FileFormat | None:
-    """The format a file's suffix names, or None."""
-    suffix = Path(path).suffix.lower()
-    return next((f for f in FORMATS.values() if suffix in f.suffixes), None)
+    """The format a file's name ends in (``.rtx.plan`` before ``.plan``), or None."""
+    name = Path(path).name.lower()
+    matches = [(len(s), f) for f in FORMATS.values() for s in f.suffixes if name.endswith(s)]
+    return max(matches, key=lambda match: match[0])[1] if matches else None
 
 
 @dataclass(frozen=True)
@@ -44,34 +50,50 @@ class ArtifactKind:
 
     ``target`` is what the file is meant for: None for any backend; ``"tensorrt"`` for the INT8 form TensorRT's
     explicit quantization builds (ONNX Runtime runs it only to check it); ``"cpu"`` for the INT8 form ONNX
-    Runtime's x86 kernels run fastest. ``engine`` is the engine built from an ONNX file, if any.
+    Runtime's x86 kernels run fastest. ``builds_engines``: TensorRT builds an engine of every flavour from this
+    ONNX file. ``source``: for an engine, the ONNX file it is built from.
     """
 
     file_name: str
     format: str
     precision: str
     target: str | None
-    engine: str | None
     description: str
+    builds_engines: bool = False
+    source: str | None = None
 
     @property
-    def backend(self) -> str:
-        return FORMATS[self.format].backend
+    def flavour(self) -> Flavour | None:
+        return FORMATS[self.format].flavour
+
+    @property
+    def is_engine(self) -> bool:
+        return self.flavour is not None
+
+
+ONNX_KINDS = (
+    ArtifactKind("model.onnx", "onnx", "fp32", None, "FP32 ONNX, simplified", builds_engines=True),
+    ArtifactKind("model.fp16.onnx", "onnx", "fp16", None, "mixed-precision FP16 ONNX, float32 I/O",
+                 builds_engines=True),
+    ArtifactKind("model.int8.onnx", "onnx", "int8", "tensorrt", "INT8 Q/DQ ONNX for TensorRT's explicit quantization",
+                 builds_engines=True),
+    ArtifactKind("model.int8.cpu.onnx", "onnx", "int8", "cpu", "INT8 Q/DQ ONNX for ONNX Runtime's x86 kernels"),
+)
+_PRECISION_TITLES = {"fp32": "FP32", "fp16": "mixed FP16", "int8": "INT8"}
+
+
+def _engine_kind(source: ArtifactKind, flavour: Flavour) -> ArtifactKind:
+    return ArtifactKind(f"engine.{source.precision}{flavour.engine_suffix}", flavour.name, source.precision,
+                        source.target, f"{flavour.title} engine, {_PRECISION_TITLES[source.precision]}",
+                        source=source.file_name)
 
 
 ARTIFACTS = {
     kind.file_name: kind
     for kind in (
-        ArtifactKind("model.onnx", "onnx", "fp32", None, "engine.fp32.plan", "FP32 ONNX, simplified"),
-        ArtifactKind("model.fp16.onnx", "onnx", "fp16", None, "engine.fp16.plan",
-                     "mixed-precision FP16 ONNX, float32 I/O"),
-        ArtifactKind("model.int8.onnx", "onnx", "int8", "tensorrt", "engine.int8.plan",
-                     "INT8 Q/DQ ONNX for TensorRT's explicit quantization"),
-        ArtifactKind("model.int8.cpu.onnx", "onnx", "int8", "cpu", None,
-                     "INT8 Q/DQ ONNX for ONNX Runtime's x86 kernels"),
-        ArtifactKind("engine.fp32.plan", "tensorrt", "fp32", None, None, "TensorRT engine, FP32"),
-        ArtifactKind("engine.fp16.plan", "tensorrt", "fp16", None, None, "TensorRT engine, mixed FP16"),
-        ArtifactKind("engine.int8.plan", "tensorrt", "int8", "tensorrt", None, "TensorRT engine, INT8"),
+        *ONNX_KINDS,
+        *(_engine_kind(source, flavour) for source in ONNX_KINDS if source.builds_engines
+          for flavour in FLAVOURS.values()),
     )
 }
 
@@ -83,12 +105,32 @@ def kind_of(path: str | Path) -> ArtifactKind | None:
 
 def onnx_artifact(precision: str, target: str | None = None) -> ArtifactKind:
     """The ONNX file an export writes for ``precision`` (and, for INT8, the quantization ``target``)."""
-    for kind in ARTIFACTS.values():
-        if kind.format == "onnx" and kind.precision == precision and kind.target == target:
+    for kind in ONNX_KINDS:
+        if kind.precision == precision and kind.target == target:
             return kind
     raise KeyError(f"no ONNX artifact for precision {precision!r} and target {target!r}")
 
 
+def engine_kind(source: ArtifactKind, flavour: Flavour) -> ArtifactKind:
+    """The engine ``flavour`` builds from the ONNX file ``source``."""
+    return ARTIFACTS[_engine_kind(source, flavour).file_name]
+
+
 def engine_source(engine: str) -> ArtifactKind:
     """The ONNX kind an engine file is built from."""
-    return next(kind for kind in ARTIFACTS.values() if kind.engine == engine)
+    source = ARTIFACTS[engine].source
+    assert source is not None, f"{engine} is not an engine"
+    return ARTIFACTS[source]
+
+
+RUNTIME_CACHE_SUFFIX = ".runtime.cache"
+
+
+def runtime_cache_of(engine: Path, gpu: str) -> Path:
+    """The file beside a TensorRT-for-RTX engine that keeps what its just-in-time step compiled on ``gpu`` (a GPU
+    model's name, as a file name part): ``engine.fp16.rtx.nvidia-l4.runtime.cache``."""
+    return engine.with_name(f"{engine.name.removesuffix(engine.suffix)}.{gpu}{RUNTIME_CACHE_SUFFIX}")
+
+
+def is_runtime_cache(path: str | Path) -> bool:
+    return Path(path).name.endswith(RUNTIME_CACHE_SUFFIX)

@@ -1,8 +1,8 @@
-"""What this machine has: CPU, GPUs, library versions, the package's extras, and whether TensorRT can run here.
+"""What this machine has: CPU, GPUs, library versions, the package's extras, and whether torch can use a GPU.
 
-Neutral ground: the manifest records the versions, the runtime and export ask whether TensorRT is usable,
-the benchmark saves all of it beside its figures, ``smlp-doctor`` reports it. Heavy libraries are imported
-only inside the functions.
+Neutral ground: the manifest records the versions, the TensorRT flavours ask whether a GPU is usable, the
+benchmark saves all of it beside its figures, ``smlp-doctor`` reports it. Heavy libraries are imported only
+inside the functions.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import re
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
@@ -20,7 +21,7 @@ DISTRIBUTION = "smlp-deploy"
 
 # Distributions whose versions every manifest and benchmark report records.
 RECORDED_DISTRIBUTIONS = (
-    "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript", "tensorrt", "numpy",
+    "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript", "tensorrt", "tensorrt-rtx", "numpy",
 )
 
 
@@ -74,15 +75,6 @@ def import_problem(module: str) -> str | None:
     except Exception as exc:  # a broken install raises whatever its import does, not only ImportError
         return f"{module} ({exc})"
     return None
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    """Why an engine cannot be built or run here, or None if TensorRT and a CUDA GPU are both present."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt package is not installed (pip install 'smlp-deploy[trt]' on a GPU host)"
-    return torch_cuda().unavailable
 
 
 def cpu_cores() -> int:
@@ -168,6 +160,11 @@ def gpus() -> list[Gpu]:
             for index, name, capability, mib in rows]
 
 
+def gpu_slug(name: str) -> str:
+    """A GPU's name as a file name or part of one: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
 def gpu_info() -> dict[str, Any] | None:
     """The first GPU torch can use, as recorded beside benchmark figures; None without one."""
     usable = [gpu for gpu in gpus() if gpu.usable_by_torch]
@@ -176,22 +173,6 @@ def gpu_info() -> dict[str, Any] | None:
     first = usable[0]
     return {"name": first.name, "memory_gib": first.memory_gib, "compute_capability": first.compute_capability,
             "cuda": torch_cuda().cuda, "driver": nvidia_driver()}
-
-
-def tensorrt_builder_reason() -> str | None:
-    """Why TensorRT cannot create a builder here (the first thing an engine build does), or None if it can."""
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        return reason
-    import tensorrt as trt
-
-    try:
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-    except (RuntimeError, TypeError) as exc:
-        return f"TensorRT {trt.__version__} cannot create a builder: {exc}"
-    if builder is None:
-        return f"TensorRT {trt.__version__} cannot create a builder (see its log above)"
-    return None
 
 
 def onnxruntime_providers() -> list[str]:

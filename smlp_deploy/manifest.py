@@ -6,7 +6,8 @@ has a version; manifests of older versions are upgraded on load, newer ones are 
 
 Versions: 1 (smlp-deploy 0.1.0); 2 adds ``model.seed`` (the seed of random weights) and ``engine.engines`` (the
 engine files planned), and writes the engine commands relative to the export directory, so a copied export
-stays valid.
+stays valid; 3 (TensorRT for RTX) replaces ``engine`` by ``engines``, one record per TensorRT flavour, and records
+for each engine its flavour, target compute capabilities, build seconds and whether a GPU has verified it.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .artifacts import ArtifactKind, kind_of
+from .artifacts import ArtifactKind, engine_kind, kind_of
 from .environment import library_versions
 from .errors import ArtifactError, SmlpDeployError
 from .fileio import write_json_atomic
 from .preprocess_config import PreprocessConfig
 from .records import RecordError, from_json, to_json
+from .tensorrt_flavours import TENSORRT
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 IMAGENET_LABELS = "imagenet-1k"  # ``labels`` value for the 1000 ImageNet classes in index order
 
 
@@ -120,17 +122,28 @@ class Artifact:
     target: str | None = None  # INT8: the quantization target the Q/DQ form is for
     float_precision: str | None = None  # INT8: the precision of the float parts
     profile: BatchProfile | None = None  # engines: the batch profile
-    tensorrt_version: str | None = None
-    gpu: GpuRecord | None = None
+    tensorrt_version: str | None = None  # engines: the version of their flavour's library
+    gpu: GpuRecord | None = None  # engines: the GPU that built them (TensorRT) or verified them (TensorRT for RTX)
+    flavour: str | None = None  # engines: tensorrt | tensorrt-rtx
+    compute_capabilities: list[str] | None = None  # engines: the GPUs they run on
+    build_seconds: float | None = None
+    status: str | None = None  # engines: VERIFIED, or UNVERIFIED until a GPU has checked their parity
 
     @property
     def kind(self) -> ArtifactKind | None:
         return kind_of(self.path)
 
 
+VERIFIED = "verified"  # an engine's parity was checked on a GPU, against the PyTorch logits of the export
+UNVERIFIED = "built, not yet verified on a GPU"
+
+
 @dataclass
 class EngineStatus:
-    status: str  # built | skipped | failed
+    """What became of one TensorRT flavour's engines in an export."""
+
+    flavour: str
+    status: str  # built | skipped
     reason: str
     commands: list[str] = field(default_factory=list)  # to finish on a GPU host, run in the export directory
     engines: list[str] = field(default_factory=list)  # the engine files the export planned
@@ -166,7 +179,7 @@ class Manifest:
     preprocess: PreprocessConfig
     labels: str | list[str]  # IMAGENET_LABELS, or one name per class
     artifacts: list[Artifact] = field(default_factory=list)
-    engine: EngineStatus = field(default_factory=lambda: EngineStatus("skipped", "no engine requested"))
+    engines: list[EngineStatus] = field(default_factory=list)  # one per TensorRT flavour the export planned for
     simplify: SimplifyRecord | None = None
     calibration: CalibrationRecord | None = None
     versions: dict[str, str | None] = field(default_factory=library_versions)
@@ -175,6 +188,9 @@ class Manifest:
 
     def artifact(self, name: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.path == name), None)
+
+    def engine_status(self, flavour: str) -> EngineStatus | None:
+        return next((e for e in self.engines if e.flavour == flavour), None)
 
     def record(self, artifact: Artifact) -> None:
         """Add ``artifact``, replacing an earlier record of the same file (re-runs into one directory)."""
@@ -221,9 +237,21 @@ def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
     """Format 1 lacks the seed of random weights and the planned engines (its ``smlp-export --from-onnx`` built
     one per ONNX file that has an engine kind); its engine commands hold the paths the export ran at."""
     kinds = [kind_of(a.get("path", "")) for a in data.get("artifacts", []) if isinstance(a, dict)]
-    planned = [kind.engine for kind in kinds if kind and kind.engine]
+    planned = [engine_kind(kind, TENSORRT).file_name for kind in kinds if kind and kind.builds_engines]
     engine = {"engines": planned, **data.get("engine", {})}
     return {**data, "format_version": 2, "model": {"seed": None, **data.get("model", {})}, "engine": engine}
 
 
-_UPGRADES = {1: _from_v1}
+def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 knew one flavour, TensorRT: its one engine record becomes that flavour's, and its engines (built on
+    the GPU they were verified on) are verified ones."""
+    data = dict(data)
+    engine = data.pop("engine", None)
+    planned = isinstance(engine, dict) and bool(engine.get("engines"))
+    engines = [{"flavour": "tensorrt", **engine}] if planned else []
+    artifacts = [{**a, "flavour": "tensorrt", "status": VERIFIED} if isinstance(a, dict) and a.get("format") ==
+                 "tensorrt" else a for a in data.get("artifacts", [])]
+    return {**data, "format_version": 3, "engines": engines, "artifacts": artifacts}
+
+
+_UPGRADES = {1: _from_v1, 2: _from_v2}

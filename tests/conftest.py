@@ -31,13 +31,16 @@ def assert_steps_counted(progress: str) -> None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``tensorrt`` or ``cuda`` run unchanged on a GPU host and are skipped, with why, elsewhere."""
+    """Tests marked ``tensorrt`` (its argument names the flavour: ``tensorrt``, the default, or ``tensorrt-rtx``)
+    or ``cuda`` run unchanged on a GPU host and are skipped, with why, elsewhere."""
     import torch
 
-    from smlp_deploy.environment import tensorrt_unavailable_reason
+    from smlp_deploy.tensorrt_flavours import FLAVOURS
 
-    reasons = {"tensorrt": tensorrt_unavailable_reason(), "cuda": None if torch.cuda.is_available() else "no CUDA GPU"}
+    cuda = None if torch.cuda.is_available() else "no CUDA GPU"
     for item in items:
-        for marker, reason in reasons.items():
-            if reason and marker in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=f"needs {marker}: {reason}"))
+        marker = item.get_closest_marker("tensorrt")
+        flavour = FLAVOURS[marker.args[0] if marker.args else "tensorrt"] if marker else None
+        reason = flavour.run_unavailable() if flavour else cuda if item.get_closest_marker("cuda") else None
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"needs {flavour.title if flavour else 'cuda'}: {reason}"))

@@ -12,6 +12,8 @@ from smlp_deploy.artifacts import ARTIFACTS, FORMATS, format_of, kind_of, onnx_a
 from smlp_deploy.errors import ArtifactError
 from smlp_deploy.manifest import FORMAT_VERSION, MANIFEST_NAME, BatchProfile, Manifest
 from smlp_deploy.preprocess_config import PreprocessConfig
+from smlp_deploy.runtime.backends.registry import default_backend
+from smlp_deploy.tensorrt_flavours import FLAVOURS
 
 SAMPLES = Path(__file__).parent / "data" / "manifests"
 
@@ -19,7 +21,7 @@ SAMPLES = Path(__file__).parent / "data" / "manifests"
 @pytest.mark.parametrize("version", [1, 2])
 def test_committed_manifests_of_every_format_load(version, tmp_path):
     """v1.json was written by smlp-deploy 0.1.0 and v2.json by 0.2.0 (the digits export with --fp16 --int8
-    --int8-target both --eval-dir): each release must keep reading them."""
+    --int8-target both --eval-dir): each release must keep reading them. Both knew TensorRT only."""
     manifest = Manifest.load(SAMPLES / f"v{version}.json")
     assert manifest.format_version == FORMAT_VERSION
     assert manifest.model.name == "smlpnet_test" and manifest.model.num_classes == 10
@@ -33,11 +35,12 @@ def test_committed_manifests_of_every_format_load(version, tmp_path):
     assert int8.kind is ARTIFACTS["model.int8.onnx"] and int8.target == "tensorrt" and int8.float_precision == "fp16"
     assert int8.parity.n_inputs == 5 and int8.accuracy.n_images == 450
     assert manifest.calibration.method == "percentile" and manifest.calibration.targets == ["tensorrt", "cpu"]
-    assert manifest.engine.status == "skipped"
+    (engines,) = manifest.engines
+    assert engines.flavour == "tensorrt" and engines.status == "skipped"
     # Format 1 did not record the planned engines; its --from-onnx built one per ONNX file that has an engine.
     expected = ["engine.fp32.plan", "engine.fp16.plan", "engine.int8.plan"] if version == 1 else [
         "engine.fp16.plan", "engine.int8.plan"]
-    assert manifest.engine.engines == expected
+    assert engines.engines == expected
     manifest.save(tmp_path)  # re-saved in the current format, it reads back the same
     assert Manifest.load(tmp_path / MANIFEST_NAME) == manifest
 
@@ -85,12 +88,15 @@ def test_manifest_beside_an_artifact(tmp_path):
 def test_the_artifact_table_is_consistent():
     for kind in ARTIFACTS.values():
         assert kind_of(kind.file_name) is kind and format_of(kind.file_name) is FORMATS[kind.format]
-        if kind.engine:
-            engine = ARTIFACTS[kind.engine]
-            assert kind.format == "onnx" and engine.format == "tensorrt" and engine.precision == kind.precision
+        engines = [e for e in ARTIFACTS.values() if e.source == kind.file_name]
+        assert [e.flavour for e in engines] == (list(FLAVOURS.values()) if kind.builds_engines else [])
+        assert all(e.is_engine and e.precision == kind.precision and kind.format == "onnx" for e in engines)
     cpu_form = onnx_artifact("int8", "cpu")
-    assert cpu_form.file_name == "model.int8.cpu.onnx" and cpu_form.engine is None
-    assert format_of("a/b/engine.ENGINE").backend == "tensorrt" and format_of("x.pth").backend == "torch"
+    assert cpu_form.file_name == "model.int8.cpu.onnx" and not cpu_form.builds_engines
+    assert format_of("a/b/engine.ENGINE").name == "tensorrt" and format_of("x.pth").name == "checkpoint"
+    assert format_of("my.rtx.plan").name == format_of("My.RTX.engine").name == "tensorrt-rtx"
+    assert [default_backend(format_of(n)).name for n in ("m.onnx", "e.plan", "e.rtx.plan", "m.pt")] == [
+        "onnxruntime", "tensorrt", "tensorrt-rtx", "torch"]
     assert kind_of("notes.txt") is None and format_of("notes.txt") is None
 
 

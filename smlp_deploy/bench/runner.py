@@ -21,12 +21,12 @@ from ..errors import InputError, SmlpDeployError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..models.complexity import count_macs
 from ..models.registry import create_model
-from ..runtime.backends.tensorrt_backend import DeviceTimes, TensorRTBackend
+from ..runtime.backends.base import DeviceTimes
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 from .peak import matmul_probe
 from .results import BenchModel, BenchReport, BenchRow, EndToEnd, Skipped
-from .targets import BACKENDS, Target, resolve
+from .targets import BACKENDS, DEFAULT_BACKENDS, Target, resolve
 from .timing import LatencyStats, measure_interleaved
 
 BASELINE = ("torch", "fp32")
@@ -36,7 +36,7 @@ E2E_PHOTO_SIZE = (500, 375)  # a typical web photo, as JPEG
 @dataclass
 class BenchConfig:
     variant: str = "tiny"
-    backends: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
     precisions: tuple[str, ...] = ("fp32",)
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     artifacts: Path | None = None  # an export directory; None: export fp32/fp16 to a temporary one
@@ -142,7 +142,7 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
 
             def record_device_times(label: str, _: object) -> None:
                 backend = live.get(label)
-                if isinstance(backend, TensorRTBackend) and (times := backend.last_times()) is not None:
+                if backend is not None and (times := backend.last_times()) is not None:
                     device_times[label].append(times)
 
             latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing,

@@ -1,4 +1,8 @@
-"""What can be benchmarked here: one Target per (backend, precision, artifact), or a reason it is skipped."""
+"""What can be benchmarked here: one Target per (backend, precision, artifact), or a reason it is skipped.
+
+The backends are the runtime's registry (each with the artifacts of the formats it opens) plus eager PyTorch
+and ``torch.compile``, which run the model itself as the baselines.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ from typing import Callable
 import torch
 
 from ..artifacts import ARTIFACTS, ArtifactKind, onnx_artifact
-from ..environment import tensorrt_unavailable_reason
 from ..runtime.backends.base import Backend
 from ..runtime.backends.factory import load_backend
+from ..runtime.backends.registry import BACKENDS as RUNTIME_BACKENDS
 from ..runtime.backends.torch_backend import TorchBackend
 from .results import Skipped
 
-BACKENDS = ("torch", "torch.compile", "onnxruntime", "tensorrt")
+MODEL_BACKENDS = ("torch", "torch.compile")  # run the PyTorch model itself, not an artifact
+BACKENDS = (*MODEL_BACKENDS, *(name for name in RUNTIME_BACKENDS if name not in MODEL_BACKENDS))
+DEFAULT_BACKENDS = tuple(name for name in BACKENDS if name != "torch.compile")
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Target:
     def note(self) -> str | None:
         """Why this row's figure is not the artifact's speed, where the artifact is meant for another backend."""
         kind = self.artifact
-        if kind is None or kind.target != "tensorrt" or self.backend == "tensorrt":
+        if kind is None or kind.target != "tensorrt" or kind.is_engine:
             return None
         cpu_form = onnx_artifact(kind.precision, "cpu").file_name
         return (f"{kind.file_name} is the Q/DQ form TensorRT builds; ONNX Runtime runs it only to check it, slower "
@@ -48,9 +54,9 @@ def resolve(
 ) -> list[Target | Skipped]:
     """The targets ``backend`` x ``precision`` stands for on ``device``, or why there are none."""
     skip = lambda reason: [Skipped(backend, precision, reason)]  # noqa: E731
-    if backend in ("torch", "torch.compile"):
+    if backend in MODEL_BACKENDS:
         if precision == "int8":
-            return skip("eager PyTorch has no INT8 path for sMLPNet; INT8 runs through onnxruntime or tensorrt")
+            return skip("eager PyTorch has no INT8 path for sMLPNet; INT8 runs through ONNX Runtime or TensorRT")
         if precision == "fp16" and device != "cuda":
             return skip("fp16 PyTorch needs a CUDA GPU (CPU kernels for half precision are not a deployment path)")
         if backend == "torch.compile" and device != "cuda":
@@ -58,24 +64,22 @@ def resolve(
         dtype = torch.float16 if precision == "fp16" else torch.float32
         compile_ = backend == "torch.compile"
         return [Target(backend, precision, device, None, lambda: _torch_backend(model, device, dtype, compile_))]
-    if backend == "onnxruntime":
-        # The CPU form of INT8 is meant for ONNX Runtime's x86 kernels, so it is timed on CPUs only.
-        kinds = [k for k in ARTIFACTS.values() if k.format == "onnx" and k.precision == precision
-                 and (k.target != "cpu" or device == "cpu")]
-    elif backend == "tensorrt":
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            return skip(reason)
-        kinds = [k for k in ARTIFACTS.values() if k.format == "tensorrt" and k.precision == precision]
-        device = "cuda"
-    else:
-        raise ValueError(f"unknown backend {backend!r}")
+    info = RUNTIME_BACKENDS[backend]
+    reason = info.unavailable()
+    if reason:
+        return skip(reason)
+    device = device if device in info.devices else info.devices[0]
+    # The CPU form of INT8 is meant for x86 kernels, so it is timed on CPUs only.
+    kinds = [k for k in ARTIFACTS.values() if k.format in info.formats and k.precision == precision
+             and (k.target != "cpu" or device == "cpu")]
+    if not kinds:
+        return skip(f"{backend} runs no {precision} artifact")
     found = [k for k in kinds if (artifacts / k.file_name).is_file()]
     if not found:
         return skip(_missing(kinds[0], precision))
+    options = {"threads": threads} if "threads" in info.options else {}
     return [Target(backend, precision, device, kind,
-                   lambda kind=kind: load_backend(artifacts / kind.file_name, kind.backend, device=device,
-                                                  threads=threads))
+                   lambda kind=kind: load_backend(artifacts / kind.file_name, backend, device=device, **options))
             for kind in found]
 
 

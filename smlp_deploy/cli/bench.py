@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..bench.report import format_report, write_csv, write_json, write_plot
 from ..bench.runner import BenchConfig, run_benchmark
+from ..bench.targets import BACKENDS, DEFAULT_BACKENDS
 from .common import positive_int, run_main
 
 FLAGS = {"backends": "--backends", "precisions": "--precision", "batch_sizes": "--batch-sizes",
@@ -26,8 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="tiny", help="model to export when --artifacts is not given (default: tiny)")
     p.add_argument("--artifacts", type=Path, help="an export directory (smlp-export --out); default: export to a "
                    "temporary directory (fp32, and fp16 when asked)")
-    p.add_argument("--backends", type=_list(str), default=("torch", "onnxruntime", "tensorrt"),
-                   help="comma-separated: torch, torch.compile, onnxruntime, tensorrt (default: all but torch.compile)")
+    p.add_argument("--backends", type=_list(str), default=DEFAULT_BACKENDS,
+                   help=f"comma-separated: {', '.join(BACKENDS)} (default: all but torch.compile)")
     p.add_argument("--precision", "--precisions", dest="precisions", type=_list(str), default=("fp32",),
                    help="comma-separated: fp32, fp16, int8 (default: fp32)")
     p.add_argument("--batch-sizes", type=_list(int), default=(1, 8, 32), help="comma-separated (default: 1,8,32)")

@@ -12,6 +12,7 @@ from ..manifest import IMAGENET_LABELS
 from ..preprocess_config import PreprocessConfig
 from ..progress import format_table
 from ..runtime.classifier import Classifier
+from ..runtime.backends.registry import BACKENDS
 from .common import positive_int, run_main
 
 FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted_order": "--sorted-classes",
@@ -21,7 +22,7 @@ FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smlp-eval", description=__doc__)
     p.add_argument("artifacts", nargs="+", type=Path,
-                   help="engines (.plan/.engine), ONNX models (.onnx) or checkpoints (.pt/.pth), each with its "
+                   help="engines (.plan, .rtx.plan), ONNX models (.onnx) or checkpoints (.pt/.pth), each with its "
                    "manifest")
     p.add_argument("--data", type=Path, required=True,
                    help="labeled folder: DIR/<class>/<image>, each class folder named by the class's index, label "
@@ -31,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unlisted", action="store_true",
                    help="load artifacts their export's manifest does not list (unverified)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--backend", choices=list(BACKENDS), help="run every artifact with this backend (default: each "
+                   "file's own)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for ONNX Runtime (default: all cores)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -41,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     folder = LabeledFolder.scan(args.data)
-    classifiers = [Classifier(path, device=args.device, threads=args.threads, allow_unlisted=args.allow_unlisted)
+    classifiers = [Classifier(path, backend=args.backend, device=args.device, threads=args.threads,
+                              allow_unlisted=args.allow_unlisted)
                    for path in args.artifacts]
     rows = []
     # Artifacts that share preprocessing share one decoding pass.

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..errors import ImageError, InputError
 from ..imagefolder import find_images
 from ..progress import format_table
-from ..runtime.backends.factory import BACKENDS
+from ..runtime.backends.registry import BACKENDS
 from ..runtime.classifier import Classifier, Prediction
 from .common import positive_int, run_main
 
@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smlp-predict", description="Classify images with an engine, ONNX file or "
                                 "checkpoint. An image that cannot be read is reported on its own line and the "
                                 "others are still classified; the exit status is 1 if any failed.")
-    p.add_argument("artifact", type=Path, help="engine (.plan/.engine), ONNX model (.onnx) or checkpoint (.pt/.pth)")
+    p.add_argument("artifact", type=Path, help="engine (.plan, .rtx.plan), ONNX model (.onnx) or checkpoint (.pt/.pth)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders (searched recursively)")
     p.add_argument("--topk", type=positive_int, default=5, help="classes to report per image (default: 5)")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default: the engine's max, else 32)")

@@ -7,10 +7,21 @@ backend sees it, so a wrong shape is an :class:`InputError` naming both shapes, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import InputError
+
+
+@dataclass(frozen=True)
+class DeviceTimes:
+    """Milliseconds of one call on the GPU, from CUDA events on its stream: host-to-device copy, the engine's
+    own compute, device-to-host copy (trtexec's H2D Latency, GPU Compute Time, D2H Latency)."""
+
+    h2d_ms: float
+    compute_ms: float
+    d2h_ms: float
 
 
 class Backend(ABC):
@@ -55,6 +66,10 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One line for logs and reports: backend, device, precision or provider."""
+
+    def last_times(self) -> DeviceTimes | None:
+        """The GPU time split of this thread's last call, for backends that measure one; None otherwise."""
+        return None
 
     def close(self) -> None:
         """Release device resources; the backend is unusable afterwards."""

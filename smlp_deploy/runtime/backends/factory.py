@@ -1,4 +1,4 @@
-"""Opening an artifact: the one place that maps a file to the backend that runs it."""
+"""Opening an artifact: the file's format and the registry choose the backend, and check what was asked of it."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...artifacts import FORMATS, format_of
-from ...errors import ArtifactError, InputError
+from ...errors import ArtifactError, BackendUnavailableError, InputError
 from ...manifest import ModelInfo
 from .base import Backend
-
-BACKENDS = tuple(f.backend for f in FORMATS.values())
+from .registry import BACKENDS, LoadOptions, default_backend
 
 
 def load_backend(
@@ -23,38 +22,40 @@ def load_backend(
     cuda_graphs: bool = False,
     plugin_libraries: Sequence[str | Path] = (),
 ) -> Backend:
-    """Open ``path`` with ``backend`` (by default the one its suffix names).
+    """Open ``path`` with ``backend`` (by default the one registered first for its format).
 
     ``model_info`` (from the export's manifest) says which network a checkpoint holds; without it the
-    checkpoint's own tensors tell. A backend that cannot open the file is an :class:`InputError`, never a
-    silent switch to another backend. ``cuda_graphs`` and ``plugin_libraries`` are TensorRT's (see
-    :class:`~smlp_deploy.runtime.backends.tensorrt_backend.TensorRTBackend`).
+    checkpoint's own tensors tell. A backend that cannot open the file, or an option it does not take, is an
+    :class:`InputError`, never a silent switch to another backend; a backend that cannot run here is a
+    :class:`BackendUnavailableError` with the install. ``cuda_graphs`` and ``plugin_libraries`` are TensorRT's
+    (see :class:`~smlp_deploy.runtime.backends.tensorrt_backend.TensorRTBackend`).
     """
     path = Path(path)
     check_artifact_path(path)
     found = format_of(path)
-    backend = backend or (found.backend if found else None)
-    if backend not in BACKENDS:
+    if backend is None and found is not None:
+        backend = default_backend(found).name
+    info = BACKENDS.get(backend or "")
+    if info is None:
         suffixes = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
         raise InputError(f"cannot tell the backend for {str(path)!r}: use a file ending in {suffixes}, or pass "
                          f"backend= one of {', '.join(BACKENDS)}", parameter="backend")
-    if found is None or found.backend != backend:
-        wants = next(f for f in FORMATS.values() if f.backend == backend)
-        actual = f"; {path.suffix} files are {found.description}s, run by backend {found.backend!r}" if found else ""
-        raise InputError(f"backend {backend!r} cannot open {str(path)!r}: it runs {wants.description}s "
-                         f"({', '.join(wants.suffixes)}){actual}", parameter="backend")
-    for name, value in (("cuda_graphs", cuda_graphs), ("plugin_libraries", plugin_libraries)):
-        if value and backend != "tensorrt":
-            raise InputError(f"{name} applies to TensorRT engines; {str(path)!r} runs on {backend}", parameter=name)
-    if backend == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(path, device=device, cuda_graphs=cuda_graphs, plugin_libraries=plugin_libraries)
-    if backend == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, device=device, threads=threads)
-    return _torch_backend(path, device, model_info)
+    if found is None or found.name not in info.formats:
+        actual = (f"; {found.description}s ({', '.join(found.suffixes)}) are run by backend "
+                  f"{default_backend(found).name!r}" if found else "")
+        raise InputError(f"backend {info.name!r} cannot open {str(path)!r}: it runs {info.runs}{actual}",
+                         parameter="backend")
+    options = LoadOptions(device, threads, model_info, cuda_graphs, tuple(Path(p) for p in plugin_libraries))
+    for name in options.given():
+        if name not in info.options:
+            takes = [b.name for b in BACKENDS.values() if name in b.options]
+            raise InputError(f"{name} applies to backends {', '.join(takes)}; {str(path)!r} runs on {info.name}",
+                             parameter=name)
+    info.check_file(path)
+    reason = info.unavailable()
+    if reason:
+        raise BackendUnavailableError(f"cannot open {str(path)!r} with backend {info.name!r}: {reason}")
+    return info.load(path, options)
 
 
 def check_artifact_path(path: Path) -> None:
@@ -65,15 +66,3 @@ def check_artifact_path(path: Path) -> None:
         raise ArtifactError(f"artifact {str(path)!r} is a directory, not a model file; {hint}")
     if not path.is_file():
         raise ArtifactError(f"artifact {str(path)!r} does not exist")
-
-
-def _torch_backend(path: Path, device: str | None, model_info: ModelInfo | None) -> Backend:
-    from ...models.checkpoint import infer_model_args
-    from ...models.registry import create_model
-    from .torch_backend import TorchBackend
-
-    if model_info is not None:
-        args = {"name": model_info.name, "num_classes": model_info.num_classes, "image_size": model_info.image_size}
-    else:
-        args = infer_model_args(path)
-    return TorchBackend(create_model(**args, checkpoint=path), device=device)
