@@ -58,9 +58,10 @@ class Outcome:
     stderr: str
 
 
-def interrupt_export(out: Path, args: tuple[str, ...], at_step: int, sig: signal.Signals,
+def interrupt_export(out: Path, args: tuple[str, ...], at_step: int | str, sig: signal.Signals,
                      timeout: float = 300) -> Outcome:
-    """Start an export and send ``sig`` as soon as it announces step ``at_step`` (``[k/n]``)."""
+    """Start an export and send ``sig`` as soon as it announces step ``at_step`` (``[k/n]``), or prints a line
+    holding ``at_step`` if it is text (``"Building engine ("``: inside the TensorRT builder)."""
     process = subprocess.Popen(export_command(out, *args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                text=True, cwd=ROOT)
     lines, sent = [], False
@@ -69,7 +70,7 @@ def interrupt_export(out: Path, args: tuple[str, ...], at_step: int, sig: signal
     try:
         for line in process.stderr:
             lines.append(line)
-            if line.startswith(f"[{at_step}/"):
+            if line.startswith(f"[{at_step}/") if isinstance(at_step, int) else at_step in line:
                 process.send_signal(sig)
                 sent = True
                 break

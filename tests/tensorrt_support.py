@@ -231,3 +231,22 @@ def binding_problems(source: str, releases: dict[str, set[str]]) -> list[str]:
         if missing:
             problems.append(f"{name} is not defined by TensorRT {', '.join(missing)}")
     return problems
+
+
+def module_names(module: object) -> set[str]:
+    """Every name an installed TensorRT module defines: its attributes, and its classes' attributes (methods,
+    properties, enum values)."""
+    names = set(dir(module))
+    for name in list(names):
+        value = getattr(module, name, None)
+        if isinstance(value, type):
+            names |= set(dir(value))
+    return names
+
+
+def unknown_names(source: str, defined: set[str], known: set[str]) -> list[str]:
+    """Attribute names in Python ``source`` that neither the module (``defined``) nor anything else it uses
+    (``known``: the standard library's and the project's own objects) defines."""
+    used = {node.attr for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")}  # its own attributes
+    return sorted(used - defined - known)

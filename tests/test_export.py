@@ -16,6 +16,7 @@ from smlp_deploy.export.parity import check, compare
 from smlp_deploy.export.verification import VerificationSet
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.runtime.backends import OnnxRuntimeBackend
+from smlp_deploy.tensorrt_flavours import FLAVOURS, TENSORRT
 
 from .conftest import assert_steps_counted
 
@@ -34,18 +35,21 @@ def test_manifest_meets_the_contract(exported):
     assert model["params"] > 0 and model["macs"] > 0
     assert manifest["preprocess"]["input_size"] == 64 and manifest["preprocess"]["interpolation"] == "bicubic"
     assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "fp16"}
-    for artifact in manifest["artifacts"]:
-        assert artifact["format"] == "onnx"
+    for artifact in [a for a in manifest["artifacts"] if a["format"] == "onnx"]:
         assert artifact["sha256"] == sha256_file(exported.out_dir / artifact["path"])
         assert set(artifact["parity"]) >= {"max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement",
                                            "top5_agreement", "n_inputs"}
         assert artifact["parity"]["n_inputs"] == 16
-    assert manifest["engine"]["status"] in ("skipped", "built")
-    if manifest["engine"]["status"] == "skipped":
-        assert manifest["engine"]["reason"]
-        assert any(c.startswith("trtexec --onnx=") and "--stronglyTyped" in c for c in manifest["engine"]["commands"])
-        assert any(c.startswith("smlp-export --from-onnx") for c in manifest["engine"]["commands"])
-    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "onnxsim", "tensorrt"}
+    engines = {e["flavour"]: e for e in manifest["engines"]}
+    assert set(engines) == {"tensorrt", "tensorrt-rtx"}
+    for flavour, engine in engines.items():
+        assert engine["status"] in ("skipped", "built")
+        assert engine["engines"] == [f"engine.{p}{FLAVOURS[flavour].engine_suffix}" for p in ("fp32", "fp16")]
+        assert any(c.startswith(f"smlp-export --from-onnx . --flavour {flavour}") for c in engine["commands"])
+        if engine["status"] == "skipped":
+            assert engine["reason"]
+    assert any(c.startswith("trtexec --onnx=") and "--stronglyTyped" in c for c in engines["tensorrt"]["commands"])
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime", "onnxsim", "tensorrt", "tensorrt-rtx"}
     assert not list(exported.out_dir.glob("*.part"))
 
 
@@ -104,18 +108,22 @@ def test_a_broken_artifact_is_caught(exported, tmp_path):
           "fp32", "model.onnx")
 
 
-def test_require_engine_fails_without_tensorrt(tmp_path):
-    from smlp_deploy.environment import tensorrt_unavailable_reason
-
-    if tensorrt_unavailable_reason() is None:
-        pytest.skip("TensorRT and a GPU are present: the engine gets built")
-    with pytest.raises(BackendUnavailableError, match="no TensorRT engine can be built here") as info:
-        export_model("test", image_size=64, out_dir=tmp_path / "out", require_engine=True, quiet=True)
-    assert info.value.parameter == "require_engine"
-    assert not (tmp_path / "out").exists()  # refused before any work
-    export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
+def test_a_flavour_that_cannot_build_here_is_refused_before_any_work(tmp_path):
+    unavailable = [f for f in FLAVOURS.values() if f.build_unavailable()]
+    if not unavailable:
+        pytest.skip("every TensorRT flavour builds here")
+    for flavour in unavailable:
+        with pytest.raises(BackendUnavailableError, match=f"cannot build {flavour.title} engines here") as info:
+            export_model("test", image_size=64, out_dir=tmp_path / "out", flavours=(flavour.name,), quiet=True)
+        assert info.value.parameter == "flavours"
+        assert not (tmp_path / "out").exists()  # refused before any work
+    if len(unavailable) == len(FLAVOURS):
+        with pytest.raises(BackendUnavailableError, match="no TensorRT engine can be built here") as info:
+            export_model("test", image_size=64, out_dir=tmp_path / "out", require_engine=True, quiet=True)
+        assert info.value.parameter == "require_engine"
+    export_model("test", image_size=64, out_dir=tmp_path, quiet=True, flavours=())
     with pytest.raises(BackendUnavailableError):
-        build_from_onnx(tmp_path, quiet=True)
+        build_from_onnx(tmp_path, flavours=(unavailable[0].name,), quiet=True)
 
 
 @pytest.mark.parametrize("precisions, do_simplify", [(("fp32",), False), (("fp16",), True)])
@@ -126,8 +134,9 @@ def test_progress_counts_the_planned_steps(precisions, do_simplify, tmp_path, ca
 
 def test_rerun_into_the_same_directory(tmp_path):
     first = export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
-    second = export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
+    second = export_model("test", image_size=64, out_dir=tmp_path, quiet=True, flavours=())
     assert [a.path for a in second.manifest.artifacts] == ["model.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.onnx", "verification.npz"]
     assert first.manifest.artifacts[0].sha256 == second.manifest.artifacts[0].sha256
 
 
@@ -156,11 +165,11 @@ def test_engines_are_built_and_verified(tmp_path):
     engines = [a for a in result.manifest.artifacts if a.format == "tensorrt"]
     assert {e.precision for e in engines} == {"fp32", "fp16"}
     for engine in engines:
-        assert engine.profile == BatchProfile(1, 4, 8)
-        assert engine.tensorrt_version and engine.gpu.compute_capability
-    assert result.manifest.engine.status == "built" and cache.stat().st_size > 0
-    rebuilt = build_from_onnx(tmp_path, build, quiet=True)  # reuses the timing cache
-    assert rebuilt.manifest.engine.status == "built"
+        assert engine.profile == BatchProfile(1, 4, 8) and engine.status == "verified"
+        assert engine.tensorrt_version and engine.gpu.compute_capability == engine.compute_capabilities[0]
+    assert result.manifest.engine_status("tensorrt").status == "built" and cache.stat().st_size > 0
+    rebuilt = build_from_onnx(tmp_path, build, flavours=("tensorrt",), quiet=True)  # reuses the timing cache
+    assert rebuilt.manifest.engine_status("tensorrt").status == "built"
 
 
 def test_verification_set_from_an_older_export_is_named(exported, tmp_path):
@@ -179,7 +188,6 @@ def test_a_moved_export_folder_works_where_it_lands(tmp_path, capsys, monkeypatc
     tells a GPU owner to run refers to the folder it is in."""
     from smlp_deploy import Classifier
     from smlp_deploy.cli.eval import main as eval_main
-    from smlp_deploy.environment import tensorrt_unavailable_reason
     from smlp_deploy.export.int8 import Int8Options
     from smlp_deploy.samples import sample_images
 
@@ -191,7 +199,8 @@ def test_a_moved_export_folder_works_where_it_lands(tmp_path, capsys, monkeypatc
     shutil.rmtree(first)
     assert str(first) not in (moved / "manifest.json").read_text()
     manifest = json.loads((moved / "manifest.json").read_text())
-    assert manifest["engine"]["commands"][0].startswith("smlp-export --from-onnx . ")
+    for engines in manifest["engines"]:
+        assert any(c.startswith("smlp-export --from-onnx . ") for c in engines["commands"])
     assert manifest["calibration"]["cache"] == "calibration.cache.json"
     for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
         assert Classifier(moved / name).predict(str(sample_images()[0])).label
@@ -199,11 +208,12 @@ def test_a_moved_export_folder_works_where_it_lands(tmp_path, capsys, monkeypatc
     data.mkdir(parents=True)
     shutil.copy(sample_images()[1], data)
     assert eval_main([str(moved / "model.int8.onnx"), "--data", str(data.parent), "--quiet"]) == 0
-    if tensorrt_unavailable_reason() is None:
+    if TENSORRT.build_unavailable() is None:
         pytest.skip("TensorRT is here: --from-onnx builds the engines (test_engines_are_built_and_verified)")
     capsys.readouterr()
-    monkeypatch.setattr("sys.argv", ["smlp-export", "--from-onnx", str(moved)])
+    monkeypatch.setattr("sys.argv", ["smlp-export", "--from-onnx", str(moved), "--flavour", "tensorrt"])
     assert entry_point() == 2
     error = capsys.readouterr().err
-    assert "cannot build TensorRT engines here: the tensorrt package is not installed (pip install " in error
+    assert error.startswith("error: --flavour: cannot build TensorRT engines here: TensorRT is not installed (pip "
+                            "install 'smlp-deploy[trt]' on a GPU host)")
     assert "--require-engine" not in error

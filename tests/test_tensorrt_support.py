@@ -21,8 +21,9 @@ from smlp_deploy.export.precision import convert_to_fp16
 from smlp_deploy.export.tensorrt_build import BuildOptions, trtexec_command
 from smlp_deploy.models import PreprocessConfig, create_model
 from smlp_deploy.samples import sample_images
+from smlp_deploy.tensorrt_flavours import TENSORRT_RTX, import_tensorrt
 
-from .tensorrt_support import binding_problems, check_graph, trtexec_problems
+from .tensorrt_support import binding_problems, check_graph, module_names, trtexec_problems, unknown_names
 from .tensorrt_tables import BINDINGS_JSON, OPERATORS_JSON, TRTEXEC_JSON, load_operator_tables
 
 TABLES = load_operator_tables()
@@ -184,7 +185,7 @@ def _trtexec_releases() -> dict[str, set[str]]:
 def test_the_manifest_trtexec_lines_use_options_of_every_release(tmp_path):
     result = export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=tmp_path, quiet=True,
                           build=BuildOptions(timing_cache=tmp_path / "timing.cache"))
-    lines = [c for c in result.manifest.engine.commands if c.startswith("trtexec")]
+    lines = [c for c in result.manifest.engine_status("tensorrt").commands if c.startswith("trtexec")]
     assert len(lines) == 2
     for line in lines:
         assert not trtexec_problems(line, _trtexec_releases()), line
@@ -198,14 +199,42 @@ def test_the_trtexec_check_catches_options_11_removed():
         "--fp16 is not an option of trtexec 11.0, 11.1", "--int8 is not an option of trtexec 11.0, 11.1"]
 
 
+SHARED_MODULES = ("runtime/backends/tensorrt_backend.py", "export/tensorrt_build.py")
+RTX_MODULE = "runtime/backends/tensorrt_rtx_api.py"
+PACKAGE = Path(__file__).parent.parent / "smlp_deploy"
+
+
 def test_the_tensorrt_modules_use_names_every_release_binds():
     """mypy checks the TensorRT modules against 10.13's stubs; this holds every TensorRT name they use to the
-    Python bindings of 10.0, 10.16, 11.0 and 11.1 (STRONGLY_TYPED yes, EXPLICIT_BATCH or BuilderFlag.FP16 no)."""
+    Python bindings of 10.0, 10.16, 11.0 and 11.1 (STRONGLY_TYPED yes, EXPLICIT_BATCH or BuilderFlag.FP16 no), and,
+    where TensorRT for RTX is installed, to its module too."""
     releases = {r["release"]: set(r["names"]) for r in json.loads(BINDINGS_JSON.read_text())["releases"]}
-    root = Path(__file__).parent.parent / "smlp_deploy"
-    for module in ("runtime/backends/tensorrt_backend.py", "export/tensorrt_build.py"):
-        assert not binding_problems((root / module).read_text(), releases), module
+    if TENSORRT_RTX.missing() is None:  # the names of TensorRT's that it defines (dir() adds Python's own)
+        releases[f"for RTX {TENSORRT_RTX.version()}"] = module_names(import_tensorrt(TENSORRT_RTX)) & set().union(
+            *releases.values())
+    for module in SHARED_MODULES:
+        assert not binding_problems((PACKAGE / module).read_text(), releases), module
     old_api = ("config.set_flag(trt.BuilderFlag.FP16)\n"
                "flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)")
-    assert binding_problems(old_api, releases) == ["EXPLICIT_BATCH is not defined by TensorRT 11.0, 11.1",
-                                                   "FP16 is not defined by TensorRT 11.0, 11.1"]
+    assert binding_problems(old_api, releases)[:2] == ["EXPLICIT_BATCH is not defined by TensorRT 11.0, 11.1" + (
+        f", for RTX {TENSORRT_RTX.version()}" if TENSORRT_RTX.missing() is None else ""),
+                                                       "FP16 is not defined by TensorRT 11.0, 11.1" + (
+        f", for RTX {TENSORRT_RTX.version()}" if TENSORRT_RTX.missing() is None else "")]
+
+
+@pytest.mark.skipif(TENSORRT_RTX.missing() is not None, reason=f"needs {TENSORRT_RTX.missing()}")
+def test_the_rtx_only_calls_use_names_the_installed_tensorrt_rtx_defines():
+    """TensorRT's stubs cannot type TensorRT for RTX's own API (runtime cache, engine validity, compute
+    capabilities): every attribute the module reads is defined by tensorrt_rtx, or by the standard library's and
+    the project's objects it also uses; a misspelt RTX call is caught (the runtime half cannot run here)."""
+    import logging
+    import threading
+    import warnings
+
+    known = set().union(*(dir(o) for o in (Path, str, bytes, dict, OSError, logging, logging.Logger, threading,
+                                           threading.Lock(), warnings)))
+    known |= {"title", "version", "name", "module", "engine_suffix", "parent"}  # the Flavour record's fields
+    defined = module_names(import_tensorrt(TENSORRT_RTX))
+    assert not unknown_names((PACKAGE / RTX_MODULE).read_text(), defined, known)
+    misspelt = "config.cuda_graph_stratgy = api.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE"
+    assert unknown_names(misspelt, defined, known) == ["cuda_graph_stratgy"]

@@ -5,7 +5,8 @@ TensorRT itself cannot run here: every TensorRT object they handle has a type, s
 are ``[tool.mypy]`` in pyproject.toml, so the same check runs by hand::
 
     MYPYPATH=.venv/tensorrt-stubs .venv/bin/python -m mypy smlp_deploy/runtime/backends/tensorrt_backend.py \\
-        smlp_deploy/export/tensorrt_build.py
+        smlp_deploy/export/tensorrt_build.py smlp_deploy/runtime/backends/tensorrt_rtx_api.py \\
+        smlp_deploy/tensorrt_flavours.py
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .tensorrt_stubs import MARKER, STUBS
 
 ROOT = Path(__file__).parent.parent
 STUBS_DIR = Path(sys.prefix) / "tensorrt-stubs"
-MODULES = ("smlp_deploy/runtime/backends/tensorrt_backend.py", "smlp_deploy/export/tensorrt_build.py")
+MODULES = ("smlp_deploy/runtime/backends/tensorrt_backend.py", "smlp_deploy/export/tensorrt_build.py",
+           "smlp_deploy/runtime/backends/tensorrt_rtx_api.py", "smlp_deploy/tensorrt_flavours.py")
 # numpy's array types carry Any in their shape parameter by numpy's design; they are the Backend interface's
 # batches and logits, not TensorRT objects. Every other Any in these modules fails the check.
 NUMPY_ANY = re.compile(r'Expression type contains "Any" \(has type "(ndarray|type\[floating)\[')

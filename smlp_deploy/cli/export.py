@@ -1,4 +1,5 @@
-"""smlp-export: sMLPNet -> verified ONNX (FP32, FP16, INT8) and TensorRT engines, with manifest.json."""
+"""smlp-export: sMLPNet -> verified ONNX (FP32, FP16, INT8) and TensorRT engines of both flavours, with
+manifest.json."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from ..calibration.methods import DEFAULT_METHOD, METHODS
 from ..calibration.quantize import TARGETS
 from ..export.int8 import Int8Options
 from ..export.onnx_graph import DEFAULT_OPSET
-from ..export.pipeline import build_from_onnx, export_model
+from ..export.pipeline import build_from_onnx, export_model, verify_engines
 from ..export.tensorrt_build import BuildOptions
 from ..manifest import BatchProfile
 from ..models.variants import ALIASES, VARIANTS
+from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX
 from .common import positive_int, run_main
 
 # The API parameters named in errors, and the flags that set them here.
@@ -22,16 +24,17 @@ FLAGS = {
     "variant": "--variant", "checkpoint": "--checkpoint", "image_size": "--image-size", "num_classes": "--num-classes",
     "opset": "--opset", "calib_dir": "--calib-dir", "samples": "--calib-samples", "method": "--calib-method",
     "cache": "--calib-cache", "targets": "--int8-target", "eval_dir": "--eval-dir", "profile": "--batch",
-    "require_engine": "--require-engine", "directory": "--from-onnx", "out_dir": "--out",
+    "require_engine": "--require-engine", "directory": "--from-onnx", "out_dir": "--out", "flavours": "--flavour",
+    "compute_capabilities": "--compute-capability", "export_dir": "--verify-engines",
 }
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="smlp-export",
-        description="Export sMLPNet to ONNX and TensorRT, checking every artifact against PyTorch. Without "
-        "TensorRT or a GPU the ONNX artifacts are still made and verified, and the commands to build the "
-        "engines on a GPU host are printed.",
+        description="Export sMLPNet to ONNX and TensorRT engines, checking every artifact against PyTorch. "
+        "TensorRT for RTX builds its engines on any machine (no GPU needed); TensorRT builds on the GPU the engine "
+        "is for. A flavour that cannot build here is skipped, and the commands that finish it are printed.",
     )
     p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS) + sorted(ALIASES),
                    help="model (default: tiny)")
@@ -65,9 +68,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), help="TensorRT builder optimization level")
     p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache, reused across builds "
                    "(default: timing.cache in the output directory)")
+    p.add_argument("--flavour", type=_names, metavar="NAME[,NAME]",
+                   help=f"TensorRT flavours to build engines with: {', '.join(FLAVOURS)} (default: every flavour "
+                   "that can build here; the others are skipped with the commands that finish them)")
+    p.add_argument("--compute-capability", type=_names, metavar="CC[,CC]",
+                   help=f"GPUs {TENSORRT_RTX.title} engines are built for, e.g. 8.6,8.9 (default: the library's own "
+                   f"set, {', '.join(TENSORRT_RTX.runs_on)})")
     p.add_argument("--require-engine", action="store_true", help="fail if no TensorRT engine can be built here")
     p.add_argument("--from-onnx", type=Path, metavar="EXPORT_DIR",
-                   help="build and verify engines for an earlier export's ONNX files (on a GPU host)")
+                   help="build the engines an earlier export planned (TensorRT on a GPU host; TensorRT for RTX "
+                   "anywhere), verifying those this machine's GPU runs")
+    p.add_argument("--verify-engines", type=Path, metavar="EXPORT_DIR",
+                   help="on a GPU: check the parity of every engine of an export that runs here, and record it")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for random weights, random verification inputs and the calibration sample")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -79,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if args.int8 and not args.calib_dir:
         cli.error("--int8 needs calibration images: --calib-dir DIR")
-    build = BuildOptions(args.batch, args.workspace, args.opt_level, args.timing_cache)
-    if args.from_onnx:
-        result = build_from_onnx(args.from_onnx, build, quiet=args.quiet)
+    build = BuildOptions(args.batch, args.workspace, args.opt_level, args.timing_cache,
+                         compute_capabilities=args.compute_capability)
+    if args.verify_engines:
+        result = verify_engines(args.verify_engines, quiet=args.quiet)
+    elif args.from_onnx:
+        result = build_from_onnx(args.from_onnx, build, flavours=args.flavour, quiet=args.quiet)
     else:
         precisions = tuple(p for p in PRECISIONS if getattr(args, p)) or ("fp32",)
         int8 = None
@@ -92,12 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         result = export_model(
             args.variant, precisions=precisions, out_dir=args.out, checkpoint=args.checkpoint,
             image_size=args.image_size, num_classes=args.num_classes, opset=args.opset,
-            do_simplify=not args.no_simplify, build=build, require_engine=args.require_engine, int8_options=int8,
+            do_simplify=not args.no_simplify, build=build, flavours=args.flavour, require_engine=args.require_engine,
+            int8_options=int8,
             eval_dir=args.eval_dir, seed=args.seed, quiet=args.quiet,
         )
     print(result.summary())
     print(f"\nmanifest: {result.manifest_path}")
     return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list: ``tensorrt,tensorrt-rtx``, ``8.6,8.9``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 entry_point = run_main(main, FLAGS)

@@ -1,5 +1,7 @@
 """The export job: PyTorch -> ONNX -> simplified -> FP16 / INT8 -> TensorRT engines, each artifact verified.
 
+Engines come in two TensorRT flavours (``tensorrt_flavours``); ``export.engines`` plans them.
+
 An export is planned before it starts: the plan is the list of steps that make the artifacts it will write,
 so the progress count is the number of steps that run. The steps write into a staging folder that replaces
 the export folder, whole, when all of them have passed.
@@ -15,22 +17,22 @@ from typing import Any, Callable
 import onnx
 import torch
 
-from ..artifacts import ARTIFACTS, PRECISIONS, ArtifactKind, engine_source, kind_of, onnx_artifact
+from ..artifacts import ARTIFACTS, PRECISIONS, ArtifactKind, engine_source, is_runtime_cache, onnx_artifact
 from ..calibration.dataset import CalibrationSet
 from ..calibration.quantize import TARGETS
-from ..environment import tensorrt_unavailable_reason
 from ..errors import ArtifactError, BackendUnavailableError, InputError, OutputError
 from ..evaluation import class_indices, evaluate
 from ..fileio import sha256_file, staged_directory
 from ..imagefolder import LabeledFolder
 from ..manifest import (
-    IMAGENET_LABELS, MANIFEST_NAME, Artifact, Checkpoint, EngineStatus, GpuRecord, Manifest, ModelInfo,
+    IMAGENET_LABELS, MANIFEST_NAME, UNVERIFIED, VERIFIED, Artifact, Checkpoint, GpuRecord, Manifest, ModelInfo,
     ParityReport, SimplifyRecord,
 )
 from ..models.complexity import count_macs, count_params
 from ..models.registry import create_model
 from ..models.variants import resolve_name
 from ..progress import Steps, format_table
+from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX, current_compute_capability
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.torch_backend import TorchBackend
 from ..runtime.preprocess import Preprocessor
@@ -38,10 +40,10 @@ from . import int8
 from .onnx_graph import DEFAULT_OPSET, export_onnx, save_model, simplify
 from .parity import check, compare
 from .precision import convert_to_fp16
-from .tensorrt_build import BuildOptions, EngineInfo, build_engine, trtexec_command
+from .engines import TIMING_CACHE_NAME, FlavourPlan, engine_status, plan_engines
+from .tensorrt_build import BuildOptions, build_engine
 from .verification import VERIFICATION_NAME, VerificationSet, run_in_batches
 
-TIMING_CACHE_NAME = "timing.cache"
 FP32 = onnx_artifact("fp32")
 
 
@@ -65,16 +67,22 @@ class ExportResult:
             p = a.parity
             rows.append([
                 a.path, a.format, a.precision, f"{a.bytes / 2**20:.1f} MiB",
+                f"{a.build_seconds:.1f} s" if a.build_seconds is not None else "-",
                 f"{p.rel_max_abs_diff:.1e}" if p else "-", f"{p.cosine:.6f}" if p else "-",
                 f"{p.top1_agreement:.0%}" if p else "-", f"{a.accuracy.top1:.2%} top-1" if a.accuracy else "-",
             ])
-        headers = ["artifact", "format", "precision", "size", "max|diff|/scale", "cosine", "top-1 agree", "accuracy"]
-        engine = self.manifest.engine
-        status = f"engine: {engine.status}" + (f": {engine.reason}" if engine.reason else "")
-        lines = [format_table(headers, rows), "", status]
-        if engine.commands:
-            lines.append(f"  to build the engines on a GPU host, in {self.out_dir}:")
-            lines += [f"    {c}" for c in engine.commands]
+            if a.status == UNVERIFIED:
+                rows[-1][5:8] = ["not yet verified on a GPU", "", ""]
+        headers = ["artifact", "format", "precision", "size", "build", "max|diff|/scale", "cosine", "top-1 agree",
+                   "accuracy"]
+        lines = [format_table(headers, rows)]
+        for engines in self.manifest.engines:
+            title = FLAVOURS[engines.flavour].title
+            lines += ["", f"{title} engines: {engines.status}" + (f": {engines.reason}" if engines.reason else "")]
+            if engines.commands:
+                lines.append(f"  to finish, in {self.out_dir}:" if engines.status == "skipped" else
+                             f"  to verify on a GPU they run on, or rebuild, in {self.out_dir}:")
+                lines += [f"    {c}" for c in engines.commands]
         return "\n".join(lines)
 
 
@@ -96,6 +104,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     do_simplify: bool = True,
     build: BuildOptions = BuildOptions(),
+    flavours: tuple[str, ...] | None = None,
     require_engine: bool = False,
     int8_options: int8.Int8Options | None = None,
     eval_dir: str | Path | None = None,
@@ -106,10 +115,13 @@ def export_model(
 
     Without ``checkpoint`` the weights are random (seeded by ``seed``), which exercises the whole pipeline.
     ``"int8"`` needs ``int8_options`` (the calibration images); with ``"fp16"`` too, the INT8 model's float
-    parts are fp16. An engine is built for each requested precision where TensorRT and a GPU are present;
-    ``require_engine`` makes their absence an error, raised before any work. ``eval_dir`` (a labeled image
-    folder) adds top-1/top-5 of the model and every artifact. Raises :class:`ParityError` when an artifact
-    misses its precision's thresholds.
+    parts are fp16. Each ONNX file TensorRT builds gets an engine of each TensorRT flavour in ``flavours``
+    (``"tensorrt"``, ``"tensorrt-rtx"``; by default every flavour that can build here, the others recorded with
+    the commands that finish them): TensorRT needs a GPU, TensorRT for RTX builds on any machine, for
+    ``build.compute_capabilities``. Engines a GPU here runs are verified; the others are recorded as built, not
+    yet verified on a GPU. ``require_engine`` asks for at least one engine built here. Whatever cannot be met is
+    refused before any work. ``eval_dir`` (a labeled image folder) adds top-1/top-5 of the model and every
+    artifact. Raises :class:`ParityError` when an artifact misses its precision's thresholds.
 
     The export is a transaction: its files are staged beside ``out_dir`` and replace that folder only once
     every step has passed, so an interrupted or failed export leaves ``out_dir`` as it was (absent if new).
@@ -122,19 +134,16 @@ def export_model(
             raise InputError("precision 'int8' needs calibration images: pass int8_options=Int8Options(calib_dir)",
                              parameter="int8_options")
         int8_options.check()
-    reason = tensorrt_unavailable_reason()
-    if require_engine and reason:
-        raise BackendUnavailableError(f"no TensorRT engine can be built here: {reason}", parameter="require_engine")
+    targets = [TARGETS[t] for t in int8_options.targets] if int8_options and "int8" in precisions else []
+    written = [FP32] + [onnx_artifact("fp16")] * ("fp16" in precisions) + [t.artifact for t in targets]
+    engines = plan_engines([kind for kind in written if kind.precision in precisions], flavours, build,
+                           require_engine=require_engine)
     eval_folder = LabeledFolder.scan(eval_dir) if eval_dir else None
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
     check_export_target(out)
     job = _ExportJob(out, build, quiet)
-
-    targets = [TARGETS[t] for t in int8_options.targets] if int8_options and "int8" in precisions else []
-    written = [FP32] + [onnx_artifact("fp16")] * ("fp16" in precisions) + [t.artifact for t in targets]
-    job.engine_sources = [kind for kind in written if kind.engine and kind.precision in precisions]
-    job.engine_unavailable = reason
+    job.engine_plans = engines
 
     weights = f"checkpoint {checkpoint}" if checkpoint else f"random weights, seed {seed}"
     plan = [Step(f"Building {name} ({weights})",
@@ -161,7 +170,7 @@ def export_model(
         plan.append(Step(f"Evaluating accuracy on {eval_folder.root} ({len(eval_folder.samples)} images)",
                          partial(job.evaluate, eval_folder)))
     # Caches of the earlier export in the folder are carried over when this run uses them; nothing else is.
-    reuse = (int8.CACHE_NAME,) * bool(targets) + (TIMING_CACHE_NAME,) * bool(job.engine_steps())
+    reuse = (int8.CACHE_NAME,) * bool(targets) + (TIMING_CACHE_NAME,) * any(p.builds for p in engines)
     job.run(plan, reuse=reuse)
     return job.result()
 
@@ -172,7 +181,8 @@ def check_export_target(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"export folder {str(out)!r} is a file", parameter="out_dir")
     known = {*ARTIFACTS, MANIFEST_NAME, VERIFICATION_NAME, int8.CACHE_NAME, TIMING_CACHE_NAME}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in known) if out.is_dir() else []
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in known and not is_runtime_cache(p)) \
+        if out.is_dir() else []
     if foreign:
         raise InputError(f"export folder {str(out)!r} holds files that are not part of an export "
                          f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); an export replaces its "
@@ -180,30 +190,79 @@ def check_export_target(out: Path) -> None:
 
 
 def build_from_onnx(
-    directory: str | Path, build: BuildOptions = BuildOptions(), *, quiet: bool = False
+    directory: str | Path, build: BuildOptions = BuildOptions(), *, flavours: tuple[str, ...] | None = None,
+    quiet: bool = False,
 ) -> ExportResult:
-    """Finish an export on a GPU host: build the engines an earlier export planned in ``directory`` and verify
-    them against the PyTorch logits recorded there."""
+    """Build the engines an earlier export in ``directory`` planned, with ``flavours`` (by default each planned
+    flavour that can build here), verifying those a GPU here runs against the PyTorch logits recorded there: on
+    a GPU host for TensorRT, anywhere for TensorRT for RTX. The other flavours' records stay as they were."""
     out = Path(directory)
-    if not (out / MANIFEST_NAME).is_file() or not (out / VERIFICATION_NAME).is_file():
-        raise ArtifactError(f"{out} is not an export directory (no {MANIFEST_NAME} and {VERIFICATION_NAME}): export "
-                            "to it first", parameter="directory")
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        raise BackendUnavailableError(f"cannot build TensorRT engines here: {reason}")
-    manifest = Manifest.load(out / MANIFEST_NAME)
-    job = _ExportJob(out, build, quiet)
-    job.manifest = manifest
-    job.verification = VerificationSet.load(out / VERIFICATION_NAME)
-    job.engine_sources = [engine_source(e) for e in manifest.engine.engines]
-    for kind in job.engine_sources:
+    manifest, verification = _load_export(out)
+    planned = [name for status in manifest.engines for name in status.engines]
+    listed = [a.kind for a in manifest.artifacts if a.kind is not None and a.kind.builds_engines]
+    # The sources of the planned engines; an export that planned none offers every ONNX file TensorRT builds.
+    sources = list(dict.fromkeys(engine_source(name) for name in planned)) if planned else listed
+    for kind in sources:
         recorded = manifest.artifact(kind.file_name)
         if recorded is None or not (out / kind.file_name).is_file():
             raise ArtifactError(f"{out / kind.file_name} is missing from the export: re-export {out}")
         if sha256_file(out / kind.file_name) != recorded.sha256:
             raise ArtifactError(f"{out / kind.file_name} changed since it was verified (sha256 differs): re-export")
+    names = flavours or tuple(status.flavour for status in manifest.engines) or tuple(FLAVOURS)
+    plans = [p for p in plan_engines(sources, flavours, build, require_engine=True)  # named ones must build here
+             if p.builds and p.flavour.name in names]
+    if not plans:
+        reasons = "; ".join(f"{FLAVOURS[n].title}: {FLAVOURS[n].build_unavailable()}" for n in names)
+        raise BackendUnavailableError(f"cannot build the planned engines here ({reasons})", parameter="directory")
+    job = _ExportJob(out, build, quiet)
+    job.manifest, job.verification, job.engine_plans = manifest, verification, plans
     job.run(job.engine_steps(), reuse=tuple(p.name for p in out.iterdir() if p.is_file()))
     return job.result()
+
+
+def verify_engines(export_dir: str | Path, *, quiet: bool = False) -> ExportResult:
+    """On a GPU: run every engine of the export in ``directory`` that this GPU runs through the verification
+    inputs, record its parity against the PyTorch logits recorded there, and mark it verified (on this GPU). The
+    one command a GPU owner runs on engines built elsewhere (TensorRT for RTX builds them on any machine)."""
+    out = Path(export_dir)
+    manifest, verification = _load_export(out, "export_dir")
+    engines = [a for a in manifest.artifacts if a.kind is not None and a.kind.is_engine]
+    if not engines:
+        raise ArtifactError(f"the export in {out} holds no engine: build them with smlp-export --from-onnx {out}",
+                            parameter="export_dir")
+    runnable, reasons = [], {}
+    for artifact in engines:
+        flavour = artifact.kind.flavour
+        reason = flavour.run_unavailable()
+        if reason:
+            reasons[flavour.title] = reason
+        else:
+            runnable.append(artifact)
+    if not runnable:
+        raise BackendUnavailableError("no engine of this export runs here: " +
+                                      "; ".join(f"{title}: {why}" for title, why in reasons.items()),
+                                      parameter="export_dir")
+    for artifact in runnable:
+        if sha256_file(out / artifact.path) != artifact.sha256:
+            raise ArtifactError(f"{out / artifact.path} changed since it was built (sha256 differs): rebuild it with "
+                                f"smlp-export --from-onnx {out}")
+    job = _ExportJob(out, BuildOptions(), quiet)
+    job.manifest, job.verification = manifest, verification
+    steps = [job.verify_step(a.kind) for a in runnable if a.kind is not None]
+    job.run(steps, reuse=tuple(p.name for p in out.iterdir() if p.is_file()))
+    return job.result()
+
+
+def gpu_record() -> GpuRecord:
+    """The GPU torch runs on now, as the manifest records it."""
+    return GpuRecord(torch.cuda.get_device_name(), current_compute_capability())
+
+
+def _load_export(out: Path, parameter: str = "directory") -> tuple[Manifest, VerificationSet]:
+    if not (out / MANIFEST_NAME).is_file() or not (out / VERIFICATION_NAME).is_file():
+        raise ArtifactError(f"{out} is not an export directory (no {MANIFEST_NAME} and {VERIFICATION_NAME}): export "
+                            "to it first", parameter=parameter)
+    return Manifest.load(out / MANIFEST_NAME), VerificationSet.load(out / VERIFICATION_NAME)
 
 
 class _ExportJob:
@@ -222,9 +281,7 @@ class _ExportJob:
         self.proto: onnx.ModelProto | None = None
         self.calib: CalibrationSet | None = None
         self.ranges: int8.Ranges | None = None
-        self.engine_sources: list[ArtifactKind] = []  # the ONNX files engines are built from
-        self.engine_unavailable: str | None = None  # why TensorRT cannot build them here
-        self.engine_info: dict[str, EngineInfo] = {}
+        self.engine_plans: list[FlavourPlan] = []  # the engines of each TensorRT flavour
 
     def run(self, plan: list[Step], *, reuse: tuple[str, ...]) -> None:
         """Run ``plan`` in a staging folder seeded with the ``reuse`` files of the target, then swap it in."""
@@ -246,10 +303,11 @@ class _ExportJob:
             for step in plan:
                 with self.progress.step(step.title):
                     step.run()
-            unavailable = self.engine_unavailable
-            self.manifest.engine = self.engine_status("skipped" if unavailable else "built", unavailable or "")
-            if unavailable and self.engine_sources:
-                self.say(f"TensorRT engines skipped: {unavailable}")
+            for engines in self.engine_plans:
+                self.manifest.engines = [e for e in self.manifest.engines if e.flavour != engines.flavour.name] + [
+                    engine_status(engines, self.manifest.model.image_size, self.build, self.out)]
+                if not engines.builds:
+                    self.say(f"{engines.flavour.title} engines skipped: {engines.unavailable}")
             self.manifest.save(stage)
 
     def say(self, message: str) -> None:
@@ -314,60 +372,59 @@ class _ExportJob:
 
     def verify(self, kind: ArtifactKind, **extra: Any) -> None:
         """Run the verification inputs through the artifact, record it with its parity, enforce the thresholds
-        (the failing numbers stay on record)."""
+        (the failing numbers stay on record). An engine keeps the record its build made, now verified here."""
         path = self.out / kind.file_name
-        if kind.format == "tensorrt":
-            info = self.engine_info[kind.file_name]
-            extra |= {"profile": info.profile, "tensorrt_version": info.tensorrt_version,
-                      "gpu": GpuRecord(info.gpu_name, info.compute_capability)}
         inputs, reference = self.verification.for_precision(kind.precision)
         backend = load_backend(path, device="cpu" if kind.format == "onnx" else None)
         try:
             logits = run_in_batches(backend.run, inputs, backend.max_batch_size)
+            gpu = gpu_record() if kind.is_engine else None
         finally:
             backend.close()
         report = compare(reference, logits)
-        self.manifest.record(Artifact(path=kind.file_name, format=kind.format, precision=kind.precision,
-                                      sha256=sha256_file(path), bytes=path.stat().st_size, parity=report, **extra))
+        built = self.manifest.artifact(kind.file_name) if kind.is_engine else None
+        if built is not None:
+            self.manifest.record(replace(built, parity=report, status=VERIFIED, gpu=gpu))
+        else:
+            self.manifest.record(Artifact(path=kind.file_name, format=kind.format, precision=kind.precision,
+                                          sha256=sha256_file(path), bytes=path.stat().st_size, parity=report, **extra))
         self.say(f"cosine {report.cosine:.6f}, max|diff| {report.max_abs_diff:.2e}, "
-                          f"top-1 {report.top1_agreement:.0%}")
+                 f"top-1 {report.top1_agreement:.0%}")
         check(report, kind.precision, kind.file_name)
 
     # Engines.
 
     def engine_steps(self) -> list[Step]:
-        """Build and verify each planned engine; none where TensorRT is unavailable (the manifest then says how
-        to finish on a GPU host)."""
-        if self.engine_unavailable:
-            return []
+        """Build each planned engine with its flavour, and verify it where a GPU here runs it."""
         steps = []
-        for source in self.engine_sources:
-            engine = kind_of(source.engine)
-            steps += [Step(f"Building {engine.file_name} with TensorRT", partial(self.build_engine, source, engine)),
-                      self.verify_step(engine)]
+        for plan in self.engine_plans:
+            if not plan.builds:
+                continue
+            for engine in plan.engines:
+                steps.append(Step(f"Building {engine.file_name} with {plan.flavour.title}"
+                                  + (f" for compute capability {', '.join(plan.capabilities)}"
+                                     if plan.flavour.builds_without_gpu else ""),
+                                  partial(self.build_engine, plan, engine)))
+                if plan.verifiable:
+                    steps.append(self.verify_step(engine))
         return steps
 
-    def build_engine(self, source: ArtifactKind, engine: ArtifactKind) -> None:
-        self.engine_info[engine.file_name] = build_engine(
-            self.out / source.file_name, self.out / engine.file_name, self.manifest.model.image_size, self.build,
-            on_progress=self.say,
-        )
-
-    def engine_status(self, status: str, reason: str) -> EngineStatus:
-        """The engine record: what was planned, what happened, and the commands that build the engines in the
-        export directory, wherever it is copied (paths relative to it)."""
-        engines = [s.engine for s in self.engine_sources]
-        if not engines:
-            return EngineStatus("skipped", "no engine requested")
-        build = self.build
-        if build.timing_cache and build.timing_cache.resolve().parent == self.out.resolve():
-            build = replace(build, timing_cache=Path(build.timing_cache.name))
-        p = build.profile
-        commands = [f"smlp-export --from-onnx . --batch {p.min}:{p.opt}:{p.max} --workspace {build.workspace_mib} "
-                    f"--opt-level {build.optimization_level}"]
-        commands += [trtexec_command(Path(s.file_name), Path(s.engine), self.manifest.model.image_size, build)
-                     for s in self.engine_sources]
-        return EngineStatus(status, reason, commands, engines)
+    def build_engine(self, plan: FlavourPlan, engine: ArtifactKind) -> None:
+        source = engine_source(engine.file_name)
+        path = self.out / engine.file_name
+        build = replace(self.build, compute_capabilities=plan.capabilities if plan.flavour is TENSORRT_RTX else None)
+        info = build_engine(plan.flavour, self.out / source.file_name, path, self.manifest.model.image_size, build,
+                            on_progress=self.say)
+        recorded = self.manifest.artifact(source.file_name)
+        self.manifest.record(Artifact(
+            path=engine.file_name, format=engine.format, precision=engine.precision, sha256=sha256_file(path),
+            bytes=path.stat().st_size, target=engine.target,
+            float_precision=recorded.float_precision if recorded else None, profile=info.profile,
+            tensorrt_version=info.version, gpu=None, flavour=plan.flavour.name,
+            compute_capabilities=list(info.compute_capabilities), build_seconds=round(info.build_seconds, 2),
+            status=UNVERIFIED,
+        ))
+        self.say(f"{path.stat().st_size / 2**20:.1f} MiB in {info.build_seconds:.1f} s")
 
     # Accuracy.
 

@@ -1,8 +1,9 @@
-"""ONNX -> TensorRT engine: a strongly typed network, one batch profile, a reusable timing cache.
+"""ONNX -> TensorRT engine, in either flavour: a strongly typed network, one batch profile, a reusable timing cache.
 
-Written against the Python API that TensorRT 10.x and 11.x share, and type-checked against its stubs (tests).
-TensorRT 11 dropped weak typing (no ``BuilderFlag.FP16``/``INT8``, no calibrators); the precision is already in
-the ONNX graph (fp16 Casts, Q/DQ), so no precision flag is set here, in either version. No plugin library is
+Written against the Python API that TensorRT 10.x/11.x and TensorRT for RTX share, and type-checked against
+TensorRT's stubs (tests). Neither flavour has weak typing here: the precision is already in the ONNX graph (fp16
+Casts, Q/DQ), so no precision flag is set. TensorRT builds for the GPU it runs on; TensorRT for RTX builds ahead
+of time, without a GPU, for the compute capabilities asked for (by default its own set). No plugin library is
 loaded unless named in ``BuildOptions.plugin_libraries``.
 """
 
@@ -15,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..artifacts import INPUT_NAME
-from ..environment import tensorrt_unavailable_reason
-from ..errors import ArtifactError, BackendUnavailableError, SmlpDeployError
+from ..errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
 from ..fileio import write_bytes_atomic
 from ..manifest import BatchProfile
 from ..runtime.backends.tensorrt_backend import (
     TensorRTMessages, join_messages, load_plugin_libraries, tensorrt_logger,
 )
+from ..runtime.backends.tensorrt_rtx_api import set_compute_capabilities, supported_capabilities
+from ..tensorrt_flavours import TENSORRT_RTX, Flavour, TensorRTModule, current_compute_capability, import_tensorrt
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -34,6 +36,130 @@ class BuildOptions:
     optimization_level: int = 3  # TensorRT's default; 0..5 trades build time for engine speed
     timing_cache: Path | None = None
     plugin_libraries: tuple[Path, ...] = ()  # loaded into the builder's plugin registry; none by default
+    compute_capabilities: tuple[str, ...] | None = None  # TensorRT for RTX: the GPUs to build for; None: its own set
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    flavour: Flavour
+    version: str  # the flavour's library
+    compute_capabilities: tuple[str, ...]  # the GPUs the engine runs on
+    gpu_name: str | None  # the GPU it was built on (TensorRT); None for an ahead-of-time build
+    profile: BatchProfile
+    build_seconds: float
+
+
+def build_engine(
+    flavour: Flavour,
+    onnx_path: Path,
+    engine_path: Path,
+    image_size: int,
+    options: BuildOptions,
+    on_progress: Callable[[str], None] | None = None,
+) -> EngineInfo:
+    """Build and write ``engine_path`` from ``onnx_path`` with ``flavour``; the parser's errors (node, op, reason)
+    and the builder's messages are reported in full."""
+    reason = flavour.build_unavailable()
+    if reason:
+        raise BackendUnavailableError(f"cannot build a {flavour.title} engine: {reason}")
+    api = import_tensorrt(flavour)
+    targets = target_capabilities(flavour, options.compute_capabilities)
+
+    messages = TensorRTMessages()
+    logger = tensorrt_logger(api, messages)
+    builder = api.Builder(logger)
+    load_plugin_libraries(builder.get_plugin_registry(), options.plugin_libraries)  # they stay loaded
+    # Strongly typed in TensorRT 10.x; in 11.x and TensorRT for RTX every network is, and the flag is kept only
+    # for compatibility (its value changed, so it is read from the enum, never written as a number).
+    network = builder.create_network(1 << int(api.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = api.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(f"  {parser_error(parser.get_error(i))}" for i in range(parser.num_errors))
+        raise ArtifactError(f"{flavour.title}'s ONNX parser rejected {onnx_path.name}:\n{errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(api.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    config.builder_optimization_level = options.optimization_level
+    if flavour is TENSORRT_RTX and options.compute_capabilities is not None:
+        set_compute_capabilities(config, options.compute_capabilities)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, *(api.Dims(list(shape)) for shape in options.profile.shapes(image_size)))
+    config.add_optimization_profile(profile)
+    # TensorRT's timing cache; TensorRT for RTX deprecated its own as a no-op that needs a GPU (1.6 release notes).
+    timing_cache = None if flavour.builds_without_gpu else options.timing_cache
+    if timing_cache is not None:
+        config.set_timing_cache(config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else
+                                                           b""), False)
+    if on_progress is not None:
+        config.progress_monitor = _progress_monitor(api, on_progress)
+
+    start = time.perf_counter()
+    with messages.capture() as logged:
+        plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise SmlpDeployError(f"{flavour.title} failed to build an engine from {onnx_path.name}: "
+                              f"{join_messages(logged)}")
+    write_bytes_atomic(engine_path, bytes(plan))
+    if timing_cache is not None:
+        write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    seconds = time.perf_counter() - start
+    gpu = None if flavour.builds_without_gpu else _gpu_name()
+    return EngineInfo(flavour, flavour.version() or "?", targets, gpu, options.profile, seconds)
+
+
+def parser_error(error: trt.ParserError) -> str:
+    """One parser error as a person reads it: the node, its op, and the parser's reason."""
+    node = error.node_name() or (f"#{error.node()}" if error.node() >= 0 else "")
+    where = f"{error.node_operator()} node {node!r}: " if node else ""
+    return f"{where}{error.desc()} ({str(error.code()).rpartition('.')[2]})"
+
+
+def target_capabilities(flavour: Flavour, requested: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The compute capabilities an engine of ``flavour`` will run on: the requested ones (checked against what the
+    library can build for, before any work), the flavour's default set, or the GPU it is built on."""
+    if not flavour.builds_without_gpu:
+        if requested:
+            raise InputError(f"{flavour.title} builds for the GPU it runs on ({current_compute_capability()} "
+                             "here); compute capabilities are chosen for TensorRT for RTX engines only",
+                             parameter="compute_capabilities")
+        return (current_compute_capability(),)
+    supported = supported_capabilities()
+    if requested is None:  # the library's own set, written out; 7.5 (Turing) only on request, as NVIDIA advises
+        return tuple(c for c in supported if c != "7.5")
+    unknown = [c for c in requested if c not in supported]
+    if unknown or not requested:
+        raise InputError(f"{flavour.title} {flavour.version()} cannot build for compute capability "
+                         f"{', '.join(unknown) or 'none'}: it builds for {', '.join(supported)} (9.0 and 10.0, "
+                         "H100/H200/B200, take TensorRT engines)", parameter="compute_capabilities")
+    return tuple(c for i, c in enumerate(requested) if c not in requested[:i])
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return str(torch.cuda.get_device_name())
+
+
+def _progress_monitor(api: TensorRTModule, report: Callable[[str], None]) -> trt.IProgressMonitor:
+    """An ``IProgressMonitor`` of ``api``'s (the flavour's module) that reports the builder's top-level phases."""
+
+    # mypy cannot take a base class from a module chosen at run time; TensorRTModule types every other use.
+    class Monitor(api.IProgressMonitor):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            api.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            if parent_phase is None:
+                report(f"{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # never cancel
+
+        def phase_finish(self, phase_name: str) -> None:
+            pass
+
+    monitor: trt.IProgressMonitor = Monitor()
+    return monitor
 
 
 def trtexec_command(onnx_path: Path, engine_path: Path, image_size: int, options: BuildOptions) -> str:
@@ -51,89 +177,3 @@ def trtexec_command(onnx_path: Path, engine_path: Path, image_size: int, options
         args.append(f"--timingCacheFile={options.timing_cache}")
     args += [f"--staticPlugins={library}" for library in options.plugin_libraries]
     return shlex.join(args)
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    profile: BatchProfile
-    build_seconds: float
-
-
-def build_engine(
-    onnx_path: Path,
-    engine_path: Path,
-    image_size: int,
-    options: BuildOptions,
-    on_progress: Callable[[str], None] | None = None,
-) -> EngineInfo:
-    """Build and write ``engine_path`` from ``onnx_path``; parser errors and the builder's messages are reported
-    in full."""
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        raise BackendUnavailableError(f"cannot build a TensorRT engine: {reason}")
-    import tensorrt as trt
-    import torch
-
-    messages = TensorRTMessages()
-    logger = tensorrt_logger(messages)
-    builder = trt.Builder(logger)
-    load_plugin_libraries(builder.get_plugin_registry(), options.plugin_libraries)  # they stay loaded
-    # Strongly typed in 10.x; in 11.x every network is, and the flag is kept only for compatibility (its value
-    # changed, so it is read from the enum, never written as a number).
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "\n".join(f"  {parser.get_error(i)}" for i in range(parser.num_errors))
-        raise ArtifactError(f"TensorRT's ONNX parser rejected {onnx_path}:\n{errors}")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    config.builder_optimization_level = options.optimization_level
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, *(trt.Dims(list(shape)) for shape in options.profile.shapes(image_size)))
-    config.add_optimization_profile(profile)
-    cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
-    if on_progress is not None:
-        config.progress_monitor = _progress_monitor(on_progress)
-
-    start = time.perf_counter()
-    with messages.capture() as logged:
-        plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise SmlpDeployError(f"TensorRT failed to build an engine from {onnx_path}: {join_messages(logged)}")
-    write_bytes_atomic(engine_path, bytes(plan))
-    if options.timing_cache:
-        write_bytes_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()))
-    major, minor = torch.cuda.get_device_capability()
-    return EngineInfo(
-        tensorrt_version=trt.__version__,
-        gpu_name=torch.cuda.get_device_name(),
-        compute_capability=f"{major}.{minor}",
-        profile=options.profile,
-        build_seconds=time.perf_counter() - start,
-    )
-
-
-def _progress_monitor(report: Callable[[str], None]) -> trt.IProgressMonitor:
-    """A ``trt.IProgressMonitor`` that reports the builder's top-level phases."""
-    import tensorrt as trt
-
-    class Monitor(trt.IProgressMonitor):
-        def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
-
-        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            if parent_phase is None:
-                report(f"{phase_name} ({num_steps} steps)")
-
-        def step_complete(self, phase_name: str, step: int) -> bool:
-            return True  # never cancel
-
-        def phase_finish(self, phase_name: str) -> None:
-            pass
-
-    return Monitor()
