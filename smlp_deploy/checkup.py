@@ -14,15 +14,16 @@ from . import __version__
 from .errors import SmlpDeployError
 from .environment import (
     DISTRIBUTION, Gpu, extra_requirements, gpus, import_problem, installed_version, nvidia_driver,
-    onnxruntime_providers, tensorrt_builder_reason, torch_cuda, unmet,
+    onnxruntime_providers, torch_cuda, unmet,
 )
+from .tensorrt_flavours import FLAVOURS, Flavour
 
-EXTRAS = ("trt", "gpu", "bench", "serve", "ray")
+EXTRAS = ("trt", "rtx", "gpu", "bench", "serve", "ray")
 # The libraries an extra brings, checked by importing them: that finds a broken install too, and a TensorRT from
 # another distribution (tensorrt-cu12 instead of the tensorrt metapackage). The gpu extra's onnxruntime-gpu shares
 # the onnxruntime module with the CPU package, so it is checked by its metadata and ONNX Runtime's providers.
-EXTRA_LIBRARIES = {"trt": ("tensorrt",), "bench": ("matplotlib",), "serve": ("tritonclient.http", "tritonclient.grpc"),
-                   "ray": ("ray", "ray.data")}
+EXTRA_LIBRARIES = {"trt": ("tensorrt",), "rtx": ("tensorrt_rtx",), "bench": ("matplotlib",),
+                   "serve": ("tritonclient.http", "tritonclient.grpc"), "ray": ("ray", "ray.data")}
 CORE = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -48,6 +49,20 @@ class Capability:
 
 
 @dataclass(frozen=True)
+class TensorRTReport:
+    """One TensorRT flavour here: its version, and why it cannot build or run engines (None where it can)."""
+
+    flavour: str
+    version: str | None
+    builder: str | None  # why no builder can be created here
+    runner: str | None  # why its engines cannot run here
+
+
+CAPABILITIES = ("export-onnx", "gpu", "build-engines", *(f"run-engines-{f}" for f in FLAVOURS), "calibrate-gpu",
+                "bench-gpu", "serve", "ray")
+
+
+@dataclass(frozen=True)
 class DoctorReport:
     smlp_deploy: str
     python: str
@@ -57,8 +72,7 @@ class DoctorReport:
     cuda_unavailable: str | None  # why torch cannot use a GPU; None when it can
     gpus: list[Gpu]
     driver: str | None
-    tensorrt: str | None
-    tensorrt_builder: str | None  # why no builder can be created; None when one can
+    tensorrt: list[TensorRTReport]  # one per flavour
     onnxruntime: str | None
     onnxruntime_gpu: str | None
     onnxruntime_providers: list[str]
@@ -81,7 +95,7 @@ def doctor() -> DoctorReport:
     report = DoctorReport(
         smlp_deploy=__version__, python=platform.python_version(), platform=platform.platform(),
         torch=cuda.torch, torch_cuda=cuda.cuda, cuda_unavailable=cuda.unavailable, gpus=gpus(),
-        driver=nvidia_driver(), tensorrt=_tensorrt_version(), tensorrt_builder=tensorrt_builder_reason(),
+        driver=nvidia_driver(), tensorrt=[_tensorrt_report(f) for f in FLAVOURS.values()],
         onnxruntime=installed_version("onnxruntime"), onnxruntime_gpu=installed_version("onnxruntime-gpu"),
         onnxruntime_providers=onnxruntime_providers(), onnxsim=installed_version("onnxsim"), extras=extras,
         capabilities=[],
@@ -90,13 +104,8 @@ def doctor() -> DoctorReport:
     return report
 
 
-def _tensorrt_version() -> str | None:
-    """From the module, which the tensorrt metapackage and tensorrt-cu12/-cu13 all install."""
-    if import_problem("tensorrt"):
-        return None
-    import tensorrt
-
-    return str(tensorrt.__version__)
+def _tensorrt_report(flavour: Flavour) -> TensorRTReport:
+    return TensorRTReport(flavour.name, flavour.version(), flavour.builder_problem(), flavour.run_unavailable())
 
 
 def _extra(name: str) -> Extra:
@@ -113,24 +122,30 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
     gpu = _gpu_needs(report)
     missing_core = [name for name in CORE if installed_version(name) is None]
     core = f"{', '.join(missing_core)} missing: pip install '{DISTRIBUTION}'" if missing_core else ""
-    trt = _extra_needs(extras["trt"])
-    builder = "" if gpu or trt else report.tensorrt_builder or ""
+    builders = {FLAVOURS[t.flavour]: t.builder or "" for t in report.tensorrt}
+    # Without a GPU, the GPU is said once (capability "gpu") and each flavour adds only its library.
+    runners = {f: _join(gpu, f.missing() or "") if gpu else t.runner or "" for t in report.tensorrt
+               for f in [FLAVOURS[t.flavour]]}
+    build = "" if not all(builders.values()) else _join(*(f"{f.title}: {why}" for f, why in builders.items()))
+    run = "" if not all(runners.values()) else _join(*(f"{f.title}: {why}" for f, why in runners.items()))
     ort_gpu = _onnxruntime_gpu_needs(report, extras["gpu"])
     compile_needs = "" if installed_version("triton") else "torch.compile on GPUs needs triton: pip install triton"
     return [
         Capability("export-onnx", "export ONNX, FP16 and INT8 ONNX", "smlp-export, smlp_deploy.export.export_model",
                    not core, core),
         Capability("gpu", "CUDA GPU for PyTorch", "eager and compiled PyTorch on a GPU", not gpu, gpu),
-        Capability("build-engines", "build TensorRT engines", "smlp-export (engines), smlp-export --from-onnx",
-                   not (gpu or trt or builder), _join(gpu, trt, builder)),
-        Capability("run-engines", "run TensorRT engines", "Classifier('engine.*.plan'), smlp-predict, smlp-eval",
-                   not (gpu or trt), _join(gpu, trt)),
+        Capability("build-engines", "build TensorRT engines",
+                   "smlp-export: " + ", ".join(f"{f.title} engines" for f, why in builders.items() if not why) if
+                   not build else "smlp-export (engines), smlp-export --from-onnx", not build, build),
+        *(Capability(f"run-engines-{f.name}", f"run {f.title} engines",
+                     f"Classifier('engine.*{f.engine_suffix}'), smlp-predict, smlp-eval", not why, why)
+          for f, why in runners.items()),
         Capability("calibrate-gpu", "INT8 calibration on the GPU", "smlp-export --int8, its calibration pass "
                    "on ONNX Runtime's CUDA provider", not (gpu or ort_gpu), _join(gpu, ort_gpu)),
-        Capability("bench-gpu", "GPU benchmark matrix", "smlp-bench: TensorRT fp32/fp16/int8, ONNX Runtime CUDA, "
-                   "eager fp16, torch.compile; --plot",
-                   not (gpu or trt or ort_gpu or compile_needs or _extra_needs(extras["bench"])),
-                   _join(gpu, trt, ort_gpu, compile_needs, _extra_needs(extras["bench"]))),
+        Capability("bench-gpu", "GPU benchmark matrix", "smlp-bench: TensorRT engines fp32/fp16/int8, ONNX Runtime "
+                   "CUDA, eager fp16, torch.compile; --plot",
+                   not (gpu or run or ort_gpu or compile_needs or _extra_needs(extras["bench"])),
+                   _join(gpu, run, ort_gpu, compile_needs, _extra_needs(extras["bench"]))),
         _with_extra("serve", "serving (Triton)", "smlp-triton, smlp-serve", extras["serve"], _tritonserver_needs()),
         _with_extra("ray", "batch inference on Ray", "smlp-predict --ray", extras["ray"]),
     ]
@@ -201,8 +216,9 @@ def format_report(report: DoctorReport) -> str:
                                                            ", CPU build")),
         ("GPUs", "; ".join(gpus) or "none (nvidia-smi finds no NVIDIA GPU)"),
         ("driver", report.driver or "-"),
-        ("TensorRT", (report.tensorrt or "not installed") + ("" if report.tensorrt is None else
-                                                             f", builder: {report.tensorrt_builder or 'ok'}")),
+        *((FLAVOURS[t.flavour].title, (t.version or "not installed") + ("" if t.version is None else
+                                                                           f", builder: {t.builder or 'ok'}"))
+          for t in report.tensorrt),
         ("ONNX Runtime", (f"{report.onnxruntime_gpu or report.onnxruntime or 'not installed'}"
                           f"{' (onnxruntime-gpu)' if report.onnxruntime_gpu else ''}, providers: {providers}")),
         ("onnxsim", report.onnxsim or "not installed"),
@@ -216,6 +232,9 @@ def format_report(report: DoctorReport) -> str:
     lines += ["extras"] + [f"  {k:<{width}}  {v}" for k, v in extras]
     lines += ["capabilities"] + [f"  {k:<{width}}  {v}" for k, v in capabilities]
     if report.cpu_only:
+        builds = [FLAVOURS[t.flavour].title for t in report.tensorrt if t.builder is None]
+        here = f"; {' and '.join(builds)} engines are built here" if builds else ""
         lines += ["", ("This machine is CPU-only: ONNX export, FP16 and INT8 ONNX, ONNX Runtime and the CPU benchmark "
-                       "work here; TensorRT engines and the GPU benchmark need an NVIDIA GPU (there: make gpu-check).")]
+                       f"work here{here}; running TensorRT engines and the GPU benchmark need an NVIDIA GPU (there: "
+                       "make gpu-check).")]
     return "\n".join(lines)

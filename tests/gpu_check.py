@@ -3,9 +3,10 @@
 1. ``smlp-doctor``: every GPU capability must be ready, or the run stops with what to install;
 2. ``pytest -m "tensorrt or cuda"``: the tests that skip on machines without TensorRT and a GPU;
 3. ``smlp-export`` of sMLPNet-T with FP32, FP16 and INT8 (both targets, calibrated on the bundled photos),
-   building and verifying every engine (``--require-engine``), batch profile 1:32:128;
-4. ``smlp-bench``: TensorRT fp32/fp16/int8, ONNX Runtime CUDA, eager fp32/fp16 and torch.compile at batch
-   1/8/32/128, written to ``docs/benchmarks/<gpu-name>.{json,csv,png}``;
+   building and verifying every engine of the TensorRT flavour for this GPU (TensorRT for RTX on compute
+   capability 8.0/8.6/8.9/12.x, TensorRT on 9.0/10.0 and others), batch profile 1:32:128;
+4. ``smlp-bench``: that flavour's engines fp32/fp16/int8, ONNX Runtime CUDA, eager fp32/fp16 and torch.compile at
+   batch 1/8/32/128, written to ``docs/benchmarks/<gpu-name>.{json,csv,png}``;
 5. a short summary to paste into an issue, printed and written to ``exports/gpu-check/summary.md``.
 
 A failing step is reported in the summary and the run goes on where it can; the exit status is 1 if any failed.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -24,13 +24,15 @@ from pathlib import Path
 
 from smlp_deploy.bench.results import BenchReport
 from smlp_deploy.checkup import DoctorReport, doctor, format_report
+from smlp_deploy.environment import gpu_slug
 from smlp_deploy.manifest import MANIFEST_NAME, Manifest
 from smlp_deploy.records import from_json, to_json
 from smlp_deploy.samples import sample_images
+from smlp_deploy.tensorrt_flavours import Flavour, flavour_for_compute_capability
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
-GPU_CAPABILITIES = ("build-engines", "run-engines", "calibrate-gpu", "bench-gpu")
+GPU_CAPABILITIES = ("build-engines", "calibrate-gpu", "bench-gpu")  # and run-engines-<the flavour for this GPU>
 
 
 @dataclass
@@ -60,30 +62,25 @@ class Step:
         return self
 
 
-def gpu_slug(name: str) -> str:
-    """A file name for a GPU: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 def pytest_command() -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "tensorrt or cuda"]
 
 
-def export_command(export_dir: Path) -> list[str]:
-    """sMLPNet-T in every precision, INT8 calibrated on the bundled photos, every engine built and verified; the
-    batch profile reaches 128 for the benchmark."""
+def export_command(export_dir: Path, flavour: Flavour) -> list[str]:
+    """sMLPNet-T in every precision, INT8 calibrated on the bundled photos, every engine of ``flavour`` built and
+    verified on this GPU; the batch profile reaches 128 for the benchmark."""
     photos = sample_images()
     return [str(BIN / "smlp-export"), "--variant", "tiny", "--fp32", "--fp16", "--int8", "--int8-target", "both",
             "--calib-dir", str(photos[0].parent), "--calib-samples", str(len(photos)), "--batch", "1:32:128",
-            "--require-engine", "--out", str(export_dir)]
+            "--flavour", flavour.name, "--require-engine", "--out", str(export_dir)]
 
 
-def bench_command(export_dir: Path, outputs: dict[str, Path]) -> list[str]:
-    """The GPU matrix: TensorRT and ONNX Runtime (CUDA) at fp32/fp16/int8, eager and compiled PyTorch; smlp-bench
-    adds eager fp16 and torch.compile as baselines on GPUs."""
+def bench_command(export_dir: Path, outputs: dict[str, Path], flavour: Flavour) -> list[str]:
+    """The GPU matrix: ``flavour``'s engines and ONNX Runtime (CUDA) at fp32/fp16/int8, eager and compiled
+    PyTorch; smlp-bench adds eager fp16 and torch.compile as baselines on GPUs."""
     flags = {"json": "--json", "csv": "--csv", "png": "--plot"}
     return [str(BIN / "smlp-bench"), "--artifacts", str(export_dir), "--device", "cuda",
-            "--backends", "torch,torch.compile,onnxruntime,tensorrt", "--precision", "fp32,fp16,int8",
+            "--backends", f"torch,torch.compile,onnxruntime,{flavour.name}", "--precision", "fp32,fp16,int8",
             "--batch-sizes", "1,8,32,128", *(arg for kind, path in outputs.items() for arg in (flags[kind], str(path)))]
 
 
@@ -97,16 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     report = doctor()
     print(format_report(report))
     (args.out / "doctor.json").write_text(json.dumps(to_json(report), indent=1))
-    missing = [c for c in report.capabilities if c.key in GPU_CAPABILITIES and not c.ready]
+    flavour = flavour_for_compute_capability(report.gpus[0].compute_capability) if report.gpus else None
+    needed = (*GPU_CAPABILITIES, f"run-engines-{flavour.name if flavour else 'tensorrt'}")
+    missing = [c for c in report.capabilities if c.key in needed and not c.ready]
     for capability in missing:
         print(f"not ready: {capability.name}: {capability.needs}", file=sys.stderr)
-    if missing:
+    if missing or flavour is None:
         return 1
     export_dir = args.out / "tiny"
     outputs = {kind: args.docs / f"{gpu_slug(report.gpus[0].name)}.{kind}" for kind in ("json", "csv", "png")}
     tests = Step("GPU tests", pytest_command(), args.out / "pytest.txt").run()
-    export = Step("export with engines", export_command(export_dir), args.out / "export.txt").run()
-    bench = Step("benchmark", bench_command(export_dir, outputs), args.out / "bench.txt")
+    export = Step(f"export with {flavour.title} engines", export_command(export_dir, flavour),
+                  args.out / "export.txt").run()
+    bench = Step("benchmark", bench_command(export_dir, outputs, flavour), args.out / "bench.txt")
     if export.ok:
         bench.run()
     summary = format_summary(report, [tests, export, bench], export_dir, outputs["json"])

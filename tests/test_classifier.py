@@ -15,11 +15,11 @@ from PIL import Image
 
 from smlp_deploy import Classifier, Prediction, SmlpDeployError
 from smlp_deploy.cli.predict import main as predict_main
-from smlp_deploy.errors import ArtifactError, ImageError, InputError
+from smlp_deploy.errors import ArtifactError, BackendUnavailableError, ImageError, InputError
 from smlp_deploy.export import BatchProfile, BuildOptions, THRESHOLDS, compare, export_model
-from smlp_deploy.environment import tensorrt_unavailable_reason
 from smlp_deploy.models import create_model
 from smlp_deploy.runtime import load_backend
+from smlp_deploy.tensorrt_flavours import FLAVOURS, HEADER_BYTES
 
 from .conftest import photo_batch
 
@@ -45,6 +45,8 @@ BACKENDS = [
     pytest.param("model.fp16.onnx", id="onnxruntime-fp16"),
     pytest.param("engine.fp32.plan", id="tensorrt-fp32", marks=pytest.mark.tensorrt),
     pytest.param("engine.fp16.plan", id="tensorrt-fp16", marks=pytest.mark.tensorrt),
+    pytest.param("engine.fp32.rtx.plan", id="tensorrt-rtx-fp32", marks=pytest.mark.tensorrt("tensorrt-rtx")),
+    pytest.param("engine.fp16.rtx.plan", id="tensorrt-rtx-fp16", marks=pytest.mark.tensorrt("tensorrt-rtx")),
 ]
 
 
@@ -160,11 +162,18 @@ def test_unknown_suffix_and_missing_file(tmp_path):
         Classifier(tmp_path / "nope.onnx")
 
 
-def test_tensorrt_needs_tensorrt(export_dir):
-    if tensorrt_unavailable_reason() is None:
-        pytest.skip("TensorRT is present here")
-    with pytest.raises(SmlpDeployError, match="tensorrt"):
-        Classifier(export_dir / "model.onnx", backend="tensorrt")
+@pytest.mark.parametrize("flavour", FLAVOURS.values(), ids=list(FLAVOURS))
+def test_an_engine_needs_its_flavour_and_a_gpu(flavour, tmp_path):
+    """A file with an engine's header passes the header check and reaches the backend's own availability check:
+    the message names the library's install or the GPU it needs."""
+    reason = flavour.run_unavailable()
+    if reason is None:
+        pytest.skip(f"{flavour.title} engines run here")
+    engine = tmp_path / f"engine{flavour.engine_suffix}"
+    engine.write_bytes(flavour.engine_magic + bytes(HEADER_BYTES))
+    with pytest.raises(BackendUnavailableError) as error:
+        Classifier(engine)
+    assert str(error.value) == f"cannot open {str(engine)!r} with backend {flavour.name!r}: {reason}"
 
 
 def test_predict_cli_table_and_json(export_dir, photos, capsys):
@@ -178,7 +187,7 @@ def test_predict_cli_table_and_json(export_dir, photos, capsys):
 
 def test_load_backend_refuses_a_file_it_cannot_open(export_dir):
     with pytest.raises(InputError, match=r"backend 'torch' cannot open .*model\.onnx.*: it runs PyTorch checkpoints "
-                                         r"\(\.pt, \.pth\); \.onnx files are ONNX models, run by backend "
+                                         r"\(\.pt, \.pth\); ONNX models \(\.onnx\) are run by backend "
                                          r"'onnxruntime'"):
         load_backend(export_dir / "model.onnx", "torch")
     with pytest.raises(InputError, match="backend 'onnxruntime' cannot open"):
@@ -210,8 +219,9 @@ def test_backends_check_each_batch_against_the_artifact(export_dir, name):
 
 
 def test_a_directory_is_named_with_the_files_it_holds(export_dir):
-    with pytest.raises(ArtifactError, match=r"is a directory, not a model file; pass one of its files: "
-                                            r"model\.fp16\.onnx, model\.onnx, model\.pt"):
+    engines = ["engine.fp16.rtx.plan", "engine.fp32.rtx.plan"] if FLAVOURS["tensorrt-rtx"].missing() is None else []
+    files = ", ".join([*engines, "model.fp16.onnx", "model.onnx", "model.pt"])
+    with pytest.raises(ArtifactError, match=f"is a directory, not a model file; pass one of its files: {files}$"):
         Classifier(export_dir)
 
 

@@ -24,6 +24,7 @@ from smlp_deploy.export import export_model
 from smlp_deploy.imagefolder import find_images
 from smlp_deploy.manifest import BatchProfile
 from smlp_deploy.records import from_json, to_json
+from smlp_deploy.tensorrt_flavours import FLAVOURS, TENSORRT, TENSORRT_RTX, flavour_for_compute_capability
 
 from .gpu_check import Step, bench_command, export_command, format_summary, gpu_slug, pytest_command
 
@@ -42,13 +43,19 @@ def test_every_capability_is_ready_or_says_what_to_do(report):
         assert capability.ready == (capability.needs == ""), capability
     gpu = report.capability("gpu")
     assert gpu.ready == (report.cuda_unavailable is None)
-    for key in ("build-engines", "run-engines", "calibrate-gpu", "bench-gpu"):
+    for key in ("run-engines-tensorrt", "run-engines-tensorrt-rtx", "calibrate-gpu", "bench-gpu"):
         assert report.capability(key).ready <= gpu.ready, key  # none of them without a GPU
         if not gpu.ready:
             assert gpu.needs in report.capability(key).needs, key
-    if report.tensorrt is None:
-        assert ("cannot import tensorrt (No module named 'tensorrt'): pip install 'smlp-deploy[trt]'"
-                in report.capability("run-engines").needs)
+    tensorrt = {t.flavour: t for t in report.tensorrt}
+    for flavour in FLAVOURS.values():
+        if tensorrt[flavour.name].version is None:
+            assert f"{flavour.title} is not installed ({flavour.install})" in \
+                report.capability(f"run-engines-{flavour.name}").needs
+    # TensorRT for RTX builds without a GPU: where it is installed, engines can be built on this machine.
+    assert report.capability("build-engines").ready == any(t.builder is None for t in report.tensorrt)
+    if tensorrt["tensorrt-rtx"].version is not None:
+        assert report.capability("build-engines").ready and tensorrt["tensorrt-rtx"].builder is None
     if report.onnxruntime_gpu is None:
         assert ("missing onnxruntime-gpu>=1.24.1: pip install 'smlp-deploy[gpu]'"
                 in report.capability("calibrate-gpu").needs)
@@ -163,15 +170,18 @@ def test_the_gpu_check_summary_reads_real_reports(report, tmp_path):
 def test_the_gpu_check_commands_are_what_the_clis_accept(tmp_path):
     """What make gpu-check runs on a GPU host, held to the commands' own parsers here (it cannot run past the
     doctor on this machine)."""
-    export = export_cli.parser().parse_args(export_command(tmp_path / "tiny")[1:])
+    for capability, flavour in (("8.9", TENSORRT_RTX), ("9.0", TENSORRT), ("10.0", TENSORRT), ("12.0", TENSORRT_RTX)):
+        assert flavour_for_compute_capability(capability) is flavour
+    export = export_cli.parser().parse_args(export_command(tmp_path / "tiny", TENSORRT_RTX)[1:])
     assert (export.variant, export.fp32, export.fp16, export.int8, export.int8_target) == ("tiny", True, True, True,
                                                                                            "both")
+    assert export.flavour == ("tensorrt-rtx",)
     assert export.require_engine and export.batch == BatchProfile(1, 32, 128) and export.out == tmp_path / "tiny"
     assert len(find_images(export.calib_dir)) == export.calib_samples == 5  # the bundled photos
     outputs = {kind: tmp_path / f"gpu.{kind}" for kind in ("json", "csv", "png")}
-    bench = bench_cli.parser().parse_args(bench_command(tmp_path / "tiny", outputs)[1:])
+    bench = bench_cli.parser().parse_args(bench_command(tmp_path / "tiny", outputs, TENSORRT_RTX)[1:])
     assert (bench.device, bench.backends, bench.precisions, bench.batch_sizes) == (
-        "cuda", ("torch", "torch.compile", "onnxruntime", "tensorrt"), ("fp32", "fp16", "int8"), (1, 8, 32, 128))
+        "cuda", ("torch", "torch.compile", "onnxruntime", "tensorrt-rtx"), ("fp32", "fp16", "int8"), (1, 8, 32, 128))
     assert (bench.json, bench.csv, bench.plot) == tuple(outputs.values())
     collected = subprocess.run([*pytest_command(), "--collect-only"], check=False, cwd=ROOT, capture_output=True,
                                text=True, timeout=300)

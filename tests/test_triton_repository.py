@@ -21,6 +21,7 @@ from smlp_deploy.manifest import MANIFEST_NAME, Artifact, Manifest
 from smlp_deploy.models.labels import imagenet_labels
 from smlp_deploy.samples import sample_images
 from smlp_deploy.serving import write_triton_repository
+from smlp_deploy.serving.repository import PLATFORMS
 
 mc = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (extra 'serve')")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -31,21 +32,22 @@ NAME = "smlpnet_test"
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
-    """Every artifact kind: ONNX FP32/FP16/INT8 (both targets) from a real export, and the three engines.
+    """Every artifact kind: ONNX FP32/FP16/INT8 (both targets) from a real export, and the engines of both
+    TensorRT flavours (TensorRT for RTX builds them here).
 
-    Where TensorRT cannot build them (no GPU here), the engines are recorded as files whose bytes stand in for a
-    plan, with the profile the export would have built: the repository writer copies an engine as opaque bytes
-    and reads its profile from the manifest, which is what these tests check. On a GPU host they are real."""
+    Where a flavour cannot build them (TensorRT without a GPU), the engines are recorded as files whose bytes stand
+    in for a plan, with the profile the export would have built: the repository writer copies an engine as opaque
+    bytes and reads its profile from the manifest, which is what these tests check. On a GPU host they are real."""
     out = tmp_path_factory.mktemp("triton") / "export"
     export_model("test", image_size=64, precisions=("fp32", "fp16", "int8"), out_dir=out, quiet=True,
                  build=BuildOptions(PROFILE),
                  int8_options=Int8Options(sample_images()[0].parent, samples=5, targets=("tensorrt", "cpu")))
     manifest = Manifest.load(out / MANIFEST_NAME)
-    for engine in [k for k in ARTIFACTS.values() if k.format == "tensorrt" and not manifest.artifact(k.file_name)]:
-        data = f"stands in for a TensorRT {engine.precision} plan".encode()
+    for engine in [k for k in ARTIFACTS.values() if k.is_engine and not manifest.artifact(k.file_name)]:
+        data = f"stands in for a {engine.description} plan".encode()
         (out / engine.file_name).write_bytes(data)
-        manifest.record(Artifact(engine.file_name, "tensorrt", engine.precision, hashlib.sha256(data).hexdigest(),
-                                 len(data), target=engine.target, profile=PROFILE))
+        manifest.record(Artifact(engine.file_name, engine.format, engine.precision, hashlib.sha256(data).hexdigest(),
+                                 len(data), target=engine.target, profile=PROFILE, flavour=engine.format))
     manifest.save(out)
     return out
 
@@ -82,14 +84,16 @@ def checksums_hold(version: Path) -> list[str]:
 
 @pytest.mark.parametrize("artifact", list(ARTIFACTS))
 def test_repository_for_every_artifact_parses_with_tritons_schema(export_dir, tmp_path, artifact):
+    """Each artifact on the Triton backend that loads it: its own (tensorrt_plan, onnxruntime_onnx), or, for a
+    TensorRT-for-RTX engine, which no Triton backend loads, the Python backend on a GPU instance."""
     kind = ARTIFACTS[artifact]
-    engine = kind.format == "tensorrt"
+    engine, own = kind.is_engine, kind.format in PLATFORMS
     repository = write_triton_repository(export_dir, tmp_path / "repo", artifact=artifact, instances=2,
-                                         max_queue_delay_us=100)
+                                         max_queue_delay_us=100, backend=None if own else "python")
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [NAME, f"{NAME}_image", f"{NAME}_preprocess"]
     config = parse(repository.classifier.directory / "config.pbtxt")
-    assert config.name == NAME and not config.backend
-    assert config.platform == ("tensorrt_plan" if engine else "onnxruntime_onnx")
+    assert config.name == NAME and config.backend == ("" if own else "python")
+    assert config.platform == PLATFORMS.get(kind.format, "")
     assert config.max_batch_size == (PROFILE.max if engine else 32)
     (input_,), (output,) = config.input, config.output
     assert (input_.name, input_.data_type, list(input_.dims)) == ("input", mc.TYPE_FP32, [3, 64, 64])
@@ -103,11 +107,18 @@ def test_repository_for_every_artifact_parses_with_tritons_schema(export_dir, tm
     assert not config.HasField("optimization")
 
     version = repository.classifier.directory / "1"
-    assert (version / config.default_model_filename).read_bytes() == (export_dir / artifact).read_bytes()
+    assert (version / (config.default_model_filename or artifact)).read_bytes() == (export_dir / artifact).read_bytes()
     assert sorted(checksums_hold(version)) == sorted([artifact, MANIFEST_NAME])
     assert (version / MANIFEST_NAME).read_text() == (export_dir / MANIFEST_NAME).read_text()
     assert repository.sha256 == Manifest.load(export_dir / MANIFEST_NAME).artifact(artifact).sha256
     check_ensemble(repository)
+
+
+def test_an_rtx_engine_is_refused_for_tritons_tensorrt_backend(export_dir, tmp_path):
+    with pytest.raises(InputError, match="engine.fp16.rtx.plan is a TensorRT for RTX engine, which Triton's own "
+                                         "backends do not load .* serve it through the Python backend") as error:
+        write_triton_repository(export_dir, tmp_path, artifact="engine.fp16.rtx.plan")
+    assert error.value.parameter == "backend" and not list(tmp_path.iterdir())
 
 
 def test_python_backend_and_image_models(export_dir, tmp_path):
@@ -198,7 +209,8 @@ def test_an_artifact_that_changed_or_was_never_built_is_refused(tampered):
     data = json.loads((tampered / MANIFEST_NAME).read_text())
     data["artifacts"] = [a for a in data["artifacts"] if a["path"] != "engine.fp16.plan"]
     (tampered / MANIFEST_NAME).write_text(json.dumps(data))
-    with pytest.raises(ArtifactError, match=r"planned but not built .* smlp-export --from-onnx \. --batch 1:4:16"):
+    with pytest.raises(ArtifactError, match=r"planned but not built .* smlp-export --from-onnx \. --flavour tensorrt "
+                                            r"--batch 1:4:16"):
         write_triton_repository(tampered, tampered.parent / "repo", artifact="engine.fp16.plan")
     assert not (tampered.parent / "repo").exists()
 

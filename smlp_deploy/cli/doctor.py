@@ -6,11 +6,9 @@ import argparse
 import json
 import sys
 
-from ..checkup import doctor, format_report
+from ..checkup import CAPABILITIES, doctor, format_report
 from ..records import to_json
 from .common import run_main
-
-CAPABILITIES = ("export-onnx", "gpu", "build-engines", "run-engines", "calibrate-gpu", "bench-gpu", "serve", "ray")
 
 
 def _keys(text: str) -> tuple[str, ...]:

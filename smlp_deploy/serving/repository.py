@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
-from ..artifacts import ARTIFACTS, INPUT_NAME, OUTPUT_NAME, ArtifactKind
+from ..artifacts import ARTIFACTS, FORMATS, INPUT_NAME, OUTPUT_NAME, ArtifactKind
 from ..errors import ArtifactError, InputError, OutputError
 from ..fileio import sha256_file, staged_directory
 from ..manifest import MANIFEST_NAME, Artifact, BatchProfile, Manifest
@@ -106,11 +106,11 @@ def write_triton_repository(
     if any("\n" in label or "\r" in label for label in labels):
         raise ArtifactError(f"the labels in {export_dir / MANIFEST_NAME} hold line breaks, which a Triton label file "
                             "cannot: re-export with labels on one line each")
-    gpu = kind.format == "tensorrt" or device == "gpu"
+    gpu = kind.is_engine or device == "gpu"
     # Preferred sizes cap batches: with [8, 64] and 64 clients the batcher sent batches of 7.3 images on average
     # (docs/benchmarks/serve_bench.py at commit 3caf437), since it takes the largest preferred size the queue
     # fills. So only an engine, tuned for its profile, gets them.
-    preferred = tuple(sorted({batch.opt, batch.max})) if kind.format == "tensorrt" else ()
+    preferred = tuple(sorted({batch.opt, batch.max})) if kind.is_engine else ()
     batching = DynamicBatching(preferred, max_queue_delay_us)
     group = InstanceGroup("KIND_GPU" if gpu else "KIND_CPU", instances)
     size, classes = manifest.model.image_size, manifest.model.num_classes
@@ -171,10 +171,10 @@ def _verified_artifact(export_dir: Path, manifest: Manifest, artifact: str) -> t
                          f"{', '.join(listed)}", parameter="artifact")
     entry = manifest.artifact(artifact)
     if entry is None:
-        planned = artifact in manifest.engine.engines
-        how = (f"its engine was planned but not built ({manifest.engine.reason}); on a GPU host run, in {export_dir}: "
-               f"{manifest.engine.commands[0]}" if planned and manifest.engine.commands else
-               f"choose one of {', '.join(listed)}")
+        planned = next((e for e in manifest.engines if artifact in e.engines and e.commands), None)
+        steps = [c for c in planned.commands if not c.startswith("trtexec")] if planned else []
+        how = (f"its engine was planned but not built ({planned.reason}); to build it, run in {export_dir}: "
+               f"{' then '.join(steps)}" if planned else f"choose one of {', '.join(listed)}")
         raise ArtifactError(f"{artifact} is not part of the export in {export_dir}: {how}", parameter="artifact")
     path = export_dir / artifact
     if not path.is_file() or sha256_file(path) != entry.sha256:
@@ -193,9 +193,13 @@ def _check_options(name: str, backend: str | None, device: str | None, kind: Art
                          parameter="backend")
     if device not in (None, "cpu", "gpu"):
         raise InputError(f"device must be 'cpu' or 'gpu', got {device!r}", parameter="device")
-    if kind.format == "tensorrt" and device == "cpu":
-        raise InputError(f"{kind.file_name} is a TensorRT engine, which runs on a GPU only: leave device unset",
-                         parameter="device")
+    if kind.is_engine and device == "cpu":
+        raise InputError(f"{kind.file_name} is a {FORMATS[kind.format].description}, which runs on a GPU only: "
+                         "leave device unset", parameter="device")
+    if kind.format not in PLATFORMS and backend is None:
+        raise InputError(f"{kind.file_name} is a {FORMATS[kind.format].description}, which Triton's own backends "
+                         "do not load (its tensorrt_plan backend loads TensorRT engines only): serve it through "
+                         "the Python backend (backend='python'), on a GPU instance", parameter="backend")
     if kind.target == "cpu" and device == "gpu":
         raise InputError(f"{kind.file_name} is the INT8 form for ONNX Runtime's x86 kernels; on a GPU serve "
                          "model.int8.onnx (or engine.int8.plan)", parameter="device")

@@ -1,6 +1,8 @@
-"""TensorRT engines: deserialized once, I/O by tensor name, buffers preallocated for the profile's max batch.
+"""TensorRT engines, of either flavour: deserialized once, I/O by tensor name, buffers preallocated for the
+profile's max batch.
 
-Written against the Python API TensorRT 10.x and 11.x share, and type-checked against its stubs (tests).
+Written against the Python API that TensorRT 10.x/11.x and TensorRT for RTX share (``tensorrt_flavours``), and
+type-checked against TensorRT's stubs (tests).
 
 * Threads: an execution context is not thread-safe, so each thread gets its own context, CUDA stream, device
   buffers and pinned host buffers (created on its first call); the engine is shared.
@@ -16,6 +18,9 @@ Written against the Python API TensorRT 10.x and 11.x share, and type-checked ag
   messages logged during that call on its thread, not every message the process ever logged.
 * Plugins: no plugin library is loaded unless named in ``plugin_libraries``, and an engine's embedded host code
   is not run (``engine_host_code_allowed`` stays False).
+* TensorRT for RTX: the engine's validity for this GPU and library is asked before it is loaded, the kernels its
+  just-in-time step compiles are kept in a runtime cache file beside the engine, and CUDA graphs are the library's
+  own (``tensorrt_rtx_api``).
 """
 
 from __future__ import annotations
@@ -24,31 +29,23 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...environment import tensorrt_unavailable_reason
-from ...errors import ArtifactError, BackendUnavailableError, InputError
-from .base import Backend
+from ...errors import ArtifactError, InputError
+from ...tensorrt_flavours import (
+    TENSORRT_RTX, Flavour, TensorRTModule, check_engine_header, current_compute_capability, import_tensorrt,
+)
+from .base import Backend, DeviceTimes
+from .tensorrt_rtx_api import RtxRuntime, check_validity
 
 if TYPE_CHECKING:
     import tensorrt as trt
     import torch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DeviceTimes:
-    """Milliseconds of one call on the GPU, from CUDA events on its stream: host-to-device copy, the engine's
-    own compute, device-to-host copy (trtexec's H2D Latency, GPU Compute Time, D2H Latency)."""
-
-    h2d_ms: float
-    compute_ms: float
-    d2h_ms: float
 
 
 class TensorRTMessages:
@@ -77,22 +74,22 @@ class TensorRTMessages:
             self._local.captured = outer
 
 
-def tensorrt_logger(messages: TensorRTMessages) -> trt.ILogger:
-    """A ``trt.ILogger`` writing to ``messages``."""
-    import tensorrt as trt
+def tensorrt_logger(api: TensorRTModule, messages: TensorRTMessages) -> trt.ILogger:
+    """An ``ILogger`` of ``api``'s (the flavour's module) writing to ``messages``."""
+    severity = api.ILogger.Severity
+    levels = {severity.INTERNAL_ERROR: logging.CRITICAL, severity.ERROR: logging.ERROR,
+              severity.WARNING: logging.WARNING, severity.INFO: logging.INFO, severity.VERBOSE: logging.DEBUG}
 
-    levels = {trt.ILogger.Severity.INTERNAL_ERROR: logging.CRITICAL, trt.ILogger.Severity.ERROR: logging.ERROR,
-              trt.ILogger.Severity.WARNING: logging.WARNING, trt.ILogger.Severity.INFO: logging.INFO,
-              trt.ILogger.Severity.VERBOSE: logging.DEBUG}
-
-    class Logger(trt.ILogger):
+    # mypy cannot take a base class from a module chosen at run time; TensorRTModule types every other use.
+    class Logger(api.ILogger):  # type: ignore[name-defined,misc]
         def __init__(self) -> None:
-            trt.ILogger.__init__(self)
+            api.ILogger.__init__(self)
 
         def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
             messages.record(levels.get(severity, logging.ERROR), msg)
 
-    return Logger()
+    logger: trt.ILogger = Logger()
+    return logger
 
 
 def load_plugin_libraries(registry: trt.IPluginRegistry, libraries: Sequence[str | Path]) -> list[object]:
@@ -115,38 +112,41 @@ def join_messages(messages: list[str]) -> str:
 
 
 class TensorRTBackend(Backend):
-    name = "tensorrt"
+    """An engine of ``flavour`` (TensorRT or TensorRT for RTX) on a CUDA device."""
 
-    def __init__(self, path: str | Path, *, device: str | None = None, cuda_graphs: bool = False,
+    def __init__(self, path: str | Path, flavour: Flavour, *, device: str | None = None, cuda_graphs: bool = False,
                  plugin_libraries: Sequence[str | Path] = ()):
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            raise BackendUnavailableError(f"cannot run TensorRT engine {str(path)!r}: {reason}")
-        import tensorrt as trt
         import torch
 
+        api = import_tensorrt(flavour)
         self.path = Path(path)
+        self.flavour = flavour
+        self.name = flavour.name
         self.source = self.path.name
         self.device: torch.device = cuda_device(device)
         self.cuda_graphs = cuda_graphs
         self.messages = TensorRTMessages()
+        check_engine_header(self.path, flavour)
+        plan = self.path.read_bytes()
         with torch.cuda.device(self.device), self.messages.capture() as messages:
-            self._logger = tensorrt_logger(self.messages)  # held: TensorRT calls it for the runtime's lifetime
-            self._runtime = trt.Runtime(self._logger)
+            self._logger = tensorrt_logger(api, self.messages)  # held: TensorRT calls it for the runtime's lifetime
+            self._runtime = api.Runtime(self._logger)
             self._runtime.engine_host_code_allowed = False
             self._plugins = load_plugin_libraries(self._runtime.get_plugin_registry(), plugin_libraries)
-            engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if flavour is TENSORRT_RTX:
+                check_validity(self._runtime, plan, self.path, current_compute_capability())
+            engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ArtifactError(
-                f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(self.device)} cannot load engine "
-                f"{str(self.path)!r}: {join_messages(messages)}. Engines are tied to the TensorRT version and GPU "
-                f"they were built with: rebuild it here with "
-                f"smlp_deploy.export.build_from_onnx({str(self.path.parent)!r})"
+                f"{flavour.title} {flavour.version()} on {torch.cuda.get_device_name(self.device)} cannot load engine "
+                f"{str(self.path)!r}: {join_messages(messages)}. Engines are tied to the library version and GPUs "
+                f"they were built for: rebuild it with smlp-export --from-onnx {str(self.path.parent)!r} "
+                f"--flavour {flavour.name}"
             )
         self._engine: trt.ICudaEngine | None = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == api.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == api.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
             raise ArtifactError(f"{self.path.name} has inputs {inputs} and outputs {outputs}; smlp-deploy engines "
                                 "have one of each")
@@ -157,7 +157,10 @@ class TensorRTBackend(Backend):
         self.sample_shape = tuple(max_shape[i] for i in range(1, len(max_shape)))  # [3, H, W]
         self.max_shapes = {self.input_name: (max_batch, *self.sample_shape), self.output_name: (max_batch, classes)}
         self.max_batch_size, self.input_shape, self.num_classes = max_batch, self.sample_shape, classes
-        self.dtypes = {n: torch_dtype(engine.get_tensor_dtype(n), self.path) for n in (*inputs, *outputs)}
+        self.dtypes = {n: torch_dtype(api, engine.get_tensor_dtype(n), self.path) for n in (*inputs, *outputs)}
+        self.api = api
+        self._rtx = RtxRuntime(self.path, torch.cuda.get_device_name(self.device), cuda_graphs) \
+            if flavour is TENSORRT_RTX else None
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -183,14 +186,15 @@ class TensorRTBackend(Backend):
         return state.times if state is not None else None
 
     def describe(self) -> str:
-        import tensorrt as trt
         import torch
 
         graphs = ", CUDA graphs" if self.cuda_graphs else ""
-        return (f"tensorrt {trt.__version__} on {torch.cuda.get_device_name(self.device)} ({self.device}; "
+        return (f"{self.name} {self.flavour.version()} on {torch.cuda.get_device_name(self.device)} ({self.device}; "
                 f"{self.path.name}, max batch {self.max_batch_size}{graphs})")
 
     def close(self) -> None:
+        if self._rtx is not None:
+            self._rtx.save_cache()
         self._local = threading.local()  # drops every thread's context and buffers
         self._engine = None
 
@@ -206,7 +210,8 @@ class _ThreadState:
         shapes = backend.max_shapes
         with torch.cuda.device(backend.device), backend.messages.capture() as messages:
             self.stream = torch.cuda.Stream(device=backend.device)
-            context = backend.engine.create_execution_context()
+            context = backend.engine.create_execution_context() if backend._rtx is None else \
+                backend._rtx.execution_context(backend.engine)
             if context is None:
                 raise ArtifactError(f"TensorRT cannot create an execution context for {backend.path.name} on "
                                     f"{backend.device}: {join_messages(messages)}")
@@ -224,6 +229,7 @@ class _ThreadState:
             self.events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.times: DeviceTimes | None = None
+        self.sizes_run: set[int] = set()  # TensorRT for RTX compiles for a shape when it first runs
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -246,10 +252,14 @@ class _ThreadState:
         compute: float = copied_in.elapsed_time(computed)
         d2h: float = computed.elapsed_time(copied_out)
         self.times = DeviceTimes(h2d, compute, d2h)
+        if n not in self.sizes_run:
+            self.sizes_run.add(n)
+            if b._rtx is not None:
+                b._rtx.save_cache()  # what the first run at this size compiled, for the next process
         return np.array(self.host_out[:n].numpy(), dtype=np.float32)
 
     def _compute(self, n: int) -> None:
-        if not self.backend.cuda_graphs:
+        if not self.backend.cuda_graphs or self.backend._rtx is not None:  # TensorRT for RTX captures its own
             self._enqueue(n)
             return
         graph = self.graphs.get(n)
@@ -258,11 +268,9 @@ class _ThreadState:
         graph.replay()
 
     def _enqueue(self, n: int) -> None:
-        import tensorrt as trt
-
         b = self.backend
         with b.messages.capture() as messages:
-            ok = self.context.set_input_shape(b.input_name, trt.Dims([n, *b.sample_shape])) and \
+            ok = self.context.set_input_shape(b.input_name, b.api.Dims([n, *b.sample_shape])) and \
                 self.context.execute_async_v3(self.stream.cuda_stream)
         if not ok:
             raise ArtifactError(f"TensorRT failed to run {b.path.name} at batch {n}: {join_messages(messages)}")
@@ -304,13 +312,12 @@ def cuda_device(device: str | None) -> torch.device:
     return torch.device("cuda", index)
 
 
-def torch_dtype(dtype: trt.DataType, engine: Path) -> torch.dtype:
+def torch_dtype(api: TensorRTModule, dtype: trt.DataType, engine: Path) -> torch.dtype:
     """The torch dtype of an engine I/O tensor of TensorRT type ``dtype``."""
-    import tensorrt as trt
     import torch
 
-    types = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.INT8: torch.int8,
-             trt.DataType.INT32: torch.int32, trt.DataType.BF16: torch.bfloat16}
+    types = {api.DataType.FLOAT: torch.float32, api.DataType.HALF: torch.float16, api.DataType.INT8: torch.int8,
+             api.DataType.INT32: torch.int32, api.DataType.BF16: torch.bfloat16}
     if dtype not in types:
         raise ArtifactError(f"{engine.name} has an input or output of TensorRT type {dtype}, which this runtime does "
                             "not handle (smlp-deploy engines take and return float32)")

@@ -1,0 +1,242 @@
+"""TensorRT for RTX, for real: its ahead-of-time builder needs no GPU, so every engine the export plans is built
+here, in CI, and checked whole; what only a GPU can show (running them) carries the ``tensorrt`` marker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from smlp_deploy import Classifier
+from smlp_deploy.artifacts import ARTIFACTS, engine_kind, onnx_artifact
+from smlp_deploy.cli.export import entry_point
+from smlp_deploy.errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
+from smlp_deploy.export import BuildOptions, build_from_onnx, export_model
+from smlp_deploy.export.int8 import Int8Options
+from smlp_deploy.export.tensorrt_build import build_engine
+from smlp_deploy.fileio import sha256_file
+from smlp_deploy.manifest import UNVERIFIED, BatchProfile, Manifest
+from smlp_deploy.runtime.backends import load_backend
+from smlp_deploy.samples import sample_images
+from smlp_deploy.tensorrt_flavours import TENSORRT, TENSORRT_RTX, import_tensorrt
+
+from .reliability import ROOT, export_command, interrupt_export, snapshot
+
+pytestmark = pytest.mark.skipif(TENSORRT_RTX.missing() is not None, reason=f"needs {TENSORRT_RTX.missing()}")
+
+CALIB = sample_images()[0].parent
+SIZES = {"test": 64, "tiny": 224}
+PRECISIONS = ("fp32", "fp16", "int8")
+LIBRARY_TARGETS = ["8.0", "8.6", "8.9", "12.0", "12.1"]  # tensorrt_rtx 1.7's own set (7.5 only on request)
+
+
+@pytest.fixture(scope="module", params=list(SIZES))
+def exported(request, tmp_path_factory):
+    """An export of every precision with the default flavours: TensorRT for RTX builds here, TensorRT is skipped."""
+    variant = request.param
+    out = tmp_path_factory.mktemp(f"rtx-{variant}")
+    result = export_model(variant, image_size=SIZES[variant], precisions=PRECISIONS, out_dir=out, quiet=True,
+                          int8_options=Int8Options(CALIB, samples=len(sample_images()), method="minmax"))
+    return variant, out, result.manifest
+
+
+def test_every_onnx_artifact_parses_with_no_error(exported):
+    _, out, _ = exported
+    api = import_tensorrt(TENSORRT_RTX)
+    logger = api.Logger(api.Logger.ERROR)
+    for precision in PRECISIONS:
+        kind = onnx_artifact(precision, "tensorrt" if precision == "int8" else None)
+        network = api.Builder(logger).create_network(1 << int(api.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = api.OnnxParser(network, logger)
+        assert parser.parse_from_file(str(out / kind.file_name)) and parser.num_errors == 0, kind.file_name
+
+
+def test_every_engine_is_built_and_listed_whole(exported):
+    _, out, manifest = exported
+    for precision in PRECISIONS:
+        kind = engine_kind(onnx_artifact(precision, "tensorrt" if precision == "int8" else None), TENSORRT_RTX)
+        record = manifest.artifact(kind.file_name)
+        path = out / kind.file_name
+        assert record is not None and path.read_bytes()[:4] == b"vtrt", kind.file_name
+        assert (record.sha256, record.bytes) == (sha256_file(path), path.stat().st_size)
+        assert (record.format, record.flavour, record.precision) == ("tensorrt-rtx", "tensorrt-rtx", precision)
+        assert record.status == UNVERIFIED and record.parity is None and record.gpu is None
+        assert record.compute_capabilities == LIBRARY_TARGETS and record.tensorrt_version == TENSORRT_RTX.version()
+        assert record.profile == BatchProfile() and record.build_seconds > 0
+    assert manifest.artifact("model.int8.onnx").float_precision == manifest.artifact("engine.int8.rtx.plan") \
+        .float_precision == "fp16"
+    rtx, trt = manifest.engine_status("tensorrt-rtx"), manifest.engine_status("tensorrt")
+    assert rtx.status == "built" and "not yet verified on a GPU" in rtx.reason
+    assert rtx.commands[0] == "smlp-export --verify-engines ."
+    assert rtx.engines == ["engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan"]
+    if TENSORRT.build_unavailable():
+        assert trt.status == "skipped" and trt.reason == TENSORRT.build_unavailable()
+        assert not any((out / name).exists() for name in trt.engines)
+    # The manifest on disk says the same, and reads back typed.
+    assert Manifest.load(out / "manifest.json") == manifest
+
+
+def test_an_fp16_engine_is_about_half_an_fp32_one(exported):
+    variant, out, _ = exported
+    fp32, fp16 = ((out / f"engine.{p}.rtx.plan").stat().st_size for p in ("fp32", "fp16"))
+    if variant == "test":
+        assert fp16 < fp32  # 0.3M weights: the engine's fixed part dominates
+    else:
+        assert 0.45 < fp16 / fp32 < 0.6, (fp16, fp32)
+
+
+def _custom_op_model(path):
+    node = helper.make_node("MyOp", ["input"], ["logits"], name="custom0", domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, str(path))
+
+
+def test_a_graph_with_an_op_tensorrt_lacks_gives_the_parser_message(tmp_path):
+    _custom_op_model(tmp_path / "model.onnx")
+    with pytest.raises(ArtifactError) as error:
+        build_engine(TENSORRT_RTX, tmp_path / "model.onnx", tmp_path / "engine.rtx.plan", 8, BuildOptions())
+    message = str(error.value)
+    assert "TensorRT for RTX's ONNX parser rejected model.onnx" in message
+    assert "MyOp node 'custom0'" in message and "Plugin not found" in message and "INVALID_NODE" in message
+    assert not (tmp_path / "engine.rtx.plan").exists()
+
+
+def test_an_impossible_profile_gives_the_builder_message(exported, tmp_path):
+    """A profile of 32x32 images for a graph made for 64x64 (or 224x224) ones."""
+    _, out, _ = exported
+    with pytest.raises(SmlpDeployError) as error:
+        build_engine(TENSORRT_RTX, out / "model.onnx", tmp_path / "engine.rtx.plan", 32, BuildOptions())
+    assert "TensorRT for RTX failed to build an engine from model.onnx" in str(error.value)
+    assert "Dimension mismatch for tensor input and profile 0" in str(error.value)
+    assert not (tmp_path / "engine.rtx.plan").exists()
+
+
+def test_chosen_compute_capabilities_are_built_and_recorded(tmp_path):
+    build = BuildOptions(compute_capabilities=("8.9", "8.6"))
+    result = export_model("test", image_size=64, precisions=("fp16",), out_dir=tmp_path, quiet=True, build=build,
+                          flavours=("tensorrt-rtx",))
+    record = result.manifest.artifact("engine.fp16.rtx.plan")
+    assert record.compute_capabilities == ["8.9", "8.6"]
+    assert [e.flavour for e in result.manifest.engines] == ["tensorrt-rtx"]
+
+
+@pytest.mark.parametrize("capabilities", [("9.0",), ("8.6", "10.0")])
+def test_a_compute_capability_the_library_lacks_is_refused_before_any_work(tmp_path, capabilities):
+    out = tmp_path / "export"
+    with pytest.raises(InputError, match=r"cannot build for compute capability (9\.0|10\.0): it builds for "
+                                         r"7\.5, 8\.0, 8\.6, 8\.9, 12\.0, 12\.1") as error:
+        export_model("test", image_size=64, out_dir=out, quiet=True,
+                     build=BuildOptions(compute_capabilities=capabilities))
+    assert error.value.parameter == "compute_capabilities" and not out.exists()
+
+
+def test_the_command_line_chooses_flavours_and_capabilities(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["smlp-export", "--variant", "test", "--image-size", "64", "--quiet",
+                                     "--out", str(tmp_path / "a"), "--compute-capability", "9.0"])
+    assert entry_point() == 2
+    assert capsys.readouterr().err.startswith("error: --compute-capability: TensorRT for RTX")
+    monkeypatch.setattr("sys.argv", ["smlp-export", "--variant", "test", "--image-size", "64", "--quiet",
+                                     "--out", str(tmp_path / "b"), "--flavour", "tensorrt-rtx",
+                                     "--compute-capability", "12.0"])
+    assert entry_point() == 0
+    manifest = Manifest.load(tmp_path / "b" / "manifest.json")
+    assert manifest.artifact("engine.fp32.rtx.plan").compute_capabilities == ["12.0"]
+    if TENSORRT.build_unavailable():
+        monkeypatch.setattr("sys.argv", ["smlp-export", "--variant", "test", "--image-size", "64", "--quiet",
+                                         "--out", str(tmp_path / "c"), "--flavour", "tensorrt,tensorrt-rtx"])
+        assert entry_point() == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: --flavour: cannot build TensorRT engines here: TensorRT is not installed")
+        assert not (tmp_path / "c").exists()
+
+
+def test_no_flavour_builds_no_engine(tmp_path):
+    result = export_model("test", image_size=64, out_dir=tmp_path, quiet=True, flavours=())
+    assert result.manifest.engines == [] and not list(tmp_path.glob("engine.*"))
+
+
+def test_from_onnx_rebuilds_the_planned_engines(exported, tmp_path):
+    variant, out, manifest = exported
+    if variant != "test":
+        pytest.skip("once is enough")
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    (copy / "engine.fp16.rtx.plan").unlink()
+    rebuilt = build_from_onnx(copy, flavours=("tensorrt-rtx",), quiet=True)
+    for name in ("engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan"):
+        record = rebuilt.manifest.artifact(name)
+        assert record.status == UNVERIFIED and sha256_file(copy / name) == record.sha256
+    assert Manifest.load(copy / "manifest.json") == rebuilt.manifest
+    assert [a.path for a in rebuilt.manifest.artifacts] == [a.path for a in manifest.artifacts]
+
+
+def test_a_killed_build_leaves_the_previous_export(tmp_path):
+    out = tmp_path / "export"
+    subprocess.run(export_command(out, "--fp16", "--quiet"), check=True, capture_output=True, cwd=ROOT)
+    before = snapshot(out)
+    outcome = interrupt_export(out, ("--fp16", "--seed", "3"), "Building engine (", signal.SIGKILL)
+    assert outcome.returncode == -signal.SIGKILL
+    assert snapshot(out) == before
+    assert Classifier(out / "model.fp16.onnx").predict(str(sample_images()[0])).label
+
+
+def test_engines_are_told_apart_by_their_first_bytes(exported, tmp_path):
+    """An RTX engine under a TensorRT name, and files that are no engine at all, are refused by their header
+    before any library or GPU is asked, naming what they are and what runs them."""
+    _, out, _ = exported
+    renamed = tmp_path / "engine.fp16.plan"
+    renamed.write_bytes((out / "engine.fp16.rtx.plan").read_bytes())
+    with pytest.raises(ArtifactError, match=r"is a TensorRT for RTX engine, not a TensorRT one: name it \*\.rtx\.plan "
+                                            r"and run it with TensorRT for RTX \(pip install 'smlp-deploy\[rtx\]'\)"):
+        load_backend(renamed)
+    for name, data in (("empty.rtx.plan", b""), ("text.rtx.plan", b"not an engine\n" * 10),
+                       ("short.rtx.plan", b"vtrt")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ArtifactError, match="is not a TensorRT for RTX engine"):
+            load_backend(tmp_path / name)
+
+
+@pytest.mark.skipif(TENSORRT_RTX.run_unavailable() is None, reason="a GPU here runs RTX engines")
+def test_without_a_gpu_an_rtx_engine_says_what_gpu_it_needs(exported):
+    _, out, _ = exported
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT for RTX engines run on an NVIDIA GPU of compute "
+                                                      r"capability 8\.0, 8\.6, 8\.9, 12\.0, 12\.1 \(A100"):
+        Classifier(out / "engine.fp16.rtx.plan")
+
+
+@pytest.mark.tensorrt("tensorrt-rtx")
+def test_rtx_engines_verify_on_a_gpu_and_keep_their_runtime_cache(exported, tmp_path):
+    """On an RTX-class GPU: --verify-engines checks every RTX engine against PyTorch and records it; the runtime
+    cache written by one process is read by the next."""
+    _, out, _ = exported
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    from smlp_deploy.export.pipeline import verify_engines
+
+    verified = verify_engines(copy, quiet=True)
+    for name in ("engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan"):
+        record = verified.manifest.artifact(name)
+        assert record.status == "verified" and record.parity is not None and record.gpu is not None
+    with Classifier(copy / "engine.fp16.rtx.plan") as first:
+        logits = first.logits([str(p) for p in sample_images()])
+    caches = list(copy.glob("engine.fp16.rtx.*.runtime.cache"))
+    assert len(caches) == 1 and caches[0].stat().st_size > 0
+    with Classifier(copy / "engine.fp16.rtx.plan", cuda_graphs=True) as second:
+        np.testing.assert_allclose(second.logits([str(p) for p in sample_images()]), logits, rtol=0, atol=1e-3)
+
+
+def test_the_artifact_table_pairs_each_engine_with_its_source():
+    for kind in ARTIFACTS.values():
+        if kind.is_engine:
+            source = ARTIFACTS[kind.source]
+            assert source.builds_engines and source.precision == kind.precision and source.target == kind.target
+            assert kind.file_name.endswith(kind.flavour.engine_suffix)
+    names = {f: [k.file_name for k in ARTIFACTS.values() if k.source == "model.fp16.onnx" and k.flavour is f]
+             for f in (TENSORRT, TENSORRT_RTX)}
+    assert names == {TENSORRT: ["engine.fp16.plan"], TENSORRT_RTX: ["engine.fp16.rtx.plan"]}
