@@ -127,7 +127,8 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
     runners = {f: _join(gpu, f.missing() or "") if gpu else t.runner or "" for t in report.tensorrt
                for f in [FLAVOURS[t.flavour]]}
     build = "" if not all(builders.values()) else _join(*(f"{f.title}: {why}" for f, why in builders.items()))
-    run = "" if not all(runners.values()) else _join(*(f"{f.title}: {why}" for f, why in runners.items()))
+    run = "" if not all(runners.values()) else _join(*(f.missing() or "" for f in runners)) if gpu else \
+        _join(*(f"{f.title}: {why}" for f, why in runners.items()))
     ort_gpu = _onnxruntime_gpu_needs(report, extras["gpu"])
     compile_needs = "" if installed_version("triton") else "torch.compile on GPUs needs triton: pip install triton"
     return [

@@ -63,7 +63,7 @@ class Flavour:
 
     @property
     def install(self) -> str:
-        return f"pip install 'smlp-deploy[{self.extra}]'" + ("" if self.builds_without_gpu else " on a GPU host")
+        return f"pip install 'smlp-deploy[{self.extra}]'"
 
     def version(self) -> str | None:
         """The installed library's version, from the module (TensorRT ships under several distributions)."""
@@ -75,7 +75,8 @@ class Flavour:
     def missing(self) -> str | None:
         """Why the library cannot be imported here (with the install), or None."""
         if importlib.util.find_spec(self.module) is None:
-            return f"{self.title} is not installed ({self.install})"
+            where = "" if self.builds_without_gpu else " on a GPU host"
+            return f"{self.title} is not installed ({self.install}{where})"
         problem = import_problem(self.module)
         return f"{self.title} cannot be imported: {problem}" if problem else None
 

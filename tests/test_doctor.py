@@ -50,7 +50,7 @@ def test_every_capability_is_ready_or_says_what_to_do(report):
     tensorrt = {t.flavour: t for t in report.tensorrt}
     for flavour in FLAVOURS.values():
         if tensorrt[flavour.name].version is None:
-            assert f"{flavour.title} is not installed ({flavour.install})" in \
+            assert f"{flavour.title} is not installed ({flavour.install}" in \
                 report.capability(f"run-engines-{flavour.name}").needs
     # TensorRT for RTX builds without a GPU: where it is installed, engines can be built on this machine.
     assert report.capability("build-engines").ready == any(t.builder is None for t in report.tensorrt)

@@ -94,6 +94,6 @@ def engine_status(plan: FlavourPlan, image_size: int, build: BuildOptions, expor
     if plan.builds and not plan.verifiable:
         commands.insert(0, "smlp-export --verify-engines .")  # on a GPU the engines run on
     status = "built" if plan.builds else "skipped"
-    reason = plan.unavailable or ("" if plan.verifiable else f"built for compute capability "
+    reason = plan.unavailable or ("" if plan.verifiable else f"for compute capability "
                                   f"{', '.join(plan.capabilities)}, not yet verified on a GPU")
     return EngineStatus(plan.flavour.name, status, reason, commands, [e.file_name for e in plan.engines])

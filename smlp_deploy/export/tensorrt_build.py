@@ -9,6 +9,7 @@ loaded unless named in ``BuildOptions.plugin_libraries``.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from ..tensorrt_flavours import TENSORRT_RTX, Flavour, TensorRTModule, current_c
 
 if TYPE_CHECKING:
     import tensorrt as trt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def build_engine(
     api = import_tensorrt(flavour)
     targets = target_capabilities(flavour, options.compute_capabilities)
 
-    messages = TensorRTMessages()
+    messages = TensorRTMessages(echo=False)  # a build repeats a warning per layer: reported once each below
     logger = tensorrt_logger(api, messages)
     builder = api.Builder(logger)
     load_plugin_libraries(builder.get_plugin_registry(), options.plugin_libraries)  # they stay loaded
@@ -100,11 +103,22 @@ def build_engine(
         raise SmlpDeployError(f"{flavour.title} failed to build an engine from {onnx_path.name}: "
                               f"{join_messages(logged)}")
     write_bytes_atomic(engine_path, bytes(plan))
+    if logged:
+        (on_progress or log.warning)(f"{flavour.title} warned: {distinct(logged)}")
     if timing_cache is not None:
         write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     seconds = time.perf_counter() - start
     gpu = None if flavour.builds_without_gpu else _gpu_name()
     return EngineInfo(flavour, flavour.version() or "?", targets, gpu, options.profile, seconds)
+
+
+def distinct(messages: list[str]) -> str:
+    """Messages once each, with their counts: the builder repeats a warning for every layer it applies to."""
+    counts: dict[str, int] = {}
+    for message in messages:
+        text = message.strip()
+        counts[text] = counts.get(text, 0) + 1
+    return "; ".join(f"{text} (x{n})" if n > 1 else text for text, n in counts.items())
 
 
 def parser_error(error: trt.ParserError) -> str:

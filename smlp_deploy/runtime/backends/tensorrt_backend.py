@@ -49,15 +49,17 @@ log = logging.getLogger(__name__)
 
 
 class TensorRTMessages:
-    """Where TensorRT's log goes: warnings and errors to ``logging``; while a thread captures, also into a list
-    that holds that thread's messages only."""
+    """Where TensorRT's log goes: warnings and errors to ``logging`` (unless ``echo`` is off: the builder reports
+    them itself, once each); while a thread captures, also into a list that holds that thread's messages only."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: bool = True) -> None:
         self._local = threading.local()
+        self.echo = echo
 
     def record(self, level: int, message: str) -> None:
         if level >= logging.WARNING:
-            log.log(level, "TensorRT: %s", message)
+            if self.echo:
+                log.log(level, "TensorRT: %s", message)
             captured: list[str] | None = getattr(self._local, "captured", None)
             if captured is not None:
                 captured.append(message)
