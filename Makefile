@@ -59,8 +59,8 @@ test: $(VENV)/.test-extras $(STUBS)/.patched
 gpu-check: venv
 	@echo "== [1/3] smlp-doctor: can torch use a CUDA GPU here?"
 	@$(BIN)/smlp-doctor --require gpu
-	@echo "== [2/3] installing the trt, gpu and bench extras into $(VENV)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,trt,gpu,bench]"
+	@echo "== [2/3] installing the trt, rtx, gpu and bench extras into $(VENV)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,trt,rtx,gpu,bench]"
 	@# onnxruntime and onnxruntime-gpu share the onnxruntime module; keep the GPU one (microsoft/onnxruntime#26996)
 	$(BIN)/python -m pip uninstall --quiet -y onnxruntime
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps \

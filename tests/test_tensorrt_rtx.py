@@ -3,6 +3,7 @@ here, in CI, and checked whole; what only a GPU can show (running them) carries 
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 
@@ -115,6 +116,18 @@ def test_an_impossible_profile_gives_the_builder_message(exported, tmp_path):
     assert "TensorRT for RTX failed to build an engine from model.onnx" in str(error.value)
     assert "Dimension mismatch for tensor input and profile 0" in str(error.value)
     assert not (tmp_path / "engine.rtx.plan").exists()
+
+
+def test_the_builder_reports_each_warning_once_with_its_count(exported, tmp_path):
+    """TensorRT for RTX warns once per quantized conv layer while building the INT8 engine: the progress gets each
+    message once, counted."""
+    variant, out, _ = exported
+    said: list[str] = []
+    build_engine(TENSORRT_RTX, out / "model.int8.onnx", tmp_path / "engine.int8.rtx.plan", SIZES[variant],
+                 BuildOptions(), on_progress=said.append)
+    (warned,) = [line for line in said if line.startswith("TensorRT for RTX warned: ")]
+    assert warned.count("Converting conv weight scales to fp32.") == 1 and re.search(r"fp32\. \(x\d+\)", warned)
+    assert "Building engine (6 steps)" in said  # the builder's top-level phase, as the progress shows it
 
 
 def test_chosen_compute_capabilities_are_built_and_recorded(tmp_path):

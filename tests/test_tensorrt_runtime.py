@@ -27,13 +27,14 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    """The test variant at 64 px, FP32 and FP16, with engines where TensorRT is (batch profile 1:4:8)."""
-    from smlp_deploy.environment import tensorrt_unavailable_reason
+    """The test variant at 64 px, FP32 and FP16, with the engines of every flavour that builds here (batch profile
+    1:4:8)."""
+    from smlp_deploy.tensorrt_flavours import TENSORRT
 
     out = tmp_path_factory.mktemp("trt") / "export"
     build = BuildOptions(BatchProfile(1, 4, 8), workspace_mib=1024)
     export_model("test", image_size=SIZE, precisions=("fp32", "fp16"), out_dir=out, build=build, quiet=True,
-                 require_engine=tensorrt_unavailable_reason() is None)
+                 flavours=("tensorrt",) if TENSORRT.build_unavailable() is None else None)
     return out
 
 
@@ -68,13 +69,19 @@ def test_messages_are_kept_per_thread_and_per_call(caplog):
     assert outer == ["outer", "outer again"] and inner == ["inner"]
     assert sorted(r.getMessage() for r in caplog.records) == sorted(
         f"TensorRT: {m}" for m in ("from an earlier call", "a failed", "b failed", "outer", "inner", "outer again"))
+    caplog.clear()
+    quiet = TensorRTMessages(echo=False)  # the builder's: it reports what it captured itself, once each
+    with caplog.at_level(logging.WARNING), quiet.capture() as captured:
+        quiet.record(logging.WARNING, "Converting conv weight scales to fp32.")
+    assert captured == ["Converting conv weight scales to fp32."] and not caplog.records
 
 
 @pytest.mark.filterwarnings("ignore:.*random weights")
 @pytest.mark.parametrize("option", [{"cuda_graphs": True}, {"plugin_libraries": ["libplugin.so"]}])
 def test_tensorrt_options_on_another_backend_are_refused(export_dir, option):
     name = next(iter(option))
-    with pytest.raises(InputError, match=f"{name} applies to TensorRT engines; .*model.onnx' runs on onnxruntime"):
+    with pytest.raises(InputError, match=f"{name} applies to backends tensorrt, tensorrt-rtx; .*model.onnx' runs on "
+                                         "onnxruntime"):
         load_backend(export_dir / "model.onnx", **option)
     if name == "cuda_graphs":
         with pytest.raises(InputError) as error:
