@@ -23,24 +23,19 @@ $(VENV)/.installed: pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null && echo "== keeping the torch already in $(VENV)" || \
 		{ echo "== installing $(TORCH_SPEC) (the CPU build where there is no CUDA; about 200 MB)"; \
 		  $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; }
-	@echo "== installing smlp-deploy with its dependencies (onnx, onnxruntime, onnxsim, onnxscript, pillow) and the test tools"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# The main job also builds TensorRT-for-RTX engines, which needs no GPU: the rtx extra (about 96 MB to
+	@# download, 243 MB installed).
+	@echo "== installing smlp-deploy with its dependencies (onnx, onnxruntime, onnxsim, onnxscript, pillow) and TensorRT for RTX"
+	$(BIN)/python -m pip install --quiet -e ".[rtx]"
 	@touch $@
 
-# The main job also builds TensorRT-for-RTX engines, which needs no GPU: its extra is installed first (about 96 MB
-# to download, 243 MB installed; about 10 s from pip's cache).
-$(VENV)/.rtx: $(VENV)/.installed
-	@echo "== installing the rtx extra: TensorRT for RTX, whose engines build here without a GPU"
-	$(BIN)/python -m pip install --quiet -e ".[dev,rtx]"
-	@touch $@
-
-export: $(VENV)/.rtx
+export: venv
 	$(BIN)/smlp-export --variant tiny --fp32 --fp16
 
 # The tests also cover the optional extras: `rtx` (engines built for real), `serve` (tritonclient) with the
 # tritonserver binary, and `ray` (Ray Data, about 500 MB, ~30 s to install).
-$(VENV)/.test-extras: $(VENV)/.rtx
-	@echo "== installing the test extras: serve (tritonclient) and ray (ray[data], about 500 MB)"
+$(VENV)/.test-extras: $(VENV)/.installed
+	@echo "== installing the test tools and extras: dev, serve (tritonclient) and ray (ray[data], about 500 MB)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,rtx,serve,ray]"
 	@echo "== installing tritonserver ($(TRITON_SPEC), binaries only) into $(TRITON_DIST)"
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TRITON_DIST) "$(TRITON_SPEC)" || \
