@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from .errors import Arg, InputError
 from .imagefolder import LabeledFolder
 from .manifest import IMAGENET_LABELS, Accuracy
 from .models.labels import imagenet_labels, imagenet_wnids
@@ -47,16 +47,21 @@ def class_indices(
         else:
             unknown.append(name)
     if unknown or ambiguous:
-        problems = ([f"{len(unknown)} match no class: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"]
-                    if unknown else []) + ([f"ambiguous: {', '.join(ambiguous)}"] if ambiguous else [])
+        listed = f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"
+        problems = ([f"{_folders(len(unknown))} no class: {listed}"] if unknown else []) + (
+            [f"ambiguous: {', '.join(ambiguous)}"] if ambiguous else [])
         raise InputError(f"class folders must be named by a class index, label or WordNet id; {'; '.join(problems)}. "
-                         "Rename them, or map folders in sorted order to outputs 0, 1, ... (sorted_order=True)",
+                         "Rename them, or map folders in sorted order to outputs 0, 1, ... (", Arg("sorted_order"), ")",
                          parameter="data")
     twice = {i for i in found.values() if list(found.values()).count(i) > 1}
     if twice:
         names = [n for n, i in found.items() if i in twice]
         raise InputError(f"class folders {', '.join(names)} name the same class", parameter="data")
     return found
+
+
+def _folders(n: int) -> str:
+    return "1 folder matches" if n == 1 else f"{n} folders match"
 
 
 def _class_lookup(labels: str | list[str], num_classes: int) -> tuple[dict[str, set[int]], dict[str, set[int]]]:

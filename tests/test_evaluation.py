@@ -31,7 +31,7 @@ def test_custom_labels_and_sorted_order():
 
 
 @pytest.mark.parametrize("names, message", [
-    (["tabby", "not_a_class", "1001"], r"2 match no class: not_a_class, 1001"),
+    (["tabby", "not_a_class", "1001"], r"2 folders match no class: not_a_class, 1001"),
     (["crane"], r"ambiguous: crane \(134, 517\)"),
     (["tabby", "281"], r"class folders tabby, 281 name the same class"),
 ])
@@ -52,6 +52,6 @@ def test_smlp_eval_maps_label_folders_to_imagenet_indices(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)[0]["n_images"] == 2
     (data / "my cats").mkdir()
     shutil.copy(sample_images()[0], data / "my cats")
-    with pytest.raises(InputError, match="1 match no class: my cats"):
+    with pytest.raises(InputError, match="1 folder matches no class: my cats"):
         eval_main([artifact, "--data", str(data), "--quiet"])
     assert eval_main([artifact, "--data", str(data), "--sorted-classes", "--quiet"]) == 0

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...artifacts import FORMATS, format_of
-from ...errors import ArtifactError, InputError
+from ...errors import Arg, ArtifactError, InputError
 from ...manifest import ModelInfo
 from .base import Backend
 
@@ -36,8 +36,9 @@ def load_backend(
     backend = backend or (found.backend if found else None)
     if backend not in BACKENDS:
         suffixes = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
-        raise InputError(f"cannot tell the backend for {str(path)!r}: use a file ending in {suffixes}, or pass "
-                         f"backend= one of {', '.join(BACKENDS)}", parameter="backend")
+        choices = [part for name in BACKENDS for part in (", ", Arg("backend", name))][1:]
+        raise InputError(f"cannot tell the backend for {str(path)!r}: use a file ending in {suffixes}, or pass one of ",
+                         *choices, parameter="backend")
     if found is None or found.backend != backend:
         wants = next(f for f in FORMATS.values() if f.backend == backend)
         actual = f"; {path.suffix} files are {found.description}s, run by backend {found.backend!r}" if found else ""
