@@ -18,7 +18,7 @@ ROOT = "smlp_deploy"
 # Lowest first: a module may import from its own layer and the layers before it, never from a later one.
 # The package's own __init__ is the facade over all of them and stands outside the layers.
 LAYERS = [
-    {"_lazy", "errors", "fileio", "records", "artifacts", "preprocess_config", "environment", "manifest",
+    {"_lazy", "errors", "fileio", "filekind", "records", "artifacts", "preprocess_config", "environment", "manifest",
      "progress", "imagefolder", "samples"},
     {"models"},
     {"runtime"},

@@ -21,6 +21,7 @@ Written against the Python API TensorRT 10.x and 11.x share, and type-checked ag
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...environment import tensorrt_unavailable_reason
-from ...errors import ArtifactError, BackendUnavailableError, InputError
+from ...errors import EXPORT_MODEL, Arg, ArtifactError, BackendUnavailableError, Call, InputError
+from ...filekind import file_kind
 from .base import Backend
 
 if TYPE_CHECKING:
@@ -39,6 +41,19 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+# Far below any engine: its header, its layers and the weights of even a tiny network take tens of kilobytes.
+_MIN_ENGINE_BYTES = 1024
+
+
+def check_engine_file(path: Path) -> None:
+    """Refuse what cannot be an engine before TensorRT sees it: TensorRT reports a foreign file only as a failed
+    deserialization, and only on a machine with a GPU. Binary data of unknown form is left to TensorRT."""
+    kind = file_kind(path)
+    size = path.stat().st_size
+    if kind.name != "unknown" or size < _MIN_ENGINE_BYTES:
+        what = kind.words if kind.name != "unknown" else f"{size} bytes, too small for an engine (truncated?)"
+        raise ArtifactError(f"{str(path)!r} is not a TensorRT engine: it is {what}. Expected an engine built by ",
+                            EXPORT_MODEL, " (engine.<precision>.plan) or trtexec --saveEngine")
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: str | Path, *, device: str | None = None, cuda_graphs: bool = False,
                  plugin_libraries: Sequence[str | Path] = ()):
+        check_engine_file(Path(path))
         reason = tensorrt_unavailable_reason()
         if reason:
             raise BackendUnavailableError(f"cannot run TensorRT engine {str(path)!r}: {reason}")
@@ -140,8 +156,9 @@ class TensorRTBackend(Backend):
             raise ArtifactError(
                 f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(self.device)} cannot load engine "
                 f"{str(self.path)!r}: {join_messages(messages)}. Engines are tied to the TensorRT version and GPU "
-                f"they were built with: rebuild it here with "
-                f"smlp_deploy.export.build_from_onnx({str(self.path.parent)!r})"
+                "they were built with: rebuild it here with ",
+                Call(f"smlp_deploy.export.build_from_onnx({str(self.path.parent)!r})",
+                     f"smlp-export --from-onnx {shlex.quote(str(self.path.parent))}"),
             )
         self._engine: trt.ICudaEngine | None = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -281,7 +298,7 @@ class _ThreadState:
                 graph.capture_end()
         except RuntimeError as exc:
             raise ArtifactError(f"{self.backend.path.name} cannot be captured in a CUDA graph at batch {n} ({exc}); "
-                                "load it with cuda_graphs=False", parameter="cuda_graphs") from exc
+                                "load it with ", Arg("cuda_graphs", False), parameter="cuda_graphs") from exc
         return graph
 
 
