@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from typing import Iterator
 from tqdm import tqdm
 
 from ..errors import ImageError, InputError
-from ..imagefolder import find_images
+from ..imagefolder import IMAGE_SUFFIXES, find_images
 from ..progress import format_table
 from ..runtime.backends.factory import BACKENDS
 from ..runtime.classifier import Classifier, Prediction
@@ -55,16 +56,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def expand(paths: list[Path]) -> list[Path]:
-    files = []
+def expand(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files the arguments name (folders searched), and each argument that names none, with why."""
+    files, unusable = [], []
     for path in paths:
         if path.is_dir():
-            files += find_images(path)
+            found = find_images(path)
+            files += found
+            if not found:
+                unusable.append((path, f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"))
         elif path.exists():
             files.append(path)
         else:
-            raise InputError(f"image {str(path)!r} does not exist", parameter="images")
-    return files
+            unusable.append((path, f"image {str(path)!r} does not exist"))
+    return files, unusable
 
 
 def classify(classifier: Classifier, files: list[Path], topk: int) -> Iterator[tuple[Path, Prediction | str]]:
@@ -90,13 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     given = [FLAGS[name] for name in RAY_FLAGS if getattr(args, name) not in (None, False)]
     if given:
         p.error(f"{', '.join(given)}: only with --ray")
-    files = expand(args.images)
+    files, unusable = expand(args.images)
+    if not files:
+        raise InputError(f"no images to classify: {'; '.join(why for _, why in unusable)}", parameter="images")
     classifier = Classifier(args.artifact, backend=args.backend, device=args.device, max_batch_size=args.batch_size,
                             allow_unlisted=args.allow_unlisted)
-    rows, failed = [], 0
+    topk = min(args.topk, len(classifier.labels))
+    if topk < args.topk:
+        print(f"note: --topk {args.topk} is more than the model's {topk} classes: showing {topk}", file=sys.stderr)
+    rows, failed, total = [], 0, len(unusable) + len(files)
     show_bar = len(files) > classifier.max_batch_size and sys.stderr.isatty()
-    with tqdm(total=len(files), unit="img", disable=not show_bar) as bar:
-        for path, result in classify(classifier, files, args.topk):
+    with tqdm(total=total, unit="img", disable=not show_bar) as bar:
+        for path, result in itertools.chain(unusable, classify(classifier, files, topk)):
             failed += isinstance(result, str)
             if args.json:
                 record = {"error": result} if isinstance(result, str) else result.to_dict()
@@ -108,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([path, result.label, f"{result.score:.3f}", others])
             bar.update()
     if not args.json:
-        print(format_table(["image", "top-1", "score", f"next {args.topk - 1}"], rows))
+        print(format_table(["image", "top-1", "score", f"next {topk - 1}"], rows))
         unread = f"; {failed} could not be read" if failed else ""
-        print(f"\n{len(files)} image(s) with {classifier.describe()}{unread}")
+        print(f"\n{total} image(s) with {classifier.describe()}{unread}")
     return 1 if failed else 0
 
 
