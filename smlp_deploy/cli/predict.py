@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -18,12 +19,13 @@ from ..progress import format_table
 from ..runtime.backends.factory import BACKENDS
 from ..runtime.classifier import Classifier, Prediction
 from .common import positive_int, run_main
+from .noise import library_chatter_to_file
 
 FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size", "topk": "--topk",
          "allow_unlisted": "--allow-unlisted", "images": "IMAGES", "batch_size": "--batch-size", "output": "--output",
          "resume": "--resume", "replicas": "--replicas", "gpus_per_replica": "--gpus-per-replica",
-         "cpus_per_replica": "--cpus-per-replica", "address": "--address"}
-RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address")
+         "cpus_per_replica": "--cpus-per-replica", "address": "--address", "verbose": "--verbose"}
+RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address", "verbose")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
                      help="default: the cluster's CPUs less one, shared by the replicas, at most 1 each")
     ray.add_argument("--address", help="an existing Ray cluster (auto, host:port); default: a local Ray for this "
                      "run, on 127.0.0.1")
+    ray.add_argument("--verbose", action="store_true", help="show Ray's own messages (its start-up notices, its "
+                     "C++ core's log lines); by default they go to a log file, named only if the run fails")
     return p
 
 
@@ -134,10 +138,12 @@ def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ..batch import predict_dataset
 
-    summary = predict_dataset(args.images[0], args.artifact, output=args.output, batch_size=args.batch_size or 32,
-                              replicas=args.replicas or 1, gpus_per_replica=args.gpus_per_replica,
-                              cpus_per_replica=args.cpus_per_replica, topk=args.topk, address=args.address,
-                              resume=args.resume, backend=args.backend, allow_unlisted=args.allow_unlisted)
+    with nullcontext() if args.verbose else library_chatter_to_file("ray"):
+        summary = predict_dataset(args.images[0], args.artifact, output=args.output,
+                                  batch_size=args.batch_size or 32, replicas=args.replicas or 1,
+                                  gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica,
+                                  topk=args.topk, address=args.address, resume=args.resume, backend=args.backend,
+                                  allow_unlisted=args.allow_unlisted)
     print(format_table(["output", "images", "errors", "skipped (done before)", "seconds", "images/s", "Ray start-up s"],
                        [[summary.output, summary.images, summary.errors, summary.skipped, f"{summary.seconds:.1f}",
                          f"{summary.images_per_second:.1f}", f"{summary.startup_seconds:.1f}"]]))
