@@ -5,7 +5,7 @@ one type. Errors about what the caller passed in also derive from :class:`ValueE
 
 An error about one argument names it in ``parameter`` (``"calib_dir"``), so a command-line front end can point
 at its own flag for it instead. A fix that names an argument or a function is written once, as an :class:`Arg` or
-a :class:`Call` among the message's parts, and read in the words of where it is read: ``str(error)`` speaks to a
+:class:`Words` among the message's parts, and read in the words of where it is read: ``str(error)`` speaks to a
 Python caller (``pass resume=True``), ``error.render(flags)`` to the user of a command, through that command's
 map of parameters to flags (``pass --resume``).
 """
@@ -36,8 +36,8 @@ class Arg:
 
 
 @dataclass(frozen=True)
-class Call:
-    """What to run: a function for a Python caller, a command on a command line."""
+class Words:
+    """The same thing in each reader's words: a function and its command, or an option only the API has."""
 
     api: str  # "smlp_deploy.export.export_model"
     cli: str  # "smlp-export"
@@ -46,12 +46,12 @@ class Call:
         return self.api if flags is None else self.cli
 
 
-Part = str | Arg | Call
+Part = str | Arg | Words
 
 
 class SmlpDeployError(Exception):
-    """Base of every error this toolkit raises on purpose. The message is its parts joined: text, and the
-    arguments and calls it names."""
+    """Base of every error this toolkit raises on purpose. Its message is its parts joined: text, and the
+    :class:`Arg` and :class:`Words` parts rendered for the reader."""
 
     def __init__(self, *parts: Part, parameter: str | None = None):
         self.parts = parts
@@ -95,4 +95,4 @@ class BackendUnavailableError(SmlpDeployError):
     """A backend (TensorRT, a GPU, onnxruntime-gpu) is not installed or not usable on this machine."""
 
 
-EXPORT_MODEL = Call("smlp_deploy.export.export_model", "smlp-export")  # the fix for a missing or stale export
+EXPORT_MODEL = Words("smlp_deploy.export.export_model", "smlp-export")  # the fix for a missing or stale export

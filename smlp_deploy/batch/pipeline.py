@@ -180,7 +180,7 @@ def _import_ray() -> Any:
 def _as_dataset(images: Any) -> ray.data.Dataset:
     ray = _import_ray()
     if not isinstance(images, ray.data.Dataset):
-        raise InputError(f"images is a {type(images).__name__}: pass {ACCEPTED}", parameter="images")
+        raise InputError(f"images is a {type(images).__name__}: pass ", *ACCEPTED, parameter="images")
     return images
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..artifacts import ARTIFACTS, INPUT_NAME, OUTPUT_NAME, ArtifactKind
-from ..errors import EXPORT_MODEL, Arg, ArtifactError, Call, InputError, OutputError
+from ..errors import EXPORT_MODEL, Arg, ArtifactError, Words, InputError, OutputError
 from ..fileio import sha256_file, staged_directory
 from ..manifest import MANIFEST_NAME, Artifact, BatchProfile, Manifest
 from ..runtime.classifier import label_names
@@ -223,7 +223,7 @@ def _batch_limit(entry: Artifact, max_batch_size: int | None) -> BatchProfile:
     if profile.min != 1:
         raise ArtifactError(f"{entry.path} was built for batches {profile.min}..{profile.max}; Triton sends batches "
                             "from 1: rebuild it with a profile starting at 1 (",
-                            Call("BuildOptions(profile=BatchProfile(1, 8, 32))", "smlp-export --batch 1:8:32"), ")",
+                            Words("BuildOptions(profile=BatchProfile(1, 8, 32))", "smlp-export --batch 1:8:32"), ")",
                             parameter="artifact")
     if max_batch_size and max_batch_size > profile.max:
         raise InputError(f"max_batch_size {max_batch_size} exceeds the {profile.max} that {entry.path} was built "

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...environment import tensorrt_unavailable_reason
-from ...errors import EXPORT_MODEL, Arg, ArtifactError, BackendUnavailableError, Call, InputError
+from ...errors import EXPORT_MODEL, Arg, ArtifactError, BackendUnavailableError, Words, InputError
 from ...filekind import file_kind
 from .base import Backend
 
@@ -157,7 +157,7 @@ class TensorRTBackend(Backend):
                 f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(self.device)} cannot load engine "
                 f"{str(self.path)!r}: {join_messages(messages)}. Engines are tied to the TensorRT version and GPU "
                 "they were built with: rebuild it here with ",
-                Call(f"smlp_deploy.export.build_from_onnx({str(self.path.parent)!r})",
+                Words(f"smlp_deploy.export.build_from_onnx({str(self.path.parent)!r})",
                      f"smlp-export --from-onnx {shlex.quote(str(self.path.parent))}"),
             )
         self._engine: trt.ICudaEngine | None = engine
