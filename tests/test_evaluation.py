@@ -41,6 +41,13 @@ def test_folders_that_match_nothing_or_twice_are_listed(names, message):
     assert info.value.parameter == "data"
 
 
+def test_sorted_order_is_suggested_only_where_it_is_offered():
+    with pytest.raises(InputError, match=r"Rename them, or map folders in sorted order .* \(sorted_order=True\)$"):
+        class_indices(["my cats"], IMAGENET_LABELS, 1000)
+    with pytest.raises(InputError, match=r"no class: my cats\. Rename them$"):
+        class_indices(["my cats"], IMAGENET_LABELS, 1000, sortable=False)
+
+
 def test_smlp_eval_maps_label_folders_to_imagenet_indices(tmp_path, capsys):
     export_model("test", image_size=64, out_dir=tmp_path / "export", quiet=True)
     data = tmp_path / "val"
