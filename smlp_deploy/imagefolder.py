@@ -43,6 +43,6 @@ class LabeledFolder:
         if not samples:
             raise InputError(
                 f"labeled image folder {str(root)!r} has no images in class subfolders: "
-                "expected root/<class>/<image>.jpg, one subfolder per class"
+                "expected root/<class>/<image>.jpg, one subfolder per class", parameter="data"
             )
         return cls(root, classes, samples)

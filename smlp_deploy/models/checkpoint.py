@@ -175,7 +175,7 @@ def check_keys(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str)
     parameter = None
     fc = state_dict.get("head.fc.weight")
     if fc is not None and fc.shape[0] != model.num_classes:
-        hint, parameter = (f" The checkpoint has {fc.shape[0]} classes: use ", Arg("num_classes", fc.shape[0]),
+        hint, parameter = (f"\n  The checkpoint has {fc.shape[0]} classes: use ", Arg("num_classes", fc.shape[0]),
                            "."), "num_classes"
     raise CheckpointError(
         f"checkpoint {source!r} does not fit {getattr(model, 'variant', 'the model')}:"
