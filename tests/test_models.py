@@ -150,7 +150,7 @@ def test_wrong_resolution_is_explained(tmp_path):
 
 def test_wrong_class_count_is_explained(tmp_path):
     _, path = _authors_checkpoint(tmp_path, "test", image_size=64, num_classes=10)
-    with pytest.raises(CheckpointError, match=r"(?s)head\.fc\.weight.*The checkpoint has 10 classes: use num_classes=10"):
+    with pytest.raises(CheckpointError, match=r"(?s)head\.fc\.weight.*has 10 classes: use num_classes=10"):
         create_model("test", image_size=64, checkpoint=path)
 
 
