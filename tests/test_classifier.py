@@ -302,6 +302,11 @@ def test_predict_cli_clamps_topk_to_the_classes_and_says_so(export_dir, photos, 
     assert "next 999" in capsys.readouterr().out
 
 
+def test_the_bundled_photos_folder_is_printed_for_commands(photos):
+    done = subprocess.run([sys.executable, "-m", "smlp_deploy.samples"], capture_output=True, text=True, check=True)
+    assert done.stdout == f"{photos[0].parent}\n" and {p.parent for p in photos} == {photos[0].parent}
+
+
 def test_random_weights_are_said_once(tmp_path, photos):
     export_model("test", image_size=SIZE, out_dir=tmp_path / "random", seed=3, quiet=True)
     with pytest.warns(UserWarning, match=r"exported without a checkpoint: its predictions come from random weights "
