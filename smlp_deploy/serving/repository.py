@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..artifacts import ARTIFACTS, INPUT_NAME, OUTPUT_NAME, ArtifactKind
-from ..errors import EXPORT_MODEL, Arg, ArtifactError, Words, InputError, OutputError
+from ..errors import EXPORT_MODEL, Arg, ArtifactError, InputError, OutputError, Words
 from ..fileio import sha256_file, staged_directory
 from ..manifest import MANIFEST_NAME, Artifact, BatchProfile, Manifest
 from ..runtime.classifier import label_names

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...environment import tensorrt_unavailable_reason
-from ...errors import EXPORT_MODEL, Arg, ArtifactError, BackendUnavailableError, Words, InputError
+from ...errors import EXPORT_MODEL, Arg, ArtifactError, BackendUnavailableError, InputError, Words
 from ...filekind import file_kind
 from .base import Backend
 
@@ -158,7 +158,7 @@ class TensorRTBackend(Backend):
                 f"{str(self.path)!r}: {join_messages(messages)}. Engines are tied to the TensorRT version and GPU "
                 "they were built with: rebuild it here with ",
                 Words(f"smlp_deploy.export.build_from_onnx({str(self.path.parent)!r})",
-                     f"smlp-export --from-onnx {shlex.quote(str(self.path.parent))}"),
+                      f"smlp-export --from-onnx {shlex.quote(str(self.path.parent))}"),
             )
         self._engine: trt.ICudaEngine | None = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
