@@ -227,11 +227,17 @@ def format_report(report: DoctorReport) -> str:
     undeclared = f" (its libraries; {DISTRIBUTION} {__version__} declares no such extra)"
     extras = [(f"[{e.name}]", _extra_needs(e) or "installed" + ("" if e.declared else undeclared))
               for e in report.extras]
-    capabilities = [(c.name, "ready" if c.ready else f"no: {c.needs}") for c in report.capabilities]
-    width = max(len(k) for k, _ in machine + extras + capabilities)
+    gpu = _gpu_needs(report)
+    blocked = [c for c in report.capabilities if gpu and c.needs.startswith(gpu)]
+    capabilities = [(c.name, "ready" if c.ready else f"no: {c.needs}") for c in report.capabilities if c not in blocked]
+    without_gpu = [(c.name, "no" + (f"; also {rest}" if (rest := c.needs[len(gpu):].lstrip("; ")) else ""))
+                   for c in blocked]
+    width = max(len(k) for k, _ in machine + extras + capabilities + without_gpu)
     lines = ["machine"] + [f"  {k:<{width}}  {v}" for k, v in machine]
     lines += ["extras"] + [f"  {k:<{width}}  {v}" for k, v in extras]
     lines += ["capabilities"] + [f"  {k:<{width}}  {v}" for k, v in capabilities]
+    if blocked:  # the reason is said once, then what it blocks
+        lines += [f"{gpu[0].upper()}{gpu[1:]}, so:"] + [f"  {k:<{width}}  {v}" for k, v in without_gpu]
     if report.cpu_only:
         builds = [FLAVOURS[t.flavour].title for t in report.tensorrt if t.builder is None]
         here = f"; {' and '.join(builds)} engines are built here" if builds else ""

@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from .errors import Arg, InputError
 from .imagefolder import LabeledFolder
 from .manifest import IMAGENET_LABELS, Accuracy
 from .models.labels import imagenet_labels, imagenet_wnids
@@ -21,7 +21,8 @@ Logits = Callable[[np.ndarray], np.ndarray]  # [N, 3, H, W] float32 -> [N, class
 
 
 def class_indices(
-    classes: list[str], labels: str | list[str], num_classes: int, *, sorted_order: bool = False
+    classes: list[str], labels: str | list[str], num_classes: int, *, sorted_order: bool = False,
+    sortable: bool = True,
 ) -> dict[str, int]:
     """Map class folder names to model outputs.
 
@@ -29,7 +30,8 @@ def class_indices(
     ``n02123045`` or another of its WordNet lemmas, ``tabby cat``); case, ``_`` and ``-`` do not matter. An
     index, id or label wins over another class's secondary lemma (``missile`` is class 657's label and a lemma
     of 744, "projectile, missile"). A name that matches no class, or several equally, is an error listing it.
-    ``sorted_order`` maps the folders in sorted order to outputs 0, 1, ... instead, for models trained that way.
+    ``sorted_order`` maps the folders in sorted order to outputs 0, 1, ... instead, for models trained that way;
+    ``sortable=False`` says the caller offers no such choice, so the error does not suggest it.
     """
     if sorted_order:
         if len(classes) > num_classes:
@@ -47,16 +49,21 @@ def class_indices(
         else:
             unknown.append(name)
     if unknown or ambiguous:
-        problems = ([f"{len(unknown)} match no class: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"]
-                    if unknown else []) + ([f"ambiguous: {', '.join(ambiguous)}"] if ambiguous else [])
+        listed = f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"
+        problems = ([f"{_folders(len(unknown))} no class: {listed}"] if unknown else []) + (
+            [f"ambiguous: {', '.join(ambiguous)}"] if ambiguous else [])
+        sort = (", or map folders in sorted order to outputs 0, 1, ... (", Arg("sorted_order"), ")") if sortable else ()
         raise InputError(f"class folders must be named by a class index, label or WordNet id; {'; '.join(problems)}. "
-                         "Rename them, or map folders in sorted order to outputs 0, 1, ... (sorted_order=True)",
-                         parameter="data")
+                         "Rename them", *sort, parameter="data")
     twice = {i for i in found.values() if list(found.values()).count(i) > 1}
     if twice:
         names = [n for n, i in found.items() if i in twice]
         raise InputError(f"class folders {', '.join(names)} name the same class", parameter="data")
     return found
+
+
+def _folders(n: int) -> str:
+    return "1 folder matches" if n == 1 else f"{n} folders match"
 
 
 def _class_lookup(labels: str | list[str], num_classes: int) -> tuple[dict[str, set[int]], dict[str, set[int]]]:

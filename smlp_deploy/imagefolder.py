@@ -10,11 +10,18 @@ from .errors import InputError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 
+def not_a_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a folder, in words for a message; None when it is a folder."""
+    if path.is_dir():
+        return None
+    return "is a file, not a folder" if path.exists() else "does not exist"
+
+
 def find_images(root: str | Path) -> list[Path]:
     """Every file with an image suffix under ``root`` (recursive, case-insensitive), in sorted order."""
     root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"image folder {str(root)!r} is not a directory")
+    if problem := not_a_folder(root):
+        raise InputError(f"image folder {str(root)!r} {problem}")
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
@@ -29,13 +36,13 @@ class LabeledFolder:
     @classmethod
     def scan(cls, root: str | Path) -> "LabeledFolder":
         root = Path(root)
-        if not root.is_dir():
-            raise InputError(f"labeled image folder {str(root)!r} is not a directory")
+        if problem := not_a_folder(root):
+            raise InputError(f"labeled image folder {str(root)!r} {problem}", parameter="data")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir())
         samples = [(image, name) for name in classes for image in find_images(root / name)]
         if not samples:
             raise InputError(
                 f"labeled image folder {str(root)!r} has no images in class subfolders: "
-                "expected root/<class>/<image>.jpg, one subfolder per class"
+                "expected root/<class>/<image>.jpg, one subfolder per class", parameter="data"
             )
         return cls(root, classes, samples)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
 from .environment import import_problem, installed_version, torch_cuda
-from .errors import ArtifactError, BackendUnavailableError, InputError
+from .errors import EXPORT_MODEL, ArtifactError, BackendUnavailableError, InputError
+from .filekind import file_kind
 
 if TYPE_CHECKING:
     import tensorrt
@@ -159,11 +160,14 @@ def check_engine_header(path: Path, flavour: Flavour) -> None:
         return
     other = next((f for f in FLAVOURS.values() if f is not flavour and head.startswith(f.engine_magic)), None)
     if other is not None:
-        raise ArtifactError(f"{path} is a {other.title} engine, not a {flavour.title} one: name it "
+        raise ArtifactError(f"{str(path)!r} is a {other.title} engine, not a {flavour.title} one: name it "
                             f"*{other.engine_suffix} and run it with {other.title} ({other.install})")
-    what = f"only {len(head)} bytes" if len(head) < HEADER_BYTES else f"begins with {head[:4]!r}"
-    raise ArtifactError(f"{path} is not a {flavour.title} engine ({what}; its engines begin with "
-                        f"{flavour.engine_magic!r}): re-export it, or pass the engine file itself")
+    kind = file_kind(path)
+    what = kind.words if kind.name != "unknown" else f"{len(head)} bytes, too few for an engine's header" if \
+        len(head) < HEADER_BYTES else f"binary data beginning with {head[:4]!r}"
+    raise ArtifactError(f"{str(path)!r} is not a {flavour.title} engine: it is {what}, and its engines begin with "
+                        f"{flavour.engine_magic!r}. Expected an engine built by ", EXPORT_MODEL,
+                        f" (engine.<precision>{flavour.engine_suffix})")
 
 
 def current_compute_capability() -> str:

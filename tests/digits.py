@@ -201,6 +201,7 @@ if __name__ == "__main__":
         for row in compare() if wanted else []:
             print("  ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     if args.write:
-        print(write_digits(args.write))
+        print("wrote", ", ".join(f"{folder} ({len(list(folder.glob('*/*.png')))} images)"
+                                 for folder in write_digits(args.write).values()))
     if args.train:
         print(f"held-out top-1: {train(args.train):.4f}")

@@ -18,8 +18,8 @@ ROOT = "smlp_deploy"
 # Lowest first: a module may import from its own layer and the layers before it, never from a later one.
 # The package's own __init__ is the facade over all of them and stands outside the layers.
 LAYERS = [
-    {"_lazy", "errors", "fileio", "records", "tensorrt_flavours", "artifacts", "preprocess_config", "environment",
-     "manifest", "progress", "imagefolder", "samples"},
+    {"_lazy", "errors", "fileio", "filekind", "records", "tensorrt_flavours", "artifacts", "preprocess_config",
+     "environment", "manifest", "progress", "imagefolder", "samples"},
     {"models"},
     {"runtime"},
     {"calibration", "evaluation"},

@@ -229,6 +229,7 @@ def test_bad_arguments_fail_before_anything_starts(tmp_path, argument, value):
     (["--output", "o.jsonl"], "--output: only with --ray"),
     (["--ray"], "--ray takes one folder or list file and --output"),
     (["--ray", "--output", "o.jsonl", "--json"], "--json does not apply with --ray"),
+    (["--verbose"], "--verbose: only with --ray"),
 ])
 def test_cli_ray_flags_are_checked(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -313,6 +314,25 @@ def test_two_replicas_give_the_rows_of_single_process_predict(ray_env, artifact,
     errors = sum("error" in r for r in reference.values())
     assert errors == 5 and (summary.images, summary.errors, summary.skipped) == (len(reference), errors, 0)
     assert summary.model.startswith("onnxruntime") and summary.replicas == 2
+
+
+@needs_ray
+def test_a_clean_cli_run_prints_none_of_rays_own_messages(ray_env, artifact, tmp_path):
+    """Ray's C++ core writes a core_worker.cc line for Ray Data's actor pool (ray#53727) on every run: it goes to
+    a log file, and to the terminal only with --verbose. Stdout, and this toolkit's stderr, are unchanged."""
+    images = tmp_path / "photos"
+    images.mkdir()
+    for photo in sample_images()[:2]:
+        (images / photo.name).write_bytes(photo.read_bytes())
+    command = [str(Path(sys.executable).parent / "smlp-predict"), str(artifact), str(images), "--ray"]
+    quiet = subprocess.run([*command, "--output", str(tmp_path / "quiet.jsonl")], capture_output=True, text=True,
+                           timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert "1 replica(s) of onnxruntime" in quiet.stdout
+    loud = subprocess.run([*command, "--output", str(tmp_path / "loud.jsonl"), "--verbose"], capture_output=True,
+                          text=True, timeout=300)
+    assert loud.returncode == 0 and "core_worker.cc" in loud.stderr, loud.stderr
+    assert rows_of(tmp_path / "quiet.jsonl") == rows_of(tmp_path / "loud.jsonl")
 
 
 @needs_ray

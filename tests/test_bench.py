@@ -38,7 +38,8 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
     assert torch.get_num_threads() == threads  # the benchmark's thread count is not left behind
     printed = capsys.readouterr().out
     assert "vs eager fp32" in printed and "skipped torch int8: eager PyTorch has no INT8 path" in printed
-    assert "onnxruntime int8 *" in printed and "* model.int8.onnx is the Q/DQ form TensorRT builds" in printed
+    assert "onnxruntime int8 (TensorRT's form) *" in printed
+    assert "* model.int8.onnx is the Q/DQ form TensorRT builds" in printed
 
     report = json.loads(paths["json"].read_text())
     assert report["env"]["cpu_cores"] >= 1 and report["env"]["versions"]["onnxruntime"]
@@ -49,6 +50,9 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
         ("onnxruntime", p, n) for p in ("fp16", "int8") for n in (1, 4)}
     assert {r["artifact"]: r.get("note") is not None for r in report["results"] if r["precision"] == "int8"} == {
         "model.int8.onnx": True, "model.int8.cpu.onnx": False}
+    # the label is what the table and the plot's legend show
+    assert {r["artifact"]: r["label"] for r in report["results"] if r["precision"] == "int8"} == {
+        "model.int8.onnx": "onnxruntime int8 (TensorRT's form)", "model.int8.cpu.onnx": "onnxruntime int8 (cpu form)"}
     for r in report["results"]:
         lat = r["latency_ms"]
         assert lat["n"] == 5 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]

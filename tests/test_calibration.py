@@ -170,7 +170,7 @@ def test_smlp_eval_reports_each_artifact(exported, digits, capsys, monkeypatch):
         assert {k: row[k] for k in ("top1", "top5", "n_images")} == recorded[name]
 
     monkeypatch.setattr("sys.argv", ["smlp-eval", paths[0], "--data", str(next(digits["test"].glob("0/*.png")))])
-    assert eval_entry_point() != 0 and "is not a directory" in capsys.readouterr().err
+    assert eval_entry_point() != 0 and "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_second_run_reuses_the_cache(exported, digits, capsys):
@@ -288,9 +288,12 @@ def test_sampling_is_deterministic(digits):
 
 def test_cli_names_the_flag_of_a_bad_setting(tmp_path, capsys, monkeypatch):
     """The library names the API parameter; the command line names its flag for it."""
-    with pytest.raises(CalibrationError, match="^calibration folder .* is not a directory$") as info:
+    with pytest.raises(CalibrationError, match="^calibration folder .* does not exist$") as info:
         Int8Options(tmp_path / "nowhere").check()
     assert info.value.parameter == "calib_dir"
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    with pytest.raises(CalibrationError, match="^calibration folder .* is a file, not a folder$"):
+        Int8Options(tmp_path / "photo.jpg").check()
     assert export_cli(monkeypatch, "--int8", "--calib-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)) == 2
     assert "error: --calib-dir: calibration folder" in capsys.readouterr().err
 

@@ -284,6 +284,39 @@ def test_predict_cli_reports_unreadable_images_and_goes_on(export_dir, photos, t
     assert "--topk: must be at least 1" in capsys.readouterr().err
 
 
+def test_predict_cli_classifies_what_it_can_and_names_each_missing_input(export_dir, photos, tmp_path, capsys):
+    """As its help says: a missing image or an empty folder is its own error line, the others are classified,
+    and the exit status is 1; with nothing at all to classify, an error before the model loads."""
+    model, missing, empty = str(export_dir / "model.onnx"), tmp_path / "missing.jpg", tmp_path / "empty"
+    empty.mkdir()
+    assert predict_main([model, str(missing), str(photos[1]), str(empty), "--json"]) == 1
+    records = {r["image"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert records[str(missing)] == {"image": str(missing), "error": f"image {str(missing)!r} does not exist"}
+    assert records[str(empty)]["error"].startswith(f"folder {str(empty)!r} holds no images (.bmp, .gif")
+    assert len(records[str(photos[1])]["topk"]) == 5
+    assert predict_main([model, str(missing), str(photos[1])]) == 1
+    table = capsys.readouterr().out
+    assert "does not exist" in table and "2 image(s) with onnxruntime" in table and "1 could not be read" in table
+    for given in ([str(empty)], [str(missing), str(empty)]):
+        with pytest.raises(InputError, match="^no images to classify: ") as info:
+            predict_main([model, *given])
+        assert info.value.parameter == "images"
+
+
+def test_predict_cli_clamps_topk_to_the_classes_and_says_so(export_dir, photos, capsys):
+    assert predict_main([str(export_dir / "model.onnx"), str(photos[1]), "--topk", "1500", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["topk"]) == 1000
+    assert "note: --topk 1500 is more than the model's 1000 classes: showing 1000" in captured.err
+    assert predict_main([str(export_dir / "model.onnx"), str(photos[1]), "--topk", "1500"]) == 0
+    assert "next 999" in capsys.readouterr().out
+
+
+def test_the_bundled_photos_folder_is_printed_for_commands(photos):
+    done = subprocess.run([sys.executable, "-m", "smlp_deploy.samples"], capture_output=True, text=True, check=True)
+    assert done.stdout == f"{photos[0].parent}\n" and {p.parent for p in photos} == {photos[0].parent}
+
+
 def test_random_weights_are_said_once(tmp_path, photos):
     export_model("test", image_size=SIZE, out_dir=tmp_path / "random", seed=3, quiet=True)
     with pytest.warns(UserWarning, match=r"exported without a checkpoint: its predictions come from random weights "

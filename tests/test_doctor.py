@@ -61,6 +61,18 @@ def test_every_capability_is_ready_or_says_what_to_do(report):
                 in report.capability("calibrate-gpu").needs)
 
 
+def test_the_report_gives_the_gpu_reason_once_then_what_it_blocks(report):
+    text = checkup.format_report(report)
+    for capability in report.capabilities:
+        assert text.count(f"  {capability.name}  ") == 1, capability.name
+    gpu = report.capability("gpu").needs
+    if gpu:  # this machine has none: the reason once, not once per capability that needs a GPU
+        assert text.lower().count(gpu.lower()) == 1, text
+        blocked = text.split(", so:\n", 1)[1]
+        for key in ("gpu", "run-engines-tensorrt", "run-engines-tensorrt-rtx", "calibrate-gpu", "bench-gpu"):
+            assert f"  {report.capability(key).name}  " in blocked, key
+
+
 @pytest.mark.parametrize("key", ["serve", "ray"])
 def test_serving_and_ray_are_judged_by_their_libraries(report, key):
     """Ready exactly where their extra's libraries import (serving: and smlp-serve finds its tritonserver), else

@@ -31,7 +31,7 @@ def test_custom_labels_and_sorted_order():
 
 
 @pytest.mark.parametrize("names, message", [
-    (["tabby", "not_a_class", "1001"], r"2 match no class: not_a_class, 1001"),
+    (["tabby", "not_a_class", "1001"], r"2 folders match no class: not_a_class, 1001"),
     (["crane"], r"ambiguous: crane \(134, 517\)"),
     (["tabby", "281"], r"class folders tabby, 281 name the same class"),
 ])
@@ -39,6 +39,13 @@ def test_folders_that_match_nothing_or_twice_are_listed(names, message):
     with pytest.raises(InputError, match=message) as info:
         class_indices(names, IMAGENET_LABELS, 1000)
     assert info.value.parameter == "data"
+
+
+def test_sorted_order_is_suggested_only_where_it_is_offered():
+    with pytest.raises(InputError, match=r"Rename them, or map folders in sorted order .* \(sorted_order=True\)$"):
+        class_indices(["my cats"], IMAGENET_LABELS, 1000)
+    with pytest.raises(InputError, match=r"no class: my cats\. Rename them$"):
+        class_indices(["my cats"], IMAGENET_LABELS, 1000, sortable=False)
 
 
 def test_smlp_eval_maps_label_folders_to_imagenet_indices(tmp_path, capsys):
@@ -52,6 +59,6 @@ def test_smlp_eval_maps_label_folders_to_imagenet_indices(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)[0]["n_images"] == 2
     (data / "my cats").mkdir()
     shutil.copy(sample_images()[0], data / "my cats")
-    with pytest.raises(InputError, match="1 match no class: my cats"):
+    with pytest.raises(InputError, match="1 folder matches no class: my cats"):
         eval_main([artifact, "--data", str(data), "--quiet"])
     assert eval_main([artifact, "--data", str(data), "--sorted-classes", "--quiet"]) == 0

@@ -97,7 +97,7 @@ def test_large_jpeg_draft_decoding_stays_within_tolerance():
 @pytest.mark.parametrize(
     "source, message",
     [
-        ("/no/such/image.jpg", "image /no/such/image.jpg: no such file"),
+        ("/no/such/image.jpg", "^image /no/such/image.jpg: no such file$"),
         (b"not an image", "image bytes: not a readable image"),
         (np.zeros((4, 4, 3), np.float32), r"arrays must be uint8 images.*got dtype float32, shape \[4, 4, 3\]"),
         (np.zeros((0, 4, 3), np.uint8), r"arrays must be uint8 images.*with pixels"),
@@ -109,6 +109,15 @@ def test_bad_images_name_themselves(source, message):
     with pytest.raises(ImageError, match=message) as info:
         load_image(source)
     assert isinstance(info.value, ValueError) and isinstance(info.value, SmlpDeployError)
+
+
+def test_a_bad_file_is_named_once(tmp_path):
+    """The path leads the message; the reason after it does not repeat it (Pillow's own messages do)."""
+    (tmp_path / "notes.jpg").write_text("shopping list")
+    for path, reason in ((tmp_path / "notes.jpg", "not a readable image"), (tmp_path, "a folder, not an image")):
+        with pytest.raises(ImageError, match=reason) as info:
+            load_image(path)
+        assert str(info.value).count(str(path)) == 1, str(info.value)
 
 
 def test_truncated_jpeg_and_decompression_bomb(monkeypatch):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, Words
 from ..imagefolder import IMAGE_SUFFIXES, find_images
 
-ACCEPTED = ("a folder of images, a text file listing image paths (one per line), or a ray.data.Dataset with a "
-            "'path' column")
+# A Dataset can only be passed to the API.
+ACCEPTED = ("a folder of images", Words(", a text file listing image paths (one per line), or a ray.data.Dataset with "
+                                        "a 'path' column", " or a text file listing image paths (one per line)"))
 
 
 def image_paths(images: str | Path) -> list[str]:
@@ -25,9 +26,9 @@ def image_paths(images: str | Path) -> list[str]:
                              f"{', '.join(sorted(IMAGE_SUFFIXES))})", parameter="images")
         return found
     if not path.is_file():
-        raise InputError(f"images {str(path)!r} does not exist: pass {ACCEPTED}", parameter="images")
+        raise InputError(f"images {str(path)!r} does not exist: pass ", *ACCEPTED, parameter="images")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        raise InputError(f"images {str(path)!r} is one image: pass {ACCEPTED}", parameter="images")
+        raise InputError(f"images {str(path)!r} is one image: pass ", *ACCEPTED, parameter="images")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (UnicodeDecodeError, OSError) as exc:

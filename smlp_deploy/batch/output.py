@@ -21,7 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from ..errors import InputError, OutputError
+from ..errors import Arg, InputError, OutputError
 from ..fileio import atomic_path
 
 FORMATS = {".jsonl": "JSON lines", ".parquet": "Parquet (a folder of part files)"}
@@ -36,7 +36,7 @@ class ResultSink(ABC):
         self.path = path
         self.existed = path.exists()
         if self.existed and not resume:
-            raise InputError(f"output {str(path)!r} already exists: pass resume=True to add only the images it "
+            raise InputError(f"output {str(path)!r} already exists: pass ", Arg("resume"), " to add only the images it "
                              "lacks, or choose a new path", parameter="output")
         self.rows_written = 0
         self._lock_fd = self._open_locked()

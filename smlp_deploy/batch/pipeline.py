@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailableError, InputError, SmlpDeployError
+from ..errors import Arg, BackendUnavailableError, InputError, SmlpDeployError
 from ..preprocess_config import PreprocessConfig
 from ..progress import progress_bar
 from ..runtime.backends.factory import check_artifact_path
@@ -180,7 +180,7 @@ def _import_ray() -> Any:
 def _as_dataset(images: Any) -> ray.data.Dataset:
     ray = _import_ray()
     if not isinstance(images, ray.data.Dataset):
-        raise InputError(f"images is a {type(images).__name__}: pass {ACCEPTED}", parameter="images")
+        raise InputError(f"images is a {type(images).__name__}: pass ", *ACCEPTED, parameter="images")
     return images
 
 
@@ -210,14 +210,14 @@ def _check_fits(plan: ReplicaPlan, cluster: dict[str, float]) -> None:
     """On a local instance, resources that can never be granted are an error now rather than a stall later."""
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     if plan.replicas * plan.gpus > gpus:
-        raise InputError(f"replicas={plan.replicas} x gpus_per_replica={plan.gpus:g} needs "
-                         f"{plan.replicas * plan.gpus:g} GPUs; this machine has {gpus:g}: lower replicas or "
-                         "gpus_per_replica", parameter="replicas")
+        raise InputError(Arg("replicas", plan.replicas), " x ", Arg("gpus_per_replica", plan.gpus),
+                         f" needs {plan.replicas * plan.gpus:g} GPUs; this machine has {gpus:g}: fewer replicas or "
+                         "GPUs per replica", parameter="replicas")
     if plan.cpus_needed() > cpus + 1e-9:
-        raise InputError(f"replicas={plan.replicas} x cpus_per_replica={plan.cpus:g}"
-                         + (f" plus {plan.preprocess_cpus:g} for preprocessing" if plan.gpus else "")
-                         + f" needs {plan.cpus_needed():g} CPUs; this machine has {cpus:g}: lower replicas or "
-                         "cpus_per_replica", parameter="cpus_per_replica")
+        raise InputError(Arg("replicas", plan.replicas), " x ", Arg("cpus_per_replica", plan.cpus),
+                         (f" plus {plan.preprocess_cpus:g} for preprocessing" if plan.gpus else "")
+                         + f" needs {plan.cpus_needed():g} CPUs; this machine has {cpus:g}: fewer replicas or CPUs "
+                         "per replica", parameter="cpus_per_replica")
 
 
 def _check_model(ray: Any, plan: ReplicaPlan, artifact: str, options: dict[str, Any]) -> ReplicaInfo:

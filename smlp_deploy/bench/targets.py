@@ -35,8 +35,9 @@ class Target:
 
     @property
     def label(self) -> str:
+        """As the table and the plot name the row: an artifact timed on a backend it is not meant for says so."""
         form = " (cpu form)" if self.artifact is not None and self.artifact.target == "cpu" else ""
-        return f"{self.backend} {self.precision}{form}"
+        return f"{self.backend} {self.precision}{form}" + (" (TensorRT's form)" if self.note else "")
 
     @property
     def note(self) -> str | None:

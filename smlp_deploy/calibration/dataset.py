@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CalibrationError, ImageError
-from ..imagefolder import IMAGE_SUFFIXES, find_images
+from ..imagefolder import IMAGE_SUFFIXES, find_images, not_a_folder
 from ..preprocess_config import PreprocessConfig
 from ..progress import progress_bar
 from ..runtime.preprocess import Preprocessor
@@ -61,8 +61,8 @@ def check_arguments(root: Path, samples: int) -> None:
     if samples < 1:
         raise CalibrationError(f"the number of calibration samples must be at least 1, got {samples}",
                                parameter="samples")
-    if not root.is_dir():
-        raise CalibrationError(f"calibration folder {str(root)!r} is not a directory", parameter="calib_dir")
+    if problem := not_a_folder(root):
+        raise CalibrationError(f"calibration folder {str(root)!r} {problem}", parameter="calib_dir")
 
 
 def load_calibration_set(

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..bench.report import format_report, write_csv, write_json, write_plot
 from ..bench.runner import BenchConfig, run_benchmark
 from ..bench.targets import BACKENDS, DEFAULT_BACKENDS
+from ..models.variants import ALIASES, VARIANTS
 from .common import positive_int, run_main
 
 FLAGS = {"backends": "--backends", "precisions": "--precision", "batch_sizes": "--batch-sizes",
@@ -24,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
         prog="smlp-bench", description=__doc__,
         epilog="Eager PyTorch FP32 (and on GPUs eager FP16 and torch.compile) is always measured in the same run: "
                "every figure gets a ratio against it.")
-    p.add_argument("--variant", default="tiny", help="model to export when --artifacts is not given (default: tiny)")
+    p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS) + sorted(ALIASES),
+                   help="model to export when --artifacts is not given (default: tiny)")
     p.add_argument("--artifacts", type=Path, help="an export directory (smlp-export --out); default: export to a "
                    "temporary directory (fp32, and fp16 when asked)")
     p.add_argument("--backends", type=_list(str), default=DEFAULT_BACKENDS,

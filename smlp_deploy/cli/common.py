@@ -15,16 +15,17 @@ def run_main(main: Callable[[], int | None], flags: Mapping[str, str] | None = N
     """Wrap a command's ``main`` so that toolkit errors print ``error: ...`` instead of a traceback.
 
     ``flags`` maps the API parameters the library names in its errors (``calib_dir``) to this command's flags
-    (``--calib-dir``), so the message points at what the user typed.
+    (``--calib-dir``), so the message points at what the user typed and its hints name flags and commands.
     """
+    flags = flags or {}
 
     def wrapped() -> int:
         warnings.formatwarning = _one_line
         try:
             return main() or 0
         except SmlpDeployError as exc:
-            flag = (flags or {}).get(exc.parameter or "")
-            print(f"error: {flag + ': ' if flag else ''}{exc}", file=sys.stderr)
+            flag = flags.get(exc.parameter or "")
+            print(f"error: {flag + ': ' if flag else ''}{exc.render(flags)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -65,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
                    help="engine batch profile (default: 1:8:32)")
     p.add_argument("--workspace", type=positive_int, default=4096, metavar="MIB",
                    help="TensorRT workspace limit (default: 4096)")
-    p.add_argument("--opt-level", type=int, default=3, choices=range(6), help="TensorRT builder optimization level")
+    p.add_argument("--opt-level", type=int, default=3, choices=range(6),
+                   help="TensorRT builder optimization level (default: 3)")
     p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache, reused across builds "
                    "(default: timing.cache in the output directory)")
     p.add_argument("--flavour", type=_flavours, metavar="NAME[,NAME]",
@@ -81,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-engines", type=Path, metavar="EXPORT_DIR",
                    help="on a GPU: check the parity of every engine of an export that runs here, and record it")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed for random weights, random verification inputs and the calibration sample")
+                   help="seed for random weights, random verification inputs and the calibration sample (default: 0)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
 

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator
 
 from tqdm import tqdm
 
 from ..errors import ImageError, InputError
-from ..imagefolder import find_images
+from ..imagefolder import IMAGE_SUFFIXES, find_images
 from ..progress import format_table
 from ..runtime.backends.registry import BACKENDS
 from ..runtime.classifier import Classifier, Prediction
 from .common import positive_int, run_main
+from .noise import library_chatter_to_file
 
 FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size", "topk": "--topk",
          "allow_unlisted": "--allow-unlisted", "images": "IMAGES", "batch_size": "--batch-size", "output": "--output",
          "resume": "--resume", "replicas": "--replicas", "gpus_per_replica": "--gpus-per-replica",
-         "cpus_per_replica": "--cpus-per-replica", "address": "--address"}
-RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address")
+         "cpus_per_replica": "--cpus-per-replica", "address": "--address", "verbose": "--verbose"}
+RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address", "verbose")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,19 +55,25 @@ def parser() -> argparse.ArgumentParser:
                      help="default: the cluster's CPUs less one, shared by the replicas, at most 1 each")
     ray.add_argument("--address", help="an existing Ray cluster (auto, host:port); default: a local Ray for this "
                      "run, on 127.0.0.1")
+    ray.add_argument("--verbose", action="store_true", help="show Ray's own messages (its start-up notices, its "
+                     "C++ core's log lines); by default they go to a log file, named only if the run fails")
     return p
 
 
-def expand(paths: list[Path]) -> list[Path]:
-    files = []
+def expand(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files the arguments name (folders searched), and each argument that names none, with why."""
+    files, unusable = [], []
     for path in paths:
         if path.is_dir():
-            files += find_images(path)
+            found = find_images(path)
+            files += found
+            if not found:
+                unusable.append((path, f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"))
         elif path.exists():
             files.append(path)
         else:
-            raise InputError(f"image {str(path)!r} does not exist", parameter="images")
-    return files
+            unusable.append((path, f"image {str(path)!r} does not exist"))
+    return files, unusable
 
 
 def classify(classifier: Classifier, files: list[Path], topk: int) -> Iterator[tuple[Path, Prediction | str]]:
@@ -90,13 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     given = [FLAGS[name] for name in RAY_FLAGS if getattr(args, name) not in (None, False)]
     if given:
         p.error(f"{', '.join(given)}: only with --ray")
-    files = expand(args.images)
+    files, unusable = expand(args.images)
+    if not files:
+        raise InputError(f"no images to classify: {'; '.join(why for _, why in unusable)}", parameter="images")
     classifier = Classifier(args.artifact, backend=args.backend, device=args.device, max_batch_size=args.batch_size,
                             allow_unlisted=args.allow_unlisted)
-    rows, failed = [], 0
+    topk = min(args.topk, len(classifier.labels))
+    if topk < args.topk:
+        print(f"note: --topk {args.topk} is more than the model's {topk} classes: showing {topk}", file=sys.stderr)
+    rows, failed, total = [], 0, len(unusable) + len(files)
     show_bar = len(files) > classifier.max_batch_size and sys.stderr.isatty()
-    with tqdm(total=len(files), unit="img", disable=not show_bar) as bar:
-        for path, result in classify(classifier, files, args.topk):
+    with tqdm(total=total, unit="img", disable=not show_bar) as bar:
+        for path, result in itertools.chain(unusable, classify(classifier, files, topk)):
             failed += isinstance(result, str)
             if args.json:
                 record = {"error": result} if isinstance(result, str) else result.to_dict()
@@ -108,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([path, result.label, f"{result.score:.3f}", others])
             bar.update()
     if not args.json:
-        print(format_table(["image", "top-1", "score", f"next {args.topk - 1}"], rows))
+        print(format_table(["image", "top-1", "score", f"next {topk - 1}"], rows))
         unread = f"; {failed} could not be read" if failed else ""
-        print(f"\n{len(files)} image(s) with {classifier.describe()}{unread}")
+        print(f"\n{total} image(s) with {classifier.describe()}{unread}")
     return 1 if failed else 0
 
 
@@ -124,10 +138,12 @@ def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ..batch import predict_dataset
 
-    summary = predict_dataset(args.images[0], args.artifact, output=args.output, batch_size=args.batch_size or 32,
-                              replicas=args.replicas or 1, gpus_per_replica=args.gpus_per_replica,
-                              cpus_per_replica=args.cpus_per_replica, topk=args.topk, address=args.address,
-                              resume=args.resume, backend=args.backend, allow_unlisted=args.allow_unlisted)
+    with nullcontext() if args.verbose else library_chatter_to_file("ray"):
+        summary = predict_dataset(args.images[0], args.artifact, output=args.output,
+                                  batch_size=args.batch_size or 32, replicas=args.replicas or 1,
+                                  gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica,
+                                  topk=args.topk, address=args.address, resume=args.resume, backend=args.backend,
+                                  allow_unlisted=args.allow_unlisted)
     print(format_table(["output", "images", "errors", "skipped (done before)", "seconds", "images/s", "Ray start-up s"],
                        [[summary.output, summary.images, summary.errors, summary.skipped, f"{summary.seconds:.1f}",
                          f"{summary.images_per_second:.1f}", f"{summary.startup_seconds:.1f}"]]))

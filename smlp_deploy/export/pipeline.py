@@ -438,7 +438,7 @@ class _ExportJob:
         backends = {a.path: load_backend(self.out / a.path, model_info=manifest.model) for a in runnable}
         for name, backend in backends.items():
             models[name] = partial(run_in_batches, backend.run, max_batch=backend.max_batch_size)
-        indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes)
+        indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes, sortable=False)
         try:
             scores = evaluate(models, folder, Preprocessor(manifest.preprocess), indices, quiet=self.quiet)
         finally:

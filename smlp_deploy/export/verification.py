@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ArtifactError
+from ..errors import EXPORT_MODEL, ArtifactError
 from ..fileio import atomic_path
 from ..preprocess_config import PreprocessConfig
 from ..runtime.preprocess import Preprocessor
@@ -56,7 +56,7 @@ class VerificationSet:
         with np.load(path) as data:
             if "n_photos" not in data:
                 raise ArtifactError(f"{path} was written by an older smlp-deploy (no photo count, which INT8 "
-                                    "parity needs): re-run smlp-export for this directory")
+                                    "parity needs): export again with ", EXPORT_MODEL, f" to {path.parent}")
             return cls(data["inputs"], data["reference"], int(data["n_photos"]))
 
 

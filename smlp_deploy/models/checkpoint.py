@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import Arg, CheckpointError, Part
+from ..filekind import file_kind
 from .smlpnet import SMLPNet
 from .variants import VARIANTS, short_name
 
@@ -27,6 +27,7 @@ _NESTED_KEYS = ("model", "model_ema", "state_dict")
 # BatchNorm's counter of training steps: absent from some re-saved files and irrelevant to inference.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 _MAX_LISTED = 8
+_SAVED = "a zip archive holding data.pkl, or a pickle from torch < 1.6"
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -34,22 +35,42 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    kind = file_kind(path)
+    if kind.name == "damaged-zip":
+        raise _unreadable(path, "its zip archive is cut short or broken")
+    if kind.name not in ("torch", "pickle"):
+        raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint: it is {kind.words}. Expected "
+                              f"a file torch.save wrote ({_SAVED}), such as the authors' smlp_s.pth")
     try:
         # argparse.Namespace is what DeiT-style training scripts (the authors' included) store under "args";
         # it holds plain values, so allowing it keeps such files loadable without unpickling anything else.
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} holds Python objects other than tensors and plain containers, which are "
-            f"not unpickled for safety ({_first_line(exc)}). Re-save it as a state dict: "
-            "torch.save(model.state_dict(), path)"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read: it is truncated or not a PyTorch file ({_first_line(exc)})"
-        ) from exc
+        raise _refused(path, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged archive or pickle fails anywhere inside torch.load
+        raise _unreadable(path, f"{type(exc).__name__}: {_first_line(exc)}") from exc
     return _unwrap(obj, path)
+
+
+def _refused(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    """torch's weights-only unpickler refuses objects it does not allow, and bytes that are no pickle: which one?"""
+    text = str(exc)
+    found = re.search(r"GLOBAL (\S+)", text)
+    # torch's own rebuild functions are allowed: one refused is a name cut short, as is an unknown opcode
+    if found is None or found.group(1).startswith("torch."):
+        fault = re.search(r"Unsupported operand \d+|GLOBAL \S+", text)
+        return _unreadable(path, fault.group(0) if fault else _first_line(exc))
+    return CheckpointError(
+        f"checkpoint {str(path)!r} holds Python objects other than tensors and plain containers (it refers to "
+        f"{found.group(1)}), which are not unpickled for safety. Re-save it as a state dict: "
+        "torch.save(model.state_dict(), path)"
+    )
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {str(path)!r} cannot be read: it is truncated or damaged ({reason}); copy or "
+                           "save it again")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -150,16 +171,18 @@ def check_keys(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str)
     ]
     if not (missing or unexpected or misshaped):
         return
-    hint, parameter = "", None
+    hint: tuple[Part, ...] = ()
+    parameter = None
     fc = state_dict.get("head.fc.weight")
     if fc is not None and fc.shape[0] != model.num_classes:
-        hint, parameter = f" The checkpoint has {fc.shape[0]} classes: use num_classes {fc.shape[0]}.", "num_classes"
+        hint, parameter = (f"\n  The checkpoint has {fc.shape[0]} classes: use ", Arg("num_classes", fc.shape[0]),
+                           "."), "num_classes"
     raise CheckpointError(
         f"checkpoint {source!r} does not fit {getattr(model, 'variant', 'the model')}:"
         + _listing("missing", missing)
         + _listing("unexpected", unexpected)
-        + _listing("mis-shaped", misshaped)
-        + hint,
+        + _listing("mis-shaped", misshaped),
+        *hint,
         parameter=parameter,
     )
 
@@ -218,10 +241,10 @@ def _check_architecture(model: SMLPNet, found: Architecture, source: str) -> Non
     if (found.width, found.n_blocks) == ours:
         return
     guess = found.variant()
-    fix = f": use variant {short_name(guess)!r}" if guess else ": it matches no known variant"
+    fix = (": use ", Arg("variant", short_name(guess))) if guess else (": it matches no known variant",)
     raise CheckpointError(
         f"checkpoint {source!r} is for another variant (width {found.width}, {found.n_blocks} blocks) than "
-        f"{getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks){fix}", parameter="variant",
+        f"{getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks)", *fix, parameter="variant",
     )
 
 
@@ -233,5 +256,6 @@ def _check_resolution(model: SMLPNet, found: Architecture, source: str) -> None:
     raise CheckpointError(
         f"checkpoint {source!r} was trained at {trained}x{trained} (its token-mixing weights are "
         f"{found.grid}x{found.grid}) but the model was built for {model.image_size}x{model.image_size}. "
-        f"sMLPNet's mixing weights are tied to the resolution: use image size {trained}.", parameter="image_size",
+        "sMLPNet's mixing weights are tied to the resolution: use ", Arg("image_size", trained), ".",
+        parameter="image_size",
     )

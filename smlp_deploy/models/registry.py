@@ -15,7 +15,7 @@ def check_image_size(image_size: int, config: SMLPNetConfig) -> None:
     """Square inputs whose side divides by the total stride (32): the token grids must halve exactly."""
     stride = config.patch_size * 2 ** (len(config.depths) - 1)
     if not isinstance(image_size, int) or image_size <= 0 or image_size % stride:
-        raise InputError(f"image_size={image_size!r} is not supported: sMLPNet needs a positive multiple of {stride}",
+        raise InputError(f"image size {image_size!r} is not supported: sMLPNet needs a positive multiple of {stride}",
                          parameter="image_size")
 
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError
+from ..errors import Arg, ArtifactError, InputError
 from ..fileio import sha256_file
 from ..artifacts import kind_of
 from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
@@ -102,7 +102,7 @@ class Classifier:
             raise ArtifactError(
                 f"{self.path.name} is not part of the export in {self.path.parent}: its {MANIFEST_NAME} lists "
                 f"{listed}, so this file was not verified with it (left from an earlier export?). Re-export, or "
-                "pass allow_unlisted=True to load it anyway", parameter="allow_unlisted",
+                "pass ", Arg("allow_unlisted"), " to load it anyway", parameter="allow_unlisted",
             )
         warnings.warn(f"{self.path} is not listed in its {MANIFEST_NAME} (which lists {listed}): loading it "
                       "unverified, with that manifest's preprocessing and labels", stacklevel=3)

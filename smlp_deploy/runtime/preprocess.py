@@ -61,17 +61,17 @@ def load_image(source: ImageSource, *, name: str | None = None, min_side: int | 
 
 
 def _open(source: str | Path | bytes | bytearray | memoryview | BinaryIO, label: str) -> Image.Image:
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise ImageError(f"image {label}: {'a folder, not an image' if Path(source).is_dir() else 'no such file'}")
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             return Image.open(io.BytesIO(source))
-        if hasattr(source, "read"):
-            return Image.open(source)
-        if not Path(source).is_file():
-            raise ImageError(f"image {label}: no such file")
         return Image.open(source)
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image {label}: refused as a possible decompression bomb ({_reason(exc)})") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise ImageError(f"image {label}: not a readable image (no image format Pillow reads)") from None
+    except (OSError, ValueError) as exc:
         raise ImageError(f"image {label}: not a readable image ({_reason(exc)})") from exc
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..artifacts import ARTIFACTS, FORMATS, INPUT_NAME, OUTPUT_NAME, ArtifactKind
-from ..errors import ArtifactError, InputError, OutputError
+from ..errors import EXPORT_MODEL, Arg, ArtifactError, InputError, OutputError, Words
 from ..fileio import sha256_file, staged_directory
 from ..manifest import MANIFEST_NAME, Artifact, BatchProfile, Manifest
 from ..runtime.classifier import label_names
@@ -142,8 +142,8 @@ def write_triton_repository(
 
     existing = [m.directory for m in models if m.directory.exists()]
     if existing and not overwrite:
-        raise OutputError(f"{', '.join(map(str, existing))} already exist(s) in the repository {out}: pass "
-                          "overwrite=True to replace, or choose another name", parameter="overwrite")
+        raise OutputError(f"{', '.join(map(str, existing))} already exist(s) in the repository {out}: pass ",
+                          Arg("overwrite"), " to replace them, or choose another name", parameter="overwrite")
     try:
         with ExitStack() as stack:  # every folder is staged first; they replace the old ones only if all succeed
             for model in models:
@@ -157,8 +157,8 @@ def write_triton_repository(
 
 def _load_manifest(export_dir: Path) -> Manifest:
     if not (export_dir / MANIFEST_NAME).is_file():
-        raise ArtifactError(f"{export_dir} is not an export folder: it has no {MANIFEST_NAME} (make one with "
-                            "smlp_deploy.export.export_model)", parameter="export_dir")
+        raise ArtifactError(f"{export_dir} is not an export folder: it has no {MANIFEST_NAME} (make one with ",
+                            EXPORT_MODEL, ")", parameter="export_dir")
     return Manifest.load(export_dir / MANIFEST_NAME)
 
 
@@ -204,8 +204,9 @@ def _check_options(name: str, backend: str | None, device: str | None, kind: Art
         raise InputError(f"{kind.file_name} is the INT8 form for ONNX Runtime's x86 kernels; on a GPU serve "
                          "model.int8.onnx (or engine.int8.plan)", parameter="device")
     if tensorrt_accelerator and (kind.format != "onnx" or backend == "python" or device != "gpu"):
-        raise InputError("tensorrt_accelerator applies to an ONNX file on Triton's ONNX Runtime backend with "
-                         f"device='gpu' (got {kind.file_name}, backend {backend!r}, device {device!r})",
+        raise InputError("TensorRT acceleration applies to an ONNX file on Triton's ONNX Runtime backend with ",
+                         Arg("device", "gpu"), f" (got {kind.file_name}{', backend python' if backend else ''}, "
+                         f"device {device or 'unset'})",
                          parameter="tensorrt_accelerator")
     for value, parameter, least in ((instances, "instances", 1), (max_queue_delay_us, "max_queue_delay_us", 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -225,7 +226,9 @@ def _batch_limit(entry: Artifact, max_batch_size: int | None) -> BatchProfile:
         return BatchProfile(1, min(DEFAULT_PROFILE.opt, top), top)
     if profile.min != 1:
         raise ArtifactError(f"{entry.path} was built for batches {profile.min}..{profile.max}; Triton sends batches "
-                            "from 1: rebuild it with a profile starting at 1 (--batch 1:8:32)", parameter="artifact")
+                            "from 1: rebuild it with a profile starting at 1 (",
+                            Words("BuildOptions(profile=BatchProfile(1, 8, 32))", "smlp-export --batch 1:8:32"), ")",
+                            parameter="artifact")
     if max_batch_size and max_batch_size > profile.max:
         raise InputError(f"max_batch_size {max_batch_size} exceeds the {profile.max} that {entry.path} was built "
                          f"for: pass at most {profile.max}, or rebuild the engine", parameter="max_batch_size")

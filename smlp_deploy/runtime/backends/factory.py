@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...artifacts import FORMATS, format_of
-from ...errors import ArtifactError, BackendUnavailableError, InputError
+from ...errors import Arg, ArtifactError, BackendUnavailableError, InputError
 from ...manifest import ModelInfo
 from .base import Backend
 from .registry import BACKENDS, LoadOptions, default_backend
@@ -38,8 +38,9 @@ def load_backend(
     info = BACKENDS.get(backend or "")
     if info is None:
         suffixes = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
-        raise InputError(f"cannot tell the backend for {str(path)!r}: use a file ending in {suffixes}, or pass "
-                         f"backend= one of {', '.join(BACKENDS)}", parameter="backend")
+        choices = [part for name in BACKENDS for part in (", ", Arg("backend", name))][1:]
+        raise InputError(f"cannot tell the backend for {str(path)!r}: use a file ending in {suffixes}, or pass one of ",
+                         *choices, parameter="backend")
     if found is None or found.name not in info.formats:
         actual = (f"; {found.description}s ({', '.join(found.suffixes)}) are run by backend "
                   f"{default_backend(found).name!r}" if found else "")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ArtifactError, BackendUnavailableError
+from ...errors import Arg, ArtifactError, BackendUnavailableError
+from ...filekind import file_kind
 from .base import Backend
 
 
@@ -37,20 +38,24 @@ class OnnxRuntimeBackend(Backend):
 
         self.path = Path(path)
         self.source = self.path.name
+        check_onnx_file(self.path)
         providers = available_providers()
         if device in (None, "cuda") and "CUDAExecutionProvider" in providers and _cuda_visible():
             chosen = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         elif device == "cuda":
             raise BackendUnavailableError(
-                f"device='cuda' asked for, but onnxruntime offers only {providers}: install onnxruntime-gpu "
-                "(pip install 'smlp-deploy[gpu]') on a machine with an NVIDIA GPU", parameter="device"
+                f"device cuda asked for, but onnxruntime offers only {', '.join(providers)}: install onnxruntime-gpu "
+                "(pip install 'smlp-deploy[gpu]') on a machine with an NVIDIA GPU, or run on the CPU (",
+                Arg("device", "cpu"), ")", parameter="device"
             )
         else:
             chosen = ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=chosen)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by onnxruntime: {exc}") from exc
+            raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by onnxruntime: "
+                                f"{_ort_reason(exc, self.path)}. It is truncated or damaged, or not an ONNX model: "
+                                "export it again") from exc
         self.provider = self.session.get_providers()[0]
         self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         (graph_input,), graph_output = self.session.get_inputs(), self.session.get_outputs()[0]
@@ -67,6 +72,20 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider} ({self.path.name})"
+
+
+def check_onnx_file(path: Path) -> None:
+    """Name what a file that cannot be an ONNX model is; ONNX Runtime says only "Protobuf parsing failed"."""
+    kind = file_kind(path)
+    if kind.name not in ("onnx", "unknown"):
+        raise ArtifactError(f"{str(path)!r} is not an ONNX model: it is {kind.words}. Expected the "
+                            ".onnx file of an export (model.onnx, model.fp16.onnx, ...)")
+
+
+def _ort_reason(exc: Exception, path: Path) -> str:
+    """ONNX Runtime's reason without the status code and the path it repeats."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rsplit(f"{path} failed:", 1)[-1].strip().rstrip(".")
 
 
 def _cuda_visible() -> bool:

@@ -26,6 +26,7 @@ type-checked against TensorRT's stubs (tests).
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...errors import ArtifactError, InputError
+from ...errors import Arg, ArtifactError, InputError, Words
 from ...tensorrt_flavours import (
     TENSORRT_RTX, Flavour, TensorRTModule, check_engine_header, current_compute_capability, import_tensorrt,
 )
@@ -142,8 +143,9 @@ class TensorRTBackend(Backend):
             raise ArtifactError(
                 f"{flavour.title} {flavour.version()} on {torch.cuda.get_device_name(self.device)} cannot load engine "
                 f"{str(self.path)!r}: {join_messages(messages)}. Engines are tied to the library version and GPUs "
-                f"they were built for: rebuild it with smlp-export --from-onnx {str(self.path.parent)!r} "
-                f"--flavour {flavour.name}"
+                "they were built for: rebuild it with ",
+                Words(f"smlp_deploy.export.build_from_onnx({str(self.path.parent)!r}, flavours=({flavour.name!r},))",
+                      f"smlp-export --from-onnx {shlex.quote(str(self.path.parent))} --flavour {flavour.name}"),
             )
         self._engine: trt.ICudaEngine | None = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -291,7 +293,7 @@ class _ThreadState:
                 graph.capture_end()
         except RuntimeError as exc:
             raise ArtifactError(f"{self.backend.path.name} cannot be captured in a CUDA graph at batch {n} ({exc}); "
-                                "load it with cuda_graphs=False", parameter="cuda_graphs") from exc
+                                "load it with ", Arg("cuda_graphs", False), parameter="cuda_graphs") from exc
         return graph
 
 
