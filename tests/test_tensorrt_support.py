@@ -228,12 +228,16 @@ def test_the_rtx_only_calls_use_names_the_installed_tensorrt_rtx_defines():
     capabilities): every attribute the module reads is defined by tensorrt_rtx, or by the standard library's and
     the project's objects it also uses; a misspelt RTX call is caught (the runtime half cannot run here)."""
     import logging
+    import shlex
     import threading
     import warnings
 
-    known = set().union(*(dir(o) for o in (Path, str, bytes, dict, OSError, logging, logging.Logger, threading,
-                                           threading.Lock(), warnings)))
-    known |= {"title", "version", "name", "module", "engine_suffix", "parent"}  # the Flavour record's fields
+    from smlp_deploy.errors import Words
+    from smlp_deploy.tensorrt_flavours import Flavour
+
+    known = set().union(*(dir(o) for o in (Path, str, bytes, dict, OSError, logging, logging.Logger, shlex,
+                                           threading, threading.Lock(), warnings, Flavour)))
+    known |= {f.name for record in (Flavour, Words) for f in dataclasses.fields(record)}  # the project's records
     defined = module_names(import_tensorrt(TENSORRT_RTX))
     assert not unknown_names((PACKAGE / RTX_MODULE).read_text(), defined, known)
     misspelt = "config.cuda_graph_stratgy = api.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE"

@@ -17,6 +17,7 @@ builder's are exercised by every CI build.
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...artifacts import runtime_cache_of
 from ...environment import gpu_slug
-from ...errors import ArtifactError, InputError
+from ...errors import ArtifactError, InputError, Words
 from ...fileio import write_bytes_atomic
 from ...tensorrt_flavours import TENSORRT_RTX, import_tensorrt
 
@@ -76,15 +77,18 @@ def check_validity(runtime: Any, plan: bytes, engine: Path, gpu: str) -> None:
         return
     flags = api.EngineInvalidityDiagnostics.__members__
     reasons = [text for name, text in DIAGNOSES.items() if name in flags and int(diagnostics) & int(flags[name])]
-    rebuild = (f"smlp-export --from-onnx {str(engine.parent)!r} --flavour {TENSORRT_RTX.name} "
-               f"--compute-capability {gpu}")
+    folder = str(engine.parent)
+    rebuild = Words(f"smlp_deploy.export.build_from_onnx({folder!r}, BuildOptions(compute_capabilities=({gpu!r},)), "
+                    f"flavours=({TENSORRT_RTX.name!r},))",
+                    f"smlp-export --from-onnx {shlex.quote(folder)} --flavour {TENSORRT_RTX.name} "
+                    f"--compute-capability {gpu}")
     if validity == api.EngineValidity.SUBOPTIMAL:
         warnings.warn(f"{engine} runs on this GPU (compute capability {gpu}) but was not built for it, so it may run "
-                      f"slower; to build it for this GPU: {rebuild}", stacklevel=4)
+                      f"slower; to build it for this GPU: {rebuild.cli}", stacklevel=4)
         return
     raise ArtifactError(f"{TENSORRT_RTX.title} {TENSORRT_RTX.version()} cannot run {engine} on this GPU (compute "
                         f"capability {gpu}): {'; '.join(reasons) or f'diagnostics {int(diagnostics)}'}. Rebuild it "
-                        f"for this GPU: {rebuild}")
+                        "for this GPU: ", rebuild)
 
 
 class RtxRuntime:
