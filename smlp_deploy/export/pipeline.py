@@ -239,8 +239,7 @@ def verify_engines(export_dir: str | Path, *, quiet: bool = False) -> ExportResu
         else:
             runnable.append(artifact)
     if not runnable:
-        raise BackendUnavailableError("no engine of this export runs here: " +
-                                      "; ".join(f"{title}: {why}" for title, why in reasons.items()),
+        raise BackendUnavailableError("no engine of this export runs here: " + "; ".join(reasons.values()),
                                       parameter="export_dir")
     for artifact in runnable:
         if sha256_file(out / artifact.path) != artifact.sha256:
