@@ -57,7 +57,7 @@ def read_cache(path: Path, key: dict[str, Any], tensors: Sequence[str]) -> Cache
     missing = [name for name in tensors if name not in data["ranges"]]
     if missing:
         return CacheLookup(None, f"calibration cache {path} lacks {len(missing)} of the {len(tensors)} tensors the "
-                                 f"{key['precision'].upper()} forms quantize (e.g. {missing[0]!r}): recalibrating")
+                                 f"{key['precision'].upper()} targets quantize (e.g. {missing[0]!r}): recalibrating")
     ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in data["ranges"].items()}
     return CacheLookup(ranges, f"reusing calibration cache {path} ({len(key['samples'])} images, {key['method']})")
 

@@ -471,10 +471,19 @@ class _ExportJob:
     # Accuracy.
 
     def evaluate(self, folder: LabeledFolder) -> None:
-        """Top-1/top-5 of the PyTorch model and of every artifact on ``folder``, into the manifest."""
+        """Top-1/top-5 of the PyTorch model and of every artifact that runs here on ``folder``, into the manifest;
+        engines built for GPUs this machine lacks (TensorRT for RTX's, built anywhere) are left to smlp-eval there."""
         manifest = self.manifest
         models = {"pytorch": TorchBackend(self.model, device="cpu").run}
-        backends = {a.path: load_backend(self.out / a.path, model_info=manifest.model) for a in manifest.artifacts}
+        runnable, elsewhere = [], []
+        for artifact in manifest.artifacts:
+            kind = artifact.kind
+            why = kind.flavour.run_unavailable() or _precision_unavailable(kind.precision) \
+                if kind is not None and kind.flavour is not None else None
+            (elsewhere if why else runnable).append(artifact)
+        if elsewhere:
+            self.say(f"not evaluated here (no GPU that runs them): {', '.join(a.path for a in elsewhere)}")
+        backends = {a.path: load_backend(self.out / a.path, model_info=manifest.model) for a in runnable}
         for name, backend in backends.items():
             models[name] = partial(run_in_batches, backend.run, max_batch=backend.max_batch_size)
         indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes)
@@ -484,5 +493,5 @@ class _ExportJob:
             for backend in backends.values():
                 backend.close()  # engines hold GPU memory
         manifest.model.accuracy = replace(scores.pop("pytorch"), dataset=str(folder.root))
-        for artifact in manifest.artifacts:
+        for artifact in runnable:
             artifact.accuracy = scores[artifact.path]
