@@ -141,7 +141,7 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
         *(Capability(f"run-engines-{f.name}", f"run {f.title} engines",
                      f"Classifier('engine.*{f.engine_suffix}'), smlp-predict, smlp-eval", not why, why)
           for f, why in runners.items()),
-        Capability("run-fp8", "run FP8 engines (compute capability 8.9 and later)",
+        Capability("run-fp8", "run FP8 engines (8.9+)",
                    "Classifier('engine.fp8.plan' or 'engine.fp8.rtx.plan'), smlp-bench --precision fp8",
                    not (gpu or _fp8_needs(report)), gpu or _fp8_needs(report)),
         Capability("calibrate-gpu", "INT8 and FP8 calibration on the GPU", "smlp-export --int8/--fp8, its "
@@ -251,7 +251,7 @@ def format_report(report: DoctorReport) -> str:
     if report.cpu_only:
         builds = [FLAVOURS[t.flavour].title for t in report.tensorrt if t.builder is None]
         here = f"; {' and '.join(builds)} engines are built here" if builds else ""
-        lines += ["", ("This machine is CPU-only: ONNX export, FP16 and INT8 ONNX, ONNX Runtime and the CPU benchmark "
-                       f"work here{here}; running TensorRT engines and the GPU benchmark need an NVIDIA GPU (there: "
-                       "make gpu-check).")]
+        lines += ["", ("This machine is CPU-only: ONNX export, FP16, INT8 and FP8 ONNX, ONNX Runtime and the CPU "
+                       f"benchmark work here{here}; running TensorRT engines and the GPU benchmark need an NVIDIA GPU "
+                       "(there: make gpu-check).")]
     return "\n".join(lines)
