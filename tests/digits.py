@@ -158,11 +158,7 @@ def compare_left_weights(samples: int = 256) -> list[dict]:
     fp32 and fp16 float parts: held-out top-1 and logit cosine against FP32 (the figures behind the choice)."""
     import dataclasses
 
-    import onnx
-
     from smlp_deploy.calibration import TARGETS, compute_ranges, get_method, quantize_qdq
-    from smlp_deploy.export.precision import convert_to_fp16
-    from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
     rows = []
     with _held_out_setup(samples) as (tmp, fp32_path, calibration, tensors, inputs, labels, reference):
@@ -172,13 +168,7 @@ def compare_left_weights(samples: int = 256) -> list[dict]:
         for name, target in (("per tensor", shipped),
                              ("per channel", dataclasses.replace(shipped, per_channel_left_weights=True))):
             model = quantize_qdq(fp32_path, ranges, target)
-            row = {"W @ x weights": name}
-            for parts, form in (("fp32", model), ("fp16", convert_to_fp16(model))):
-                path = tmp / f"{name}.{parts}.onnx"
-                onnx.save(form, str(path))
-                row.update(_scores(f"{parts} parts", OnnxRuntimeBackend(path, device="cpu").run(inputs), reference,
-                                   labels))
-            rows.append(row)
+            rows.append({"W @ x weights": name, **_float_parts_scores(tmp / name, model, inputs, reference, labels)})
     return rows
 
 
@@ -192,8 +182,6 @@ def compare_fp8(samples: int = 256) -> list[dict]:
 
     from smlp_deploy.calibration import TARGETS, compute_ranges, get_method, quantize_qdq
     from smlp_deploy.calibration.fp8 import METHODS, fp8_calibrated_tensors, quantize_fp8
-    from smlp_deploy.export.precision import convert_to_fp16
-    from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
     rows = []
     with _held_out_setup(samples) as (tmp, fp32_path, calibration, _, inputs, labels, reference):
@@ -206,14 +194,25 @@ def compare_fp8(samples: int = 256) -> list[dict]:
             start = time.perf_counter()
             ranges = compute_ranges(fp32_path, calibration, method, tensors, quiet=True)
             row = {"form": name, "tensors": len(tensors), "seconds": time.perf_counter() - start}
-            model = quantize(ranges)
-            for parts, form in (("fp32", model), ("fp16", convert_to_fp16(model))):
-                path = tmp / f"{name.replace(' ', '-')}.{parts}.onnx"
-                onnx.save(form, str(path))
-                row.update(_scores(f"{parts} parts", OnnxRuntimeBackend(path, device="cpu").run(inputs), reference,
-                                   labels))
+            row.update(_float_parts_scores(tmp / name.replace(" ", "-"), quantize(ranges), inputs, reference, labels))
             rows.append(row)
     return rows
+
+
+def _float_parts_scores(stem: Path, model, inputs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+    """Held-out top-1 and logit cosine of the Q/DQ ``model`` with fp32 float parts and with fp16 ones (saved as
+    ``stem.fp32.onnx`` and ``stem.fp16.onnx``)."""
+    import onnx
+
+    from smlp_deploy.export.precision import convert_to_fp16
+    from smlp_deploy.runtime.backends import OnnxRuntimeBackend
+
+    row = {}
+    for parts, form in (("fp32", model), ("fp16", convert_to_fp16(model))):
+        path = stem.with_name(f"{stem.name}.{parts}.onnx")
+        onnx.save(form, str(path))
+        row.update(_scores(f"{parts} parts", OnnxRuntimeBackend(path, device="cpu").run(inputs), reference, labels))
+    return row
 
 
 def _scores(name: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:

@@ -76,6 +76,19 @@ def output_channel_axis(node: onnx.NodeProto, operand: int) -> int | None:
     return 1 if operand == 1 else None  # MatMul: x @ W mixes W's columns
 
 
+def weight_scale_axis(node: onnx.NodeProto, operand: int, dq: onnx.NodeProto, initializers) -> int | None:
+    """Checks the scale of the weight ``dq`` dequantizes into input ``operand`` of ``node``: per channel on its
+    output-channel axis where TensorRT takes that, else per tensor; returns the axis (None: per tensor)."""
+    weight, scale = initializers[dq.input[0]], initializers[dq.input[1]]
+    axis = output_channel_axis(node, operand)
+    if axis is None:
+        assert scale.shape == (), node.name
+    else:
+        assert next(a.i for a in dq.attribute if a.name == "axis") == axis, node.name
+        assert scale.shape == (weight.shape[axis],), node.name
+    return axis
+
+
 def test_tensorrt_form(exported):
     """Signed int8, zero points 0, per-channel weight scales on the output-channel axis (per-tensor for the
     ``W @ x`` MatMuls), Q/DQ only on the inputs of Conv/MatMul/Gemm, float biases, and everything else float
@@ -104,15 +117,8 @@ def test_tensorrt_form(exported):
             dq = producer.get(name)
             assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name} input {operand} is not Q/DQ"
             if dq.input[0] in initializers:  # a weight: int8, per channel where TensorRT takes it
-                weight, scale = initializers[dq.input[0]], initializers[dq.input[1]]
-                axis = output_channel_axis(node, operand)
-                assert weight.dtype == np.int8
-                if axis is None:
-                    assert scale.shape == (), node.name
-                else:
-                    assert next(a.i for a in dq.attribute if a.name == "axis") == axis, node.name
-                    assert scale.shape == (weight.shape[axis],), node.name
-                axes.add((node.op_type, operand, axis))
+                assert initializers[dq.input[0]].dtype == np.int8
+                axes.add((node.op_type, operand, weight_scale_axis(node, operand, dq, initializers)))
         for bias in node.input[2:]:
             assert bias in initializers and initializers[bias].dtype == np.float16, f"{node.name}: float bias"
     # Every kind of weight the network has was seen: convs, the channel MLP (x @ W), the H-mixing (W @ x), head.
@@ -177,16 +183,8 @@ def test_fp8_form(exported):
         for operand, dq in enumerate(dequantized):
             assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name} input {operand} is not Q/DQ"
             if dq.input[0] in initializers:
-                weight, scale = initializers[dq.input[0]], initializers[dq.input[1]]
-                axis = output_channel_axis(node, operand)
-                assert model.graph.initializer[[i.name for i in model.graph.initializer].index(dq.input[0])] \
-                    .data_type == fp8
-                if axis is None:
-                    assert scale.shape == (), node.name
-                else:
-                    assert next(a.i for a in dq.attribute if a.name == "axis") == axis, node.name
-                    assert scale.shape == (weight.shape[axis],), node.name
-                quantized_weights.add((node.op_type, operand, axis))
+                assert next(i for i in model.graph.initializer if i.name == dq.input[0]).data_type == fp8
+                quantized_weights.add((node.op_type, operand, weight_scale_axis(node, operand, dq, initializers)))
         for bias in node.input[2:]:
             assert initializers[bias].dtype == np.float16, f"{node.name}: float bias"
     assert quantized_weights == {("Conv", 1, 0), ("MatMul", 1, 1), ("MatMul", 0, None)}

@@ -12,12 +12,11 @@ from typing import ClassVar
 
 import onnx
 
-from ..calibration.cache import check_cache_file
-from ..calibration.dataset import DEFAULT_SAMPLES, check_arguments
+from ..calibration.dataset import DEFAULT_SAMPLES
 from ..calibration.fp8 import METHODS, fp8_calibrated_tensors, quantize_fp8
 from ..errors import CalibrationError
 from .int8 import CACHE_NAME as INT8_CACHE_NAME
-from .int8 import Int8Options, Ranges
+from .int8 import CalibrationOptions, Int8Options, Ranges
 from .precision import convert_to_fp16
 
 CACHE_NAME = "calibration.fp8.cache.json"
@@ -28,7 +27,7 @@ DEFAULT_METHOD = "minmax"
 
 
 @dataclass(frozen=True)
-class Fp8Options:
+class Fp8Options(CalibrationOptions):
     """Where the calibration images are and how they are used for FP8."""
 
     calib_dir: Path
@@ -45,12 +44,7 @@ class Fp8Options:
         if self.method not in METHODS:
             raise CalibrationError(f"FP8 calibrates with {' or '.join(METHODS)}, not {self.method!r} (entropy scores "
                                    "ranges against INT8's evenly spaced levels)", parameter="method")
-        check_arguments(Path(self.calib_dir), self.samples)
-        if self.cache is not None:
-            check_cache_file(Path(self.cache), self.precision)
-
-    def cache_path(self, export_dir: Path) -> Path:
-        return Path(self.cache) if self.cache else export_dir / self.cache_name
+        self.check_images_and_cache()
 
     def tensors(self, model: onnx.ModelProto) -> list[str]:
         return fp8_calibrated_tensors(model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol
+from typing import Callable, ClassVar
 
 import onnx
 
@@ -22,8 +22,35 @@ from .precision import convert_to_fp16
 CACHE_NAME = "calibration.cache.json"
 
 
+class CalibrationOptions:
+    """What calibration reads of a precision's options (:class:`Int8Options`, ``fp8.Fp8Options``): the images, the
+    method, the cache; each precision says which tensors it needs ranges for."""
+
+    calib_dir: Path
+    samples: int
+    method: str
+    cache: Path | None
+    seed: int
+    targets: tuple[str, ...]  # the forms the ranges are for
+    precision: ClassVar[str]  # what the calibration cache is made for
+    cache_name: ClassVar[str]  # the cache's default name in the export directory
+
+    def check_images_and_cache(self) -> None:
+        """Fail before any work on a folder or sample count that cannot work, or a cache that is not this
+        precision's."""
+        check_arguments(Path(self.calib_dir), self.samples)
+        if self.cache is not None:
+            check_cache_file(Path(self.cache), self.precision)
+
+    def cache_path(self, export_dir: Path) -> Path:
+        return Path(self.cache) if self.cache else export_dir / self.cache_name
+
+    def tensors(self, model: onnx.ModelProto) -> list[str]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class Int8Options:
+class Int8Options(CalibrationOptions):
     """Where the calibration images are and how they are used."""
 
     calib_dir: Path
@@ -42,31 +69,11 @@ class Int8Options:
         if unknown or not self.targets:
             raise CalibrationError(f"INT8 targets must be among {', '.join(TARGETS)}, got "
                                    f"{', '.join(self.targets) or 'none'}", parameter="targets")
-        check_arguments(Path(self.calib_dir), self.samples)
-        if self.cache is not None:
-            check_cache_file(Path(self.cache), self.precision)
-
-    def cache_path(self, export_dir: Path) -> Path:
-        return Path(self.cache) if self.cache else export_dir / self.cache_name
+        self.check_images_and_cache()
 
     def tensors(self, model: onnx.ModelProto) -> list[str]:
         """The activations every target of these options needs ranges for."""
         return calibrated_tensors(model, self.targets)
-
-
-class CalibrationOptions(Protocol):
-    """What :func:`calibrate` reads of a precision's options (:class:`Int8Options`, ``fp8.Fp8Options``)."""
-
-    calib_dir: Path
-    samples: int
-    method: str
-    seed: int
-    targets: tuple[str, ...]
-    precision: ClassVar[str]
-
-    def cache_path(self, export_dir: Path) -> Path: ...
-
-    def tensors(self, model: onnx.ModelProto) -> list[str]: ...
 
 
 def read_calibration_images(options: CalibrationOptions, preprocess: PreprocessConfig, *,
