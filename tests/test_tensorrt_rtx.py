@@ -81,7 +81,8 @@ def test_every_engine_is_built_and_listed_whole(exported):
         assert manifest.artifact(f"model.{precision}.onnx").float_precision == manifest.artifact(
             f"engine.{precision}.rtx.plan").float_precision == "fp16"
     rtx, trt = manifest.engine_status("tensorrt-rtx"), manifest.engine_status("tensorrt")
-    assert rtx.status == "built" and "not yet verified on a GPU" in rtx.reason and "(FP8: 8.9, 12.0, 12.1)" in rtx.reason
+    assert rtx.status == "built" and "not yet verified on a GPU" in rtx.reason
+    assert "built for compute capability 8.0, 8.6, 8.9, 12.0, 12.1 (FP8: 8.9, 12.0, 12.1)" in rtx.reason
     assert rtx.commands[0] == "smlp-export --verify-engines ."
     assert rtx.engines == ["engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan",
                            "engine.fp8.rtx.plan"]

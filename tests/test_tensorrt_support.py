@@ -16,8 +16,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from smlp_deploy.calibration import TARGETS
-from smlp_deploy.export import export_model
-from smlp_deploy.export import fp8
+from smlp_deploy.export import export_model, fp8
 from smlp_deploy.export.int8 import Int8Options, calibrate, quantize, read_calibration_images
 from smlp_deploy.export.onnx_graph import export_onnx, save_model, simplify
 from smlp_deploy.export.precision import convert_to_fp16

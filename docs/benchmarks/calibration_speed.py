@@ -40,11 +40,10 @@ sys.path.insert(0, str(ROOT))  # tests.digits writes the fixture's images
 
 from smlp_deploy import environment  # noqa: E402
 from smlp_deploy.calibration import METHODS, calibrated_tensors, compute_ranges, load_calibration_set  # noqa: E402
+from smlp_deploy.calibration.forward import Activations  # noqa: E402
 from smlp_deploy.calibration.fp8 import METHODS as FP8_METHODS  # noqa: E402
 from smlp_deploy.calibration.fp8 import fp8_calibrated_tensors  # noqa: E402
-from smlp_deploy.calibration.methods import DEFAULT_METHOD  # noqa: E402
-from smlp_deploy.calibration.forward import Activations  # noqa: E402
-from smlp_deploy.calibration.methods import batch_size_for  # noqa: E402
+from smlp_deploy.calibration.methods import DEFAULT_METHOD, batch_size_for  # noqa: E402
 from smlp_deploy.export import export_model  # noqa: E402
 from smlp_deploy.fileio import write_json_atomic  # noqa: E402
 from smlp_deploy.progress import format_table  # noqa: E402
@@ -141,7 +140,10 @@ def main() -> None:
 
     ratios = {name: [t / f for t, f in zip(times[name], times[FP32])] for name in times}
     vs_int8 = {name: [t / i for t, i in zip(times[name], times[DEFAULT_METHOD])] for name in times} if args.fp8 else {}
-    spread = lambda r: f"{np.median(r):.2f}x [{min(r):.2f}-{max(r):.2f}]"  # noqa: E731
+
+    def spread(r: list[float]) -> str:
+        return f"{np.median(r):.2f}x [{min(r):.2f}-{max(r):.2f}]"
+
     rows = [[name, f"{np.median(times[name]):.1f}", f"{args.samples / np.median(times[name]):.1f}",
              spread(ratios[name]), *([spread(vs_int8[name])] if args.fp8 else [])] for name in times]
     print(format_table(["task", "median s", "img/s", "vs FP32 inference",

@@ -103,8 +103,8 @@ def _check_precisions(plan: FlavourPlan, requested: tuple[str, ...] | None) -> N
             continue
         title = precision.upper()
         if plan.flavour is TENSORRT:
-            raise InputError(f"{TENSORRT.title} builds {title} engines on the GPU they run on, and this one, of compute "
-                             f"capability {lacking[0]}, has no {title} (it needs "
+            raise InputError(f"{TENSORRT.title} builds {title} engines on the GPU they run on, and this one, of "
+                             f"compute capability {lacking[0]}, has no {title} (it needs "
                              f"{'.'.join(map(str, MIN_COMPUTE_CAPABILITY[precision]))} or later: L4, L40S, H100, H200, "
                              f"B200): build them on such a GPU, or leave {TENSORRT.title} out here (flavour "
                              f"{TENSORRT_RTX.name} builds {title} engines anywhere)", parameter="flavours")

@@ -278,8 +278,10 @@ def verify_engines(export_dir: str | Path, *, quiet: bool = False) -> ExportResu
 def _precision_unavailable(precision: str) -> str | None:
     """Why this GPU does not run ``precision``'s engines (FP8 before compute capability 8.9), or None."""
     capability = current_compute_capability()
-    return None if runs_precision(capability, precision) else \
-        f"{precision.upper()} engines need a GPU with {precision.upper()}, and this one is compute capability {capability}"
+    if runs_precision(capability, precision):
+        return None
+    return f"{precision.upper()} engines need a GPU with {precision.upper()}, and this one is compute capability " \
+        f"{capability}"
 
 
 def gpu_record() -> GpuRecord:
