@@ -248,10 +248,11 @@ def _trtexec_releases() -> dict[str, set[str]]:
 
 
 def test_the_manifest_trtexec_lines_use_options_of_every_release(tmp_path):
-    result = export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=tmp_path, quiet=True,
-                          build=BuildOptions(timing_cache=tmp_path / "timing.cache"))
+    result = export_model("test", image_size=64, precisions=("fp32", "fp16", "fp8"), out_dir=tmp_path, quiet=True,
+                          build=BuildOptions(timing_cache=tmp_path / "timing.cache"),
+                          fp8_options=fp8.Fp8Options(sample_images()[0].parent, samples=2))
     lines = [c for c in result.manifest.engine_status("tensorrt").commands if c.startswith("trtexec")]
-    assert len(lines) == 2
+    assert len(lines) == 3 and "--onnx=model.fp8.onnx --saveEngine=engine.fp8.plan --stronglyTyped" in lines[2]
     for line in lines:
         assert not trtexec_problems(line, _trtexec_releases()), line
 
