@@ -8,7 +8,7 @@ and fp16 ones (what TensorRT runs, and ModelOpt's default).
 
 ModelOpt (``nvidia-modelopt[onnx]``) runs in a virtual environment of its own, never in the project's: its
 ``[onnx]`` extra installs onnxruntime-gpu, which shadows the onnxruntime module, and a CUDA torch unless a CPU
-one is there first. The script makes that environment on first use (about 1.5 GB with the CPU torch, a few
+one is there first. The script makes that environment on first use (about 2 GB with the CPU torch, a few
 minutes), then runs ModelOpt's ONNX post-training quantization on the CPU (``calibration_eps=["cpu"]``)::
 
     .venv/bin/python docs/benchmarks/fp8_vs_modelopt.py [--modelopt-venv build/modelopt-venv] [--json OUT]
