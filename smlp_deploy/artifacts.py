@@ -14,7 +14,10 @@ from .tensorrt_flavours import FLAVOURS, Flavour
 
 INPUT_NAME = "input"  # [N, 3, H, W] float32, the one input of every artifact
 OUTPUT_NAME = "logits"  # [N, classes] float32
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+# The first compute capability whose GPUs run a precision, where not all do: FP8 (E4M3) tensor cores came with Ada
+# (8.9: L4, L40S, RTX 40) and Hopper (9.0), and Blackwell has them (10.0, 12.0, 12.1); Ampere (8.0, 8.6) does not.
+MIN_COMPUTE_CAPABILITY = {"fp8": (8, 9)}
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,10 @@ ONNX_KINDS = (
     ArtifactKind("model.int8.onnx", "onnx", "int8", "tensorrt", "INT8 Q/DQ ONNX for TensorRT's explicit quantization",
                  builds_engines=True),
     ArtifactKind("model.int8.cpu.onnx", "onnx", "int8", "cpu", "INT8 Q/DQ ONNX for ONNX Runtime's x86 kernels"),
+    ArtifactKind("model.fp8.onnx", "onnx", "fp8", "tensorrt", "FP8 (E4M3) Q/DQ ONNX for TensorRT's explicit "
+                 "quantization", builds_engines=True),
 )
-_PRECISION_TITLES = {"fp32": "FP32", "fp16": "mixed FP16", "int8": "INT8"}
+_PRECISION_TITLES = {"fp32": "FP32", "fp16": "mixed FP16", "int8": "INT8", "fp8": "FP8 (E4M3)"}
 
 
 def _engine_kind(source: ArtifactKind, flavour: Flavour) -> ArtifactKind:
@@ -104,11 +109,22 @@ def kind_of(path: str | Path) -> ArtifactKind | None:
 
 
 def onnx_artifact(precision: str, target: str | None = None) -> ArtifactKind:
-    """The ONNX file an export writes for ``precision`` (and, for INT8, the quantization ``target``)."""
+    """The ONNX file an export writes for ``precision`` (and, for INT8 and FP8, the quantization ``target``)."""
     for kind in ONNX_KINDS:
         if kind.precision == precision and kind.target == target:
             return kind
     raise KeyError(f"no ONNX artifact for precision {precision!r} and target {target!r}")
+
+
+def runs_precision(capability: str, precision: str) -> bool:
+    """Whether a GPU of compute ``capability`` ("8.6") runs ``precision``'s kernels (FP8 needs 8.9 or later)."""
+    major, minor = (int(part) for part in capability.split("."))
+    return (major, minor) >= MIN_COMPUTE_CAPABILITY.get(precision, (0, 0))
+
+
+def precision_capabilities(precision: str, capabilities: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``capabilities`` whose GPUs run ``precision``, in their order."""
+    return tuple(c for c in capabilities if runs_precision(c, precision))
 
 
 def engine_kind(source: ArtifactKind, flavour: Flavour) -> ArtifactKind:

@@ -11,6 +11,7 @@ import platform
 from dataclasses import dataclass
 
 from . import __version__
+from .artifacts import runs_precision
 from .errors import SmlpDeployError
 from .environment import (
     DISTRIBUTION, Gpu, extra_requirements, gpus, import_problem, installed_version, nvidia_driver,
@@ -58,8 +59,8 @@ class TensorRTReport:
     runner: str | None  # why its engines cannot run here
 
 
-CAPABILITIES = ("export-onnx", "gpu", "build-engines", *(f"run-engines-{f}" for f in FLAVOURS), "calibrate-gpu",
-                "bench-gpu", "serve", "ray")
+CAPABILITIES = ("export-onnx", "gpu", "build-engines", *(f"run-engines-{f}" for f in FLAVOURS), "run-fp8",
+                "calibrate-gpu", "bench-gpu", "serve", "ray")
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,8 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
     ort_gpu = _onnxruntime_gpu_needs(report, extras["gpu"])
     compile_needs = "" if installed_version("triton") else "torch.compile on GPUs needs triton: pip install triton"
     return [
-        Capability("export-onnx", "export ONNX, FP16 and INT8 ONNX", "smlp-export, smlp_deploy.export.export_model",
-                   not core, core),
+        Capability("export-onnx", "export ONNX, FP16, INT8 and FP8 ONNX", "smlp-export, "
+                   "smlp_deploy.export.export_model", not core, core),
         Capability("gpu", "CUDA GPU for PyTorch", "eager and compiled PyTorch on a GPU", not gpu, gpu),
         Capability("build-engines", "build TensorRT engines",
                    "smlp-export: " + ", ".join(f"{f.title} engines" for f, why in builders.items() if not why) if
@@ -141,10 +142,13 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
         *(Capability(f"run-engines-{f.name}", f"run {f.title} engines",
                      f"Classifier('engine.*{f.engine_suffix}'), smlp-predict, smlp-eval", not why, why)
           for f, why in runners.items()),
-        Capability("calibrate-gpu", "INT8 calibration on the GPU", "smlp-export --int8, its calibration pass "
-                   "on ONNX Runtime's CUDA provider", not (gpu or ort_gpu), _join(gpu, ort_gpu)),
-        Capability("bench-gpu", "GPU benchmark matrix", "smlp-bench: TensorRT engines fp32/fp16/int8, ONNX Runtime "
-                   "CUDA, eager fp16, torch.compile; --plot",
+        Capability("run-fp8", "run FP8 engines (8.9+)",
+                   "Classifier('engine.fp8.plan' or 'engine.fp8.rtx.plan'), smlp-bench --precision fp8",
+                   not (gpu or _fp8_needs(report)), gpu or _fp8_needs(report)),
+        Capability("calibrate-gpu", "INT8 and FP8 calibration on the GPU", "smlp-export --int8/--fp8, its "
+                   "calibration pass on ONNX Runtime's CUDA provider", not (gpu or ort_gpu), _join(gpu, ort_gpu)),
+        Capability("bench-gpu", "GPU benchmark matrix", "smlp-bench: TensorRT engines fp32/fp16/int8 (and fp8 on "
+                   "GPUs with FP8), ONNX Runtime CUDA, eager fp16, torch.compile; --plot",
                    not (gpu or run or ort_gpu or compile_needs or _extra_needs(extras["bench"])),
                    _join(gpu, run, ort_gpu, compile_needs, _extra_needs(extras["bench"]))),
         _with_extra("serve", "serving (Triton)", "smlp-triton, smlp-serve", extras["serve"], _tritonserver_needs()),
@@ -168,6 +172,17 @@ def _tritonserver_needs() -> str:
     except SmlpDeployError as error:
         return f"smlp-serve's local server: {error}"
     return ""
+
+
+def _fp8_needs(report: DoctorReport) -> str:
+    """Why no GPU here runs FP8 engines, or "" (said only where there is a usable GPU)."""
+    usable = [g for g in report.gpus if g.usable_by_torch]
+    if any(g.compute_capability != "?" and runs_precision(g.compute_capability, "fp8") for g in usable):
+        return ""
+    found = "; ".join(f"{g.name}: compute capability {g.compute_capability}" for g in usable) or "none usable"
+    return (f"no GPU here has FP8 ({found}): FP8 engines run on compute capability 8.9 and later (L4, L40S, RTX "
+            "40/50, H100, H200, B200); smlp-export --fp8 still builds them here (TensorRT for RTX, for 8.9, 12.0, "
+            "12.1)")
 
 
 def _gpu_needs(report: DoctorReport) -> str:
@@ -207,7 +222,9 @@ def _join(*needs: str) -> str:
 
 def format_report(report: DoctorReport) -> str:
     """The report as a person reads it."""
-    gpus = [f"GPU {g.index}: {g.name}, compute capability {g.compute_capability}, {g.memory_gib} GiB"
+    gpus = [f"GPU {g.index}: {g.name}, compute capability {g.compute_capability}"
+            + (" (FP8)" if g.compute_capability != "?" and runs_precision(g.compute_capability, "fp8") else "")
+            + f", {g.memory_gib} GiB"
             + ("" if g.usable_by_torch else " (torch cannot use it)") for g in report.gpus]
     providers = ", ".join(report.onnxruntime_providers) or "none"
     machine = [
@@ -241,7 +258,7 @@ def format_report(report: DoctorReport) -> str:
     if report.cpu_only:
         builds = [FLAVOURS[t.flavour].title for t in report.tensorrt if t.builder is None]
         here = f"; {' and '.join(builds)} engines are built here" if builds else ""
-        lines += ["", ("This machine is CPU-only: ONNX export, FP16 and INT8 ONNX, ONNX Runtime and the CPU benchmark "
-                       f"work here{here}; running TensorRT engines and the GPU benchmark need an NVIDIA GPU (there: "
-                       "make gpu-check).")]
+        lines += ["", ("This machine is CPU-only: ONNX export, FP16, INT8 and FP8 ONNX, ONNX Runtime and the CPU "
+                       f"benchmark work here{here}; running TensorRT engines and the GPU benchmark need an NVIDIA GPU "
+                       "(there: make gpu-check).")]
     return "\n".join(lines)

@@ -7,7 +7,8 @@ has a version; manifests of older versions are upgraded on load, newer ones are 
 Versions: 1 (smlp-deploy 0.1.0); 2 adds ``model.seed`` (the seed of random weights) and ``engine.engines`` (the
 engine files planned), and writes the engine commands relative to the export directory, so a copied export
 stays valid; 3 (TensorRT for RTX) replaces ``engine`` by ``engines``, one record per TensorRT flavour, and records
-for each engine its flavour, target compute capabilities, build seconds and whether a GPU has verified it.
+for each engine its flavour, target compute capabilities, build seconds and whether a GPU has verified it; 4 (FP8)
+adds ``fp8_calibration``, FP8's own calibration record beside INT8's ``calibration``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .records import RecordError, from_json, to_json
 from .tensorrt_flavours import TENSORRT
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 IMAGENET_LABELS = "imagenet-1k"  # ``labels`` value for the 1000 ImageNet classes in index order
 
 
@@ -181,7 +182,8 @@ class Manifest:
     artifacts: list[Artifact] = field(default_factory=list)
     engines: list[EngineStatus] = field(default_factory=list)  # one per TensorRT flavour the export planned for
     simplify: SimplifyRecord | None = None
-    calibration: CalibrationRecord | None = None
+    calibration: CalibrationRecord | None = None  # INT8's
+    fp8_calibration: CalibrationRecord | None = None
     versions: dict[str, str | None] = field(default_factory=library_versions)
     created: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
@@ -254,4 +256,9 @@ def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "format_version": 3, "engines": engines, "artifacts": artifacts}
 
 
-_UPGRADES = {1: _from_v1, 2: _from_v2}
+def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 had no FP8: nothing to fill in."""
+    return {**data, "format_version": 4}
+
+
+_UPGRADES = {1: _from_v1, 2: _from_v2, 3: _from_v3}

@@ -158,11 +158,7 @@ def compare_left_weights(samples: int = 256) -> list[dict]:
     fp32 and fp16 float parts: held-out top-1 and logit cosine against FP32 (the figures behind the choice)."""
     import dataclasses
 
-    import onnx
-
     from smlp_deploy.calibration import TARGETS, compute_ranges, get_method, quantize_qdq
-    from smlp_deploy.export.precision import convert_to_fp16
-    from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 
     rows = []
     with _held_out_setup(samples) as (tmp, fp32_path, calibration, tensors, inputs, labels, reference):
@@ -172,14 +168,51 @@ def compare_left_weights(samples: int = 256) -> list[dict]:
         for name, target in (("per tensor", shipped),
                              ("per channel", dataclasses.replace(shipped, per_channel_left_weights=True))):
             model = quantize_qdq(fp32_path, ranges, target)
-            row = {"W @ x weights": name}
-            for parts, form in (("fp32", model), ("fp16", convert_to_fp16(model))):
-                path = tmp / f"{name}.{parts}.onnx"
-                onnx.save(form, str(path))
-                row.update(_scores(f"{parts} parts", OnnxRuntimeBackend(path, device="cpu").run(inputs), reference,
-                                   labels))
+            rows.append({"W @ x weights": name, **_float_parts_scores(tmp / name, model, inputs, reference, labels)})
+    return rows
+
+
+def compare_fp8(samples: int = 256) -> list[dict]:
+    """The FP8 form with each FP8 calibration method, and the INT8 TensorRT form (percentile, its default) beside
+    it, with fp32 and fp16 float parts: calibration time (of the tensors each form needs), held-out top-1 and mean
+    logit cosine against FP32 (the figures behind FP8's default method and the README's precision table)."""
+    import time
+
+    import onnx
+
+    from smlp_deploy.calibration import TARGETS, compute_ranges, get_method, quantize_qdq
+    from smlp_deploy.calibration.fp8 import METHODS, fp8_calibrated_tensors, quantize_fp8
+
+    rows = []
+    with _held_out_setup(samples) as (tmp, fp32_path, calibration, _, inputs, labels, reference):
+        float_model = onnx.load(str(fp32_path))
+        forms = [(f"fp8 {name}", get_method(name), fp8_calibrated_tensors(float_model),
+                  lambda ranges: quantize_fp8(fp32_path, ranges)) for name in METHODS]
+        forms.append(("int8 percentile", get_method("percentile"), TARGETS["tensorrt"].calibrated_tensors(float_model),
+                      lambda ranges: quantize_qdq(fp32_path, ranges, TARGETS["tensorrt"])))
+        for name, method, tensors, quantize in forms:
+            start = time.perf_counter()
+            ranges = compute_ranges(fp32_path, calibration, method, tensors, quiet=True)
+            row = {"form": name, "tensors": len(tensors), "seconds": time.perf_counter() - start}
+            row.update(_float_parts_scores(tmp / name.replace(" ", "-"), quantize(ranges), inputs, reference, labels))
             rows.append(row)
     return rows
+
+
+def _float_parts_scores(stem: Path, model, inputs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+    """Held-out top-1 and logit cosine of the Q/DQ ``model`` with fp32 float parts and with fp16 ones (saved as
+    ``stem.fp32.onnx`` and ``stem.fp16.onnx``)."""
+    import onnx
+
+    from smlp_deploy.export.precision import convert_to_fp16
+    from smlp_deploy.runtime.backends import OnnxRuntimeBackend
+
+    row = {}
+    for parts, form in (("fp32", model), ("fp16", convert_to_fp16(model))):
+        path = stem.with_name(f"{stem.name}.{parts}.onnx")
+        onnx.save(form, str(path))
+        row.update(_scores(f"{parts} parts", OnnxRuntimeBackend(path, device="cpu").run(inputs), reference, labels))
+    return row
 
 
 def _scores(name: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
@@ -195,9 +228,11 @@ if __name__ == "__main__":
                         help="print every calibration method's time and INT8 accuracy on the held-out split")
     parser.add_argument("--compare-left-weights", action="store_true",
                         help="print the TensorRT form's accuracy with the W @ x weights per tensor and per channel")
+    parser.add_argument("--compare-fp8", action="store_true",
+                        help="print the FP8 form's accuracy with each FP8 calibration method, beside INT8's")
     args = parser.parse_args()
     for wanted, compare in ((args.compare_calibration, compare_calibration),
-                            (args.compare_left_weights, compare_left_weights)):
+                            (args.compare_left_weights, compare_left_weights), (args.compare_fp8, compare_fp8)):
         for row in compare() if wanted else []:
             print("  ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     if args.write:

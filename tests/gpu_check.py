@@ -2,11 +2,12 @@
 
 1. ``smlp-doctor``: every GPU capability must be ready, or the run stops with what to install;
 2. ``pytest -m "tensorrt or cuda"``: the tests that skip on machines without TensorRT and a GPU;
-3. ``smlp-export`` of sMLPNet-T with FP32, FP16 and INT8 (both targets, calibrated on the bundled photos),
-   building and verifying every engine of the TensorRT flavour for this GPU (TensorRT for RTX on compute
-   capability 8.0/8.6/8.9/12.x, TensorRT on 9.0/10.0 and others), batch profile 1:32:128;
-4. ``smlp-bench``: that flavour's engines fp32/fp16/int8, ONNX Runtime CUDA, eager fp32/fp16 and torch.compile at
-   batch 1/8/32/128, written to ``docs/benchmarks/<gpu-name>.{json,csv,png}``;
+3. ``smlp-export`` of sMLPNet-T with FP32, FP16 and INT8 (both targets, calibrated on the bundled photos), and
+   FP8 where the GPU has it (compute capability 8.9 and later), building and verifying every engine of the
+   TensorRT flavour for this GPU (TensorRT for RTX on compute capability 8.0/8.6/8.9/12.x, TensorRT on 9.0/10.0
+   and others), batch profile 1:32:128;
+4. ``smlp-bench``: that flavour's engines fp32/fp16/int8 (and fp8 where the GPU has FP8), ONNX Runtime CUDA, eager
+   fp32/fp16 and torch.compile at batch 1/8/32/128, written to ``docs/benchmarks/<gpu-name>.{json,csv,png}``;
 5. a short summary to paste into an issue, printed and written to ``exports/gpu-check/summary.md``.
 
 A failing step is reported in the summary and the run goes on where it can; the exit status is 1 if any failed.
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from smlp_deploy.artifacts import runs_precision
 from smlp_deploy.bench.results import BenchReport
 from smlp_deploy.checkup import DoctorReport, doctor, format_report
 from smlp_deploy.environment import gpu_slug
@@ -66,21 +68,24 @@ def pytest_command() -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "tensorrt or cuda"]
 
 
-def export_command(export_dir: Path, flavour: Flavour) -> list[str]:
-    """sMLPNet-T in every precision, INT8 calibrated on the bundled photos, every engine of ``flavour`` built and
-    verified on this GPU; the batch profile reaches 128 for the benchmark."""
+def export_command(export_dir: Path, flavour: Flavour, capability: str) -> list[str]:
+    """sMLPNet-T in every precision this GPU (compute ``capability``) runs, INT8 and FP8 calibrated on the bundled
+    photos, every engine of ``flavour`` built and verified on it; the batch profile reaches 128 for the benchmark."""
     photos = sample_images()
     return [str(BIN / "smlp-export"), "--variant", "tiny", "--fp32", "--fp16", "--int8", "--int8-target", "both",
+            *(["--fp8"] if runs_precision(capability, "fp8") else []),
             "--calib-dir", str(photos[0].parent), "--calib-samples", str(len(photos)), "--batch", "1:32:128",
             "--flavour", flavour.name, "--require-engine", "--out", str(export_dir)]
 
 
-def bench_command(export_dir: Path, outputs: dict[str, Path], flavour: Flavour) -> list[str]:
-    """The GPU matrix: ``flavour``'s engines and ONNX Runtime (CUDA) at fp32/fp16/int8, eager and compiled
-    PyTorch; smlp-bench adds eager fp16 and torch.compile as baselines on GPUs."""
+def bench_command(export_dir: Path, outputs: dict[str, Path], flavour: Flavour, capability: str) -> list[str]:
+    """The GPU matrix: ``flavour``'s engines and ONNX Runtime (CUDA) at fp32/fp16/int8, and fp8 where the GPU (of
+    compute ``capability``) has FP8, eager and compiled PyTorch; smlp-bench adds eager fp16 and torch.compile as
+    baselines on GPUs."""
     flags = {"json": "--json", "csv": "--csv", "png": "--plot"}
+    precisions = "fp32,fp16,int8" + (",fp8" if runs_precision(capability, "fp8") else "")
     return [str(BIN / "smlp-bench"), "--artifacts", str(export_dir), "--device", "cuda",
-            "--backends", f"torch,torch.compile,onnxruntime,{flavour.name}", "--precision", "fp32,fp16,int8",
+            "--backends", f"torch,torch.compile,onnxruntime,{flavour.name}", "--precision", precisions,
             "--batch-sizes", "1,8,32,128", *(arg for kind, path in outputs.items() for arg in (flags[kind], str(path)))]
 
 
@@ -104,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     export_dir = args.out / "tiny"
     outputs = {kind: args.docs / f"{gpu_slug(report.gpus[0].name)}.{kind}" for kind in ("json", "csv", "png")}
     tests = Step("GPU tests", pytest_command(), args.out / "pytest.txt").run()
-    export = Step(f"export with {flavour.title} engines", export_command(export_dir, flavour),
+    capability = report.gpus[0].compute_capability
+    export = Step(f"export with {flavour.title} engines", export_command(export_dir, flavour, capability),
                   args.out / "export.txt").run()
-    bench = Step("benchmark", bench_command(export_dir, outputs, flavour), args.out / "bench.txt")
+    bench = Step("benchmark", bench_command(export_dir, outputs, flavour, capability), args.out / "bench.txt")
     if export.ok:
         bench.run()
     summary = format_summary(report, [tests, export, bench], export_dir, outputs["json"])

@@ -5,7 +5,12 @@ The graph check covers what the table documents (op, opset range, the types in "
 restrictions in its text) and the Q/DQ rules TensorRT documents elsewhere, in ``include/NvInfer.h``
 (IQuantizeLayer, IDequantizeLayer) and its developer guide:
 
-* scale and zero point are build-time constants, every scale > 0, every zero point 0 and int8;
+* scale and zero point are build-time constants, every scale > 0, every zero point 0 and of the quantized type
+  (INT8, or FP8 for an FP8 Q/DQ: "Its data type must match the output data type");
+* a half-precision scale has the type of the tensor it quantizes ("For strongly typed networks, if the scale
+  data type is DataType::kHALF or DataType::kBF16, it must match the input data type");
+* FP8 Q/DQ only on the inputs of GEMM-like ops (Conv, MatMul, Gemm): TensorRT for RTX runs FP8 for matrix
+  multiplications only ("Working with Quantized Types", TensorRT-RTX);
 * a scale is a scalar (per tensor) or 1-D (per channel) with one value per slice of the quantized axis, and the
   axis is written out (ONNX-TensorRT 10.0/10.1 read a missing ``axis`` as 0, newer ones as 1);
 * per-channel scales only for weights (a DQ rooted at an initializer), and only on the weight's output-channel
@@ -32,6 +37,9 @@ TYPE_NAMES = {
     TensorProto.INT4: "INT4", TensorProto.FLOAT4E2M1: "FP4",
 }
 FLOAT_TYPES = ("FP32", "FP16", "BF16")
+QUANTIZED_TYPES = ("INT8", "FP8")
+HALF_TYPES = ("FP16", "BF16")
+GEMM_OPS = ("Conv", "MatMul", "Gemm")
 AXES_INPUT = {"ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1, "Slice": 3, "Squeeze": 1,
               "Unsqueeze": 1}
 
@@ -89,7 +97,7 @@ def _type_problems(node: onnx.NodeProto, row: Operator, graph: Graph) -> list[st
     """The "Supported Types" column names the op's data type: for QuantizeLinear the float input (and its scale),
     for DequantizeLinear the quantized input; every other op's inputs and outputs must all be of those types."""
     if node.op_type == "QuantizeLinear":
-        checked, outside = node.input[:2], {node.output[0]: ("INT8",)}
+        checked, outside = node.input[:2], {node.output[0]: QUANTIZED_TYPES}
     elif node.op_type == "DequantizeLinear":
         checked, outside = node.input[:1], {node.output[0]: FLOAT_TYPES, node.input[1]: FLOAT_TYPES}
     else:
@@ -121,8 +129,8 @@ def _zero_point_is_zero(node: onnx.NodeProto, graph: Graph) -> list[str]:
     zero_point = graph.initializers.get(node.input[2])
     if zero_point is None:
         return [f"zero point {node.input[2]!r} is not a constant"]
-    return [f"zero point {node.input[2]!r} is not all zeros (max |zp| {int(np.abs(zero_point).max())})"] * bool(
-        np.any(zero_point))
+    largest = np.abs(zero_point.astype(np.float32)).max()  # INT8 or FP8
+    return [f"zero point {node.input[2]!r} is not all zeros (max |zp| {largest:g})"] * bool(np.any(zero_point))
 
 
 def _axes_constant(node: onnx.NodeProto, graph: Graph) -> list[str]:
@@ -163,8 +171,17 @@ def _qdq_problems(node: onnx.NodeProto, graph: Graph) -> list[str]:
         return [f"scale {node.input[1]!r} is not a constant"]
     if np.any(scale <= 0):
         problems.append(f"scale {node.input[1]!r} has values <= 0")
-    if len(node.input) > 2 and node.input[2] and graph.type_name(node.input[2]) != "INT8":
-        problems.append(f"zero point {node.input[2]!r} is {graph.type_name(node.input[2])}, not INT8")
+    quantized = node.output[0] if node.op_type == "QuantizeLinear" else node.input[0]
+    kind = graph.type_name(quantized)
+    expected = kind if kind in QUANTIZED_TYPES else "INT8"
+    if len(node.input) > 2 and node.input[2] and graph.type_name(node.input[2]) != expected:
+        problems.append(f"zero point {node.input[2]!r} is {graph.type_name(node.input[2])}, not {expected}")
+    real = node.input[0] if node.op_type == "QuantizeLinear" else node.output[0]
+    if graph.type_name(node.input[1]) in HALF_TYPES and graph.type_name(real) != graph.type_name(node.input[1]):
+        problems.append(f"scale {node.input[1]!r} is {graph.type_name(node.input[1])} and {real!r} "
+                        f"{graph.type_name(real)}: a half-precision scale must have its tensor's type")
+    if kind == "FP8":
+        problems += _fp8_placement_problems(node, graph)
     if scale.size == 1 and scale.ndim <= 1:
         return problems  # per tensor
     if scale.ndim != 1:
@@ -190,6 +207,16 @@ def _qdq_problems(node: onnx.NodeProto, graph: Graph) -> list[str]:
             problems.append(f"per-channel axis {axis} for input {operand} of {consumer.op_type} node "
                             f"{consumer.name!r}, whose output channels are axis {wanted}")
     return problems
+
+
+def _fp8_placement_problems(node: onnx.NodeProto, graph: Graph) -> list[str]:
+    """An FP8 DequantizeLinear feeds GEMM-like ops only (a QuantizeLinear, its DequantizeLinear)."""
+    if node.op_type == "QuantizeLinear":
+        return [f"FP8 output {node.output[0]!r} feeds {c.op_type} node {c.name!r}, not a DequantizeLinear"
+                for c, _ in graph.consumers.get(node.output[0], []) if c.op_type != "DequantizeLinear"]
+    return [f"FP8 DequantizeLinear feeds {c.op_type} node {c.name!r}: TensorRT for RTX runs FP8 for matrix "
+            "multiplications only (Conv, MatMul, Gemm)"
+            for c, _ in graph.consumers.get(node.output[0], []) if c.op_type not in GEMM_OPS]
 
 
 def _weight_axis(node: onnx.NodeProto, operand: int, rank: int) -> int | None:

@@ -122,3 +122,9 @@ def test_an_artifact_timed_on_a_backend_it_is_not_meant_for_is_marked(tmp_path):
     assert notes["model.int8.cpu.onnx"] is None
     assert "model.int8.onnx is the Q/DQ form TensorRT builds" in notes["model.int8.onnx"]
     assert "time model.int8.cpu.onnx" in notes["model.int8.onnx"]
+    # FP8 has one form, TensorRT's: its note says it is for GPUs; eager PyTorch has no FP8 path.
+    (tmp_path / "model.fp8.onnx").write_bytes(b"")
+    (fp8,) = resolve("onnxruntime", "fp8", model=None, artifacts=tmp_path, device="cpu", threads=1)
+    assert "model.fp8.onnx is the Q/DQ form TensorRT builds" in fp8.note and "FP8 is for GPUs (engines)" in fp8.note
+    (skipped,) = resolve("torch", "fp8", model=None, artifacts=tmp_path, device="cpu", threads=1)
+    assert skipped.reason.startswith("eager PyTorch has no FP8 path for sMLPNet")

@@ -43,7 +43,7 @@ def test_every_capability_is_ready_or_says_what_to_do(report):
         assert capability.ready == (capability.needs == ""), capability
     gpu = report.capability("gpu")
     assert gpu.ready == (report.cuda_unavailable is None)
-    for key in ("run-engines-tensorrt", "run-engines-tensorrt-rtx", "calibrate-gpu", "bench-gpu"):
+    for key in ("run-engines-tensorrt", "run-engines-tensorrt-rtx", "run-fp8", "calibrate-gpu", "bench-gpu"):
         assert report.capability(key).ready <= gpu.ready, key  # none of them without a GPU
         if not gpu.ready:
             assert gpu.needs in report.capability(key).needs, key
@@ -123,6 +123,22 @@ def test_a_cpu_only_machine_says_so(report, capsys):
     assert "export-onnx" not in err
 
 
+def test_fp8_is_judged_by_each_gpus_compute_capability(report):
+    """FP8 engines need compute capability 8.9 or later: the doctor reads it off each GPU it lists (here, GPU
+    records as nvidia-smi and torch would give them on an A10 and an L4 host)."""
+    from dataclasses import replace
+
+    from smlp_deploy.checkup import _fp8_needs, format_report
+    from smlp_deploy.environment import Gpu
+
+    a10, l4 = Gpu(0, "NVIDIA A10", "8.6", 22.1, True), Gpu(0, "NVIDIA L4", "8.9", 22.0, True)
+    assert _fp8_needs(replace(report, gpus=[a10])).startswith(
+        "no GPU here has FP8 (NVIDIA A10: compute capability 8.6): FP8 engines run on compute capability 8.9")
+    assert _fp8_needs(replace(report, gpus=[a10, replace(l4, index=1)])) == ""
+    assert "compute capability 8.9 (FP8), 22.0 GiB" in format_report(replace(report, gpus=[l4]))
+    assert "compute capability 8.6, 22.1 GiB" in format_report(replace(report, gpus=[a10]))
+
+
 def test_the_report_is_typed_json(report, capsys):
     assert main(["--json"]) in (0, 1)
     data = json.loads(capsys.readouterr().out)
@@ -184,17 +200,21 @@ def test_the_gpu_check_commands_are_what_the_clis_accept(tmp_path):
     doctor on this machine)."""
     for capability, flavour in (("8.9", TENSORRT_RTX), ("9.0", TENSORRT), ("10.0", TENSORRT), ("12.0", TENSORRT_RTX)):
         assert flavour_for_compute_capability(capability) is flavour
-    export = export_cli.parser().parse_args(export_command(tmp_path / "tiny", TENSORRT_RTX)[1:])
-    assert (export.variant, export.fp32, export.fp16, export.int8, export.int8_target) == ("tiny", True, True, True,
-                                                                                           "both")
-    assert export.flavour == ("tensorrt-rtx",)
-    assert export.require_engine and export.batch == BatchProfile(1, 32, 128) and export.out == tmp_path / "tiny"
-    assert len(find_images(export.calib_dir)) == export.calib_samples == 5  # the bundled photos
     outputs = {kind: tmp_path / f"gpu.{kind}" for kind in ("json", "csv", "png")}
-    bench = bench_cli.parser().parse_args(bench_command(tmp_path / "tiny", outputs, TENSORRT_RTX)[1:])
-    assert (bench.device, bench.backends, bench.precisions, bench.batch_sizes) == (
-        "cuda", ("torch", "torch.compile", "onnxruntime", "tensorrt-rtx"), ("fp32", "fp16", "int8"), (1, 8, 32, 128))
-    assert (bench.json, bench.csv, bench.plot) == tuple(outputs.values())
+    # FP8 joins the export and the matrix where the GPU has it: an L4 (8.9), an H100 (9.0), not an A10 (8.6).
+    for capability, fp8 in (("8.6", False), ("8.9", True), ("9.0", True)):
+        flavour = flavour_for_compute_capability(capability)
+        export = export_cli.parser().parse_args(export_command(tmp_path / "tiny", flavour, capability)[1:])
+        assert (export.variant, export.fp32, export.fp16, export.int8, export.int8_target, export.fp8) == (
+            "tiny", True, True, True, "both", fp8)
+        assert export.flavour == (flavour.name,)
+        assert export.require_engine and export.batch == BatchProfile(1, 32, 128) and export.out == tmp_path / "tiny"
+        assert len(find_images(export.calib_dir)) == export.calib_samples == 5  # the bundled photos
+        bench = bench_cli.parser().parse_args(bench_command(tmp_path / "tiny", outputs, flavour, capability)[1:])
+        assert (bench.device, bench.backends, bench.precisions, bench.batch_sizes) == (
+            "cuda", ("torch", "torch.compile", "onnxruntime", flavour.name),
+            ("fp32", "fp16", "int8", *(["fp8"] if fp8 else [])), (1, 8, 32, 128))
+        assert (bench.json, bench.csv, bench.plot) == tuple(outputs.values())
     collected = subprocess.run([*pytest_command(), "--collect-only"], check=False, cwd=ROOT, capture_output=True,
                                text=True, timeout=300)
     assert collected.returncode == 0, collected.stdout[-2000:]

@@ -13,17 +13,18 @@ import pytest
 from onnx import TensorProto, helper
 
 from smlp_deploy import Classifier
-from smlp_deploy.artifacts import ARTIFACTS, engine_kind, onnx_artifact
+from smlp_deploy.artifacts import ARTIFACTS, engine_kind, onnx_artifact, runs_precision
 from smlp_deploy.cli.export import entry_point
 from smlp_deploy.errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
 from smlp_deploy.export import BuildOptions, build_from_onnx, export_model
+from smlp_deploy.export.fp8 import Fp8Options
 from smlp_deploy.export.int8 import Int8Options
 from smlp_deploy.export.tensorrt_build import build_engine
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.manifest import UNVERIFIED, BatchProfile, Manifest
 from smlp_deploy.runtime.backends import load_backend
 from smlp_deploy.samples import sample_images
-from smlp_deploy.tensorrt_flavours import TENSORRT, TENSORRT_RTX, import_tensorrt
+from smlp_deploy.tensorrt_flavours import TENSORRT, TENSORRT_RTX, current_compute_capability, import_tensorrt
 
 from .reliability import ROOT, export_command, interrupt_export, snapshot
 
@@ -31,8 +32,14 @@ pytestmark = pytest.mark.skipif(TENSORRT_RTX.missing() is not None, reason=f"nee
 
 CALIB = sample_images()[0].parent
 SIZES = {"test": 64, "tiny": 224}
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 LIBRARY_TARGETS = ["8.0", "8.6", "8.9", "12.0", "12.1"]  # tensorrt_rtx 1.7's own set (7.5 only on request)
+FP8_TARGETS = ["8.9", "12.0", "12.1"]  # those of them with FP8
+
+
+def source_of(precision: str):
+    """The ONNX file an engine of ``precision`` is built from: the TensorRT form of the quantized ones."""
+    return onnx_artifact(precision, "tensorrt" if precision in ("int8", "fp8") else None)
 
 
 @pytest.fixture(scope="module", params=list(SIZES))
@@ -41,7 +48,8 @@ def exported(request, tmp_path_factory):
     variant = request.param
     out = tmp_path_factory.mktemp(f"rtx-{variant}")
     result = export_model(variant, image_size=SIZES[variant], precisions=PRECISIONS, out_dir=out, quiet=True,
-                          int8_options=Int8Options(CALIB, samples=len(sample_images()), method="minmax"))
+                          int8_options=Int8Options(CALIB, samples=len(sample_images()), method="minmax"),
+                          fp8_options=Fp8Options(CALIB, samples=len(sample_images())))
     return variant, out, result.manifest
 
 
@@ -50,7 +58,7 @@ def test_every_onnx_artifact_parses_with_no_error(exported):
     api = import_tensorrt(TENSORRT_RTX)
     logger = api.Logger(api.Logger.ERROR)
     for precision in PRECISIONS:
-        kind = onnx_artifact(precision, "tensorrt" if precision == "int8" else None)
+        kind = source_of(precision)
         network = api.Builder(logger).create_network(1 << int(api.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = api.OnnxParser(network, logger)
         assert parser.parse_from_file(str(out / kind.file_name)) and parser.num_errors == 0, kind.file_name
@@ -59,21 +67,26 @@ def test_every_onnx_artifact_parses_with_no_error(exported):
 def test_every_engine_is_built_and_listed_whole(exported):
     _, out, manifest = exported
     for precision in PRECISIONS:
-        kind = engine_kind(onnx_artifact(precision, "tensorrt" if precision == "int8" else None), TENSORRT_RTX)
+        kind = engine_kind(source_of(precision), TENSORRT_RTX)
         record = manifest.artifact(kind.file_name)
         path = out / kind.file_name
         assert record is not None and path.read_bytes()[:4] == b"vtrt", kind.file_name
         assert (record.sha256, record.bytes) == (sha256_file(path), path.stat().st_size)
         assert (record.format, record.flavour, record.precision) == ("tensorrt-rtx", "tensorrt-rtx", precision)
         assert record.status == UNVERIFIED and record.parity is None and record.gpu is None
-        assert record.compute_capabilities == LIBRARY_TARGETS and record.tensorrt_version == TENSORRT_RTX.version()
+        # An FP8 engine is built for, and says it runs on, the compute capabilities with FP8 only.
+        assert record.compute_capabilities == (FP8_TARGETS if precision == "fp8" else LIBRARY_TARGETS)
+        assert record.tensorrt_version == TENSORRT_RTX.version()
         assert record.profile == BatchProfile() and record.build_seconds > 0
-    assert manifest.artifact("model.int8.onnx").float_precision == manifest.artifact("engine.int8.rtx.plan") \
-        .float_precision == "fp16"
+    for precision in ("int8", "fp8"):
+        assert manifest.artifact(f"model.{precision}.onnx").float_precision == manifest.artifact(
+            f"engine.{precision}.rtx.plan").float_precision == "fp16"
     rtx, trt = manifest.engine_status("tensorrt-rtx"), manifest.engine_status("tensorrt")
     assert rtx.status == "built" and "not yet verified on a GPU" in rtx.reason
+    assert "for compute capability 8.0, 8.6, 8.9, 12.0, 12.1 (FP8: 8.9, 12.0, 12.1)" in rtx.reason
     assert rtx.commands[0] == "smlp-export --verify-engines ."
-    assert rtx.engines == ["engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan"]
+    assert rtx.engines == ["engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan",
+                           "engine.fp8.rtx.plan"]
     if TENSORRT.build_unavailable():
         assert trt.status == "skipped" and trt.reason == TENSORRT.build_unavailable()
         assert not any((out / name).exists() for name in trt.engines)
@@ -169,6 +182,39 @@ def test_the_command_line_chooses_flavours_and_capabilities(tmp_path, capsys, mo
         assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.parametrize("capabilities", [("8.6",), ("8.9", "8.0")])
+def test_fp8_for_a_compute_capability_without_it_is_refused_before_any_work(tmp_path, capabilities):
+    out = tmp_path / "export"
+    with pytest.raises(InputError, match=r"FP8 engines run on compute capability 8\.9, 12\.0, 12\.1 only, and compute "
+                                         rf"capability {capabilities[-1]} was asked for") as error:
+        export_model("test", image_size=64, precisions=("fp16", "fp8"), out_dir=out, quiet=True,
+                     fp8_options=Fp8Options(CALIB, samples=2), build=BuildOptions(compute_capabilities=capabilities))
+    assert error.value.parameter == "compute_capabilities" and not out.exists()
+
+
+def test_the_library_itself_refuses_fp8_for_ampere(exported, tmp_path):
+    """Why the export refuses first: TensorRT for RTX's optimizer stops at the FP8 types for sm86, after parsing."""
+    variant, out, _ = exported
+    with pytest.raises(SmlpDeployError, match="Cannot compile for target.s. sm86, because the model contains "
+                                              "HW-specific datatypes: fp8_e4m3"):
+        build_engine(TENSORRT_RTX, out / "model.fp8.onnx", tmp_path / "engine.fp8.rtx.plan", SIZES[variant],
+                     BuildOptions(compute_capabilities=("8.6",)))
+    assert not (tmp_path / "engine.fp8.rtx.plan").exists()
+
+
+def test_fp8_alone_for_chosen_capabilities(tmp_path, capsys, monkeypatch):
+    """The command line of the issue, on the small variant: an FP8 ONNX file with its parity, and its RTX engine."""
+    monkeypatch.setattr("sys.argv", ["smlp-export", "--variant", "test", "--image-size", "64", "--quiet", "--fp8",
+                                     "--calib-dir", str(CALIB), "--out", str(tmp_path / "e"),
+                                     "--flavour", "tensorrt-rtx", "--compute-capability", "12.0,8.9"])
+    assert entry_point() == 0
+    manifest = Manifest.load(tmp_path / "e" / "manifest.json")
+    assert [a.path for a in manifest.artifacts] == ["model.onnx", "model.fp8.onnx", "engine.fp8.rtx.plan"]
+    assert manifest.artifact("engine.fp8.rtx.plan").compute_capabilities == ["12.0", "8.9"]
+    assert manifest.artifact("model.fp8.onnx").parity.cosine >= 0.99
+    assert manifest.fp8_calibration.method == "minmax" and manifest.calibration is None
+
+
 def test_no_flavour_builds_no_engine(tmp_path):
     result = export_model("test", image_size=64, out_dir=tmp_path, quiet=True, flavours=())
     assert result.manifest.engines == [] and not list(tmp_path.glob("engine.*"))
@@ -182,7 +228,7 @@ def test_from_onnx_rebuilds_the_planned_engines(exported, tmp_path):
     subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
     (copy / "engine.fp16.rtx.plan").unlink()
     rebuilt = build_from_onnx(copy, flavours=("tensorrt-rtx",), quiet=True)
-    for name in ("engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan"):
+    for name in ("engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan", "engine.fp8.rtx.plan"):
         record = rebuilt.manifest.artifact(name)
         assert record.status == UNVERIFIED and sha256_file(copy / name) == record.sha256
     assert Manifest.load(copy / "manifest.json") == rebuilt.manifest
@@ -233,7 +279,11 @@ def test_rtx_engines_verify_on_a_gpu_and_keep_their_runtime_cache(exported, tmp_
     from smlp_deploy.export.pipeline import verify_engines
 
     verified = verify_engines(copy, quiet=True)
-    for name in ("engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan"):
+    runs_fp8 = runs_precision(current_compute_capability(), "fp8")
+    for name in ("engine.fp32.rtx.plan", "engine.fp16.rtx.plan", "engine.int8.rtx.plan", "engine.fp8.rtx.plan"):
+        if name == "engine.fp8.rtx.plan" and not runs_fp8:
+            assert verified.manifest.artifact(name).status == UNVERIFIED  # an Ampere GPU has no FP8
+            continue
         record = verified.manifest.artifact(name)
         assert record.status == "verified" and record.parity is not None and record.gpu is not None
     with Classifier(copy / "engine.fp16.rtx.plan") as first:

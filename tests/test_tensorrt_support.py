@@ -8,13 +8,15 @@ import dataclasses
 import json
 from pathlib import Path
 
+import ml_dtypes
+import numpy as np
 import onnx
 import pytest
 import torch
 from onnx import helper, numpy_helper
 
 from smlp_deploy.calibration import TARGETS
-from smlp_deploy.export import export_model
+from smlp_deploy.export import export_model, fp8
 from smlp_deploy.export.int8 import Int8Options, calibrate, quantize, read_calibration_images
 from smlp_deploy.export.onnx_graph import export_onnx, save_model, simplify
 from smlp_deploy.export.precision import convert_to_fp16
@@ -28,14 +30,15 @@ from .tensorrt_tables import BINDINGS_JSON, OPERATORS_JSON, TRTEXEC_JSON, load_o
 
 TABLES = load_operator_tables()
 VARIANTS = ("test", "tiny", "small", "base")
-FORMS = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.fp32-parts.onnx")
+FORMS = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.fp32-parts.onnx", "model.fp8.onnx",
+         "model.fp8.fp32-parts.onnx")
 
 
 def write_graphs(variant: str, out: Path, *, cpu_form: bool = False) -> dict[str, onnx.ModelProto]:
     """The graphs an export writes for ``variant`` at 224 (random weights), made by the export's own steps without
-    its parity checks: FP32 simplified, FP16, and the TensorRT INT8 form with fp32 and with fp16 float parts
-    (``quantize(..., fp16=True)`` is the first through ``convert_to_fp16``), calibrated on the bundled photos with
-    minmax (ranges do not change the graph); with ``cpu_form``, ONNX Runtime's INT8 form too."""
+    its parity checks: FP32 simplified, FP16, and the TensorRT INT8 and FP8 forms with fp32 and with fp16 float
+    parts (``quantize(..., fp16=True)`` is the first through ``convert_to_fp16``), calibrated on the bundled photos
+    with minmax (ranges do not change the graph); with ``cpu_form``, ONNX Runtime's INT8 form too."""
     torch.manual_seed(0)
     fp32 = out / "model.onnx"
     save_model(simplify(export_onnx(create_model(variant), out / "exported.onnx")).model, fp32)
@@ -48,6 +51,11 @@ def write_graphs(variant: str, out: Path, *, cpu_form: bool = False) -> dict[str
                           say=lambda _: None, quiet=True)
     graphs["model.int8.fp32-parts.onnx"] = quantize(fp32, ranges, options, TARGETS["tensorrt"], fp16=False)
     graphs["model.int8.onnx"] = convert_to_fp16(graphs["model.int8.fp32-parts.onnx"])
+    fp8_options = fp8.Fp8Options(options.calib_dir, samples=options.samples)
+    fp8_ranges, _ = calibrate(fp32, read_calibration_images(fp8_options, preprocess, quiet=True), preprocess,
+                              fp8_options, say=lambda _: None, quiet=True)
+    graphs["model.fp8.fp32-parts.onnx"] = fp8.quantize(fp32, fp8_ranges, fp16=False)
+    graphs["model.fp8.onnx"] = convert_to_fp16(graphs["model.fp8.fp32-parts.onnx"])
     if cpu_form:
         graphs["model.int8.cpu.onnx"] = quantize(fp32, ranges, options, TARGETS["cpu"], fp16=False)
     return graphs
@@ -157,6 +165,63 @@ def test_the_check_catches(test_graphs, edit, expected):
     assert any(expected.format(dq=dq) in p for p in problems), problems
 
 
+def _fp8_int8_zero_point(model):
+    q = _first(model.graph, "QuantizeLinear")
+    zero_point = next(i for i in model.graph.initializer if i.name == q.input[2])
+    zero_point.CopyFrom(numpy_helper.from_array(np.zeros((), np.int8), zero_point.name))
+
+
+def _fp8_nonzero_zero_point(model):
+    dq = _first(model.graph, "DequantizeLinear")
+    zero_point = next(i for i in model.graph.initializer if i.name == dq.input[2])
+    zero_point.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(zero_point).shape, 0.5,
+                                                        ml_dtypes.float8_e4m3fn), zero_point.name))
+
+
+def _fp8_per_channel_activation(model):
+    """An activation's per-tensor scale replaced by one per channel of its [N, C, H, W] tensor."""
+    q = _first(model.graph, "QuantizeLinear", lambda n: n.input[0] != model.graph.input[0].name)
+    dq = _first(model.graph, "DequantizeLinear", lambda n: n.input[0] == q.output[0])
+    channels = 16
+    for node in (q, dq):
+        node.attribute.append(helper.make_attribute("axis", 1))
+    scale = next(i for i in model.graph.initializer if i.name == q.input[1])
+    zero_point = next(i for i in model.graph.initializer if i.name == q.input[2])
+    scale.CopyFrom(numpy_helper.from_array(np.full(channels, numpy_helper.to_array(scale), np.float16), scale.name))
+    zero_point.CopyFrom(numpy_helper.from_array(np.zeros(channels, ml_dtypes.float8_e4m3fn), zero_point.name))
+
+
+def _fp8_into_an_add(model):
+    dq = _first(model.graph, "DequantizeLinear", lambda n: n.input[0].endswith("_fp8") and "axis" not in
+                {a.name for a in n.attribute})
+    add = _first(model.graph, "Add")
+    add.input[0] = dq.output[0]
+
+
+def _fp32_scale_into_half(model):
+    """An fp16 scale on a tensor that the edit makes fp32: its Q and DQ see mismatched types."""
+    q = _first(model.graph, "QuantizeLinear")
+    cast = helper.make_node("Cast", [q.input[0]], ["as_fp32"], name="to_fp32", to=onnx.TensorProto.FLOAT)
+    model.graph.node.insert(list(model.graph.node).index(q), cast)
+    q.input[0] = "as_fp32"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_fp8_int8_zero_point, "is INT8, not FP8"),
+    (_fp8_nonzero_zero_point, "is not all zeros"),
+    (_fp8_per_channel_activation, "which is not a weight: TensorRT takes activations per tensor only"),
+    (_fp8_into_an_add, "TensorRT for RTX runs FP8 for matrix multiplications only"),
+    (_fp32_scale_into_half, "a half-precision scale must have its tensor's type"),
+], ids=["int8-zero-point", "nonzero-zero-point", "per-channel-activation", "fp8-into-add", "scale-type"])
+def test_the_check_catches_fp8_mistakes(test_graphs, edit, expected):
+    """The FP8 rules (NvInfer.h's Q/DQ layers, TensorRT for RTX's FP8 placement), each shown to catch its mistake
+    in the shipped FP8 form with fp16 float parts."""
+    model = test_graphs["model.fp8.onnx"]
+    assert not check_graph(model, TABLES[-1])
+    problems = check_graph(_edited(model, edit), TABLES[-1])
+    assert any(expected in p for p in problems), problems
+
+
 def test_the_check_catches_per_channel_left_operand_weights(test_graphs, tmp_path):
     """The INT8 form before this check existed scaled the ``W @ x`` weights per channel on axis 0: outside
     TensorRT's documented rules, and caught."""
@@ -183,10 +248,11 @@ def _trtexec_releases() -> dict[str, set[str]]:
 
 
 def test_the_manifest_trtexec_lines_use_options_of_every_release(tmp_path):
-    result = export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=tmp_path, quiet=True,
-                          build=BuildOptions(timing_cache=tmp_path / "timing.cache"))
+    result = export_model("test", image_size=64, precisions=("fp32", "fp16", "fp8"), out_dir=tmp_path, quiet=True,
+                          build=BuildOptions(timing_cache=tmp_path / "timing.cache"),
+                          fp8_options=fp8.Fp8Options(sample_images()[0].parent, samples=2))
     lines = [c for c in result.manifest.engine_status("tensorrt").commands if c.startswith("trtexec")]
-    assert len(lines) == 2
+    assert len(lines) == 3 and "--onnx=model.fp8.onnx --saveEngine=engine.fp8.plan --stronglyTyped" in lines[2]
     for line in lines:
         assert not trtexec_problems(line, _trtexec_releases()), line
 

@@ -15,7 +15,7 @@ from smlp_deploy.artifacts import ARTIFACTS
 from smlp_deploy.cli.triton import entry_point
 from smlp_deploy.cli.triton import main as triton_main
 from smlp_deploy.errors import ArtifactError, InputError, OutputError
-from smlp_deploy.export import BatchProfile, BuildOptions, Int8Options, export_model
+from smlp_deploy.export import BatchProfile, BuildOptions, Fp8Options, Int8Options, export_model
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.manifest import MANIFEST_NAME, Artifact, Manifest
 from smlp_deploy.models.labels import imagenet_labels
@@ -32,16 +32,17 @@ NAME = "smlpnet_test"
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
-    """Every artifact kind: ONNX FP32/FP16/INT8 (both targets) from a real export, and the engines of both
+    """Every artifact kind: ONNX FP32/FP16/INT8 (both targets)/FP8 from a real export, and the engines of both
     TensorRT flavours (TensorRT for RTX builds them here).
 
     Where a flavour cannot build them (TensorRT without a GPU), the engines are recorded as files whose bytes stand
     in for a plan, with the profile the export would have built: the repository writer copies an engine as opaque
     bytes and reads its profile from the manifest, which is what these tests check. On a GPU host they are real."""
     out = tmp_path_factory.mktemp("triton") / "export"
-    export_model("test", image_size=64, precisions=("fp32", "fp16", "int8"), out_dir=out, quiet=True,
+    export_model("test", image_size=64, precisions=("fp32", "fp16", "int8", "fp8"), out_dir=out, quiet=True,
                  build=BuildOptions(PROFILE),
-                 int8_options=Int8Options(sample_images()[0].parent, samples=5, targets=("tensorrt", "cpu")))
+                 int8_options=Int8Options(sample_images()[0].parent, samples=5, targets=("tensorrt", "cpu")),
+                 fp8_options=Fp8Options(sample_images()[0].parent, samples=5))
     manifest = Manifest.load(out / MANIFEST_NAME)
     for engine in [k for k in ARTIFACTS.values() if k.is_engine and not manifest.artifact(k.file_name)]:
         data = f"stands in for a {engine.description} plan".encode()
@@ -225,6 +226,8 @@ def test_an_artifact_that_changed_or_was_never_built_is_refused(tampered):
     ({"artifact": "engine.fp16.plan", "device": "cpu"}, "device", "runs on a GPU only"),
     ({"artifact": "model.int8.cpu.onnx", "device": "gpu"}, "device", "serve model.int8.onnx"),
     ({"tensorrt_accelerator": True}, "tensorrt_accelerator", "device='gpu'"),
+    ({"artifact": "model.fp8.onnx", "device": "gpu", "tensorrt_accelerator": True}, "tensorrt_accelerator",
+     "runs precision modes FP32, FP16, INT8, not FP8: serve model.fp8.onnx as a TensorRT engine"),
     ({"backend": "onnxruntime"}, "backend", "'python'"),
 ])
 def test_bad_options_name_the_argument(export_dir, tmp_path, options, parameter, message):

@@ -1,8 +1,11 @@
-"""INT8 calibration time against plain FP32 inference over the same images, and the peak memory of
-``smlp-export --int8`` (the figures behind README, "INT8": calibration time).
+"""INT8 (and FP8) calibration time against plain FP32 inference over the same images, and the peak memory of
+``smlp-export --int8`` (the figures behind README, "INT8": calibration time, and "FP8").
 
     python docs/benchmarks/calibration_speed.py --variant tiny --samples 256 --rounds 2 \
         --rss-samples 256,1024 --json docs/benchmarks/calibration-speed-tiny.json
+
+With ``--fp8``, each round also times FP8's calibration (each FP8 method on the tensors the FP8 form quantizes),
+and every task is also compared with INT8's default calibration in the same round.
 
 The images are the digits fixture's train split (1,347 PNGs, tests/digits.py) unless ``--calib-dir`` names a
 folder; the model has random weights (seed 0), as ``smlp-export`` without a checkpoint. Each round times, in an
@@ -38,7 +41,9 @@ sys.path.insert(0, str(ROOT))  # tests.digits writes the fixture's images
 from smlp_deploy import environment  # noqa: E402
 from smlp_deploy.calibration import METHODS, calibrated_tensors, compute_ranges, load_calibration_set  # noqa: E402
 from smlp_deploy.calibration.forward import Activations  # noqa: E402
-from smlp_deploy.calibration.methods import batch_size_for  # noqa: E402
+from smlp_deploy.calibration.fp8 import METHODS as FP8_METHODS  # noqa: E402
+from smlp_deploy.calibration.fp8 import fp8_calibrated_tensors  # noqa: E402
+from smlp_deploy.calibration.methods import DEFAULT_METHOD, batch_size_for  # noqa: E402
 from smlp_deploy.export import export_model  # noqa: E402
 from smlp_deploy.fileio import write_json_atomic  # noqa: E402
 from smlp_deploy.progress import format_table  # noqa: E402
@@ -57,8 +62,9 @@ def batches(images, size: int, first: int | None = None):
         yield np.stack(batch)
 
 
-def timed_tasks(model: Path, calib, tensors: list[str]):
-    """The tasks a round times, by name, and the calibration batch size."""
+def timed_tasks(model: Path, calib, tensors: list[str], fp8_tensors: list[str] | None = None):
+    """The tasks a round times, by name, and the calibration batch size; with ``fp8_tensors``, FP8's methods on
+    them too."""
     fp32 = OnnxRuntimeBackend(model, device="cpu")
     observed = Activations(model, tensors)
     one = observed(next(batches(calib.images(), 1)))
@@ -75,6 +81,8 @@ def timed_tasks(model: Path, calib, tensors: list[str]):
 
     tasks = {FP32: infer, FORWARD: forward}
     tasks |= {name: (lambda m=m: compute_ranges(model, calib, m, tensors, quiet=True)) for name, m in METHODS.items()}
+    tasks |= {f"FP8 {name}": (lambda m=METHODS[name]: compute_ranges(model, calib, m, fp8_tensors, quiet=True))
+              for name in (FP8_METHODS if fp8_tensors else ())}
     return tasks, calib_batch
 
 
@@ -109,6 +117,7 @@ def main() -> None:
     p.add_argument("--calib-dir", type=Path, help="default: the digits fixture's train split, written to a temp dir")
     p.add_argument("--rss-samples", default="256,1024", help="sample counts of the smlp-export peak-RSS runs "
                    "('' for none)")
+    p.add_argument("--fp8", action="store_true", help="time FP8's calibration too, against INT8's default")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -122,18 +131,27 @@ def main() -> None:
         model = export.out_dir / "model.onnx"
         calib = load_calibration_set(args.calib_dir, export.manifest.preprocess, samples=args.samples, quiet=True)
         tensors = calibrated_tensors(onnx.load(str(model)), ["tensorrt"])
-        tasks, calib_batch = timed_tasks(model, calib, tensors)
+        fp8_tensors = fp8_calibrated_tensors(onnx.load(str(model))) if args.fp8 else None
+        tasks, calib_batch = timed_tasks(model, calib, tensors, fp8_tensors)
         times = time_rounds(tasks, args.rounds)
         del tasks  # their sessions go before the export processes start
         rss = [export_rss(args.variant, args.calib_dir, int(n), tmp / f"rss-{n}")
                for n in args.rss_samples.split(",") if n]
 
     ratios = {name: [t / f for t, f in zip(times[name], times[FP32])] for name in times}
+    vs_int8 = {name: [t / i for t, i in zip(times[name], times[DEFAULT_METHOD])] for name in times} if args.fp8 else {}
+
+    def spread(r: list[float]) -> str:
+        return f"{np.median(r):.2f}x [{min(r):.2f}-{max(r):.2f}]"
+
     rows = [[name, f"{np.median(times[name]):.1f}", f"{args.samples / np.median(times[name]):.1f}",
-             f"{np.median(ratios[name]):.2f}x [{min(ratios[name]):.2f}-{max(ratios[name]):.2f}]"] for name in times]
-    print(format_table(["task", "median s", "img/s", "vs FP32 inference"], rows))
-    print(f"({args.samples} images, {len(tensors)} tensors observed, calibration batches of {calib_batch}, FP32 "
-          f"batches of {FP32_BATCH}; {args.rounds} interleaved rounds, ratios median [min-max])")
+             spread(ratios[name]), *([spread(vs_int8[name])] if args.fp8 else [])] for name in times]
+    print(format_table(["task", "median s", "img/s", "vs FP32 inference",
+                        *([f"vs INT8 {DEFAULT_METHOD}"] if args.fp8 else [])], rows))
+    print(f"({args.samples} images, {len(tensors)} tensors observed" + (f" ({len(fp8_tensors)} for FP8)" if args.fp8
+                                                                        else "")
+          + f", calibration batches of {calib_batch}, FP32 batches of {FP32_BATCH}; {args.rounds} interleaved "
+          "rounds, ratios median [min-max])")
     for r in rss:
         print(f"smlp-export --int8, {r['samples']} images: {r['wall_s']:.1f} s, "
               f"peak RSS {r['peak_rss_kb'] / 2**20:.2f} GiB")
@@ -142,6 +160,7 @@ def main() -> None:
             "env": environment.capture() | {"threads": environment.cpu_cores()}, "model": export.manifest.model.name,
             "samples": args.samples, "tensors": len(tensors), "calibration_batch": calib_batch,
             "fp32_batch": FP32_BATCH, "seconds": times, "vs_fp32": ratios, "export_rss": rss,
+            **({"fp8_tensors": len(fp8_tensors), f"vs_int8_{DEFAULT_METHOD}": vs_int8} if args.fp8 else {}),
         })
 
 

@@ -13,11 +13,12 @@ from typing import Callable
 
 import torch
 
-from ..artifacts import ARTIFACTS, ArtifactKind, onnx_artifact
+from ..artifacts import ARTIFACTS, MIN_COMPUTE_CAPABILITY, ONNX_KINDS, ArtifactKind, runs_precision
 from ..runtime.backends.base import Backend
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.registry import BACKENDS as RUNTIME_BACKENDS
 from ..runtime.backends.torch_backend import TorchBackend
+from ..tensorrt_flavours import current_compute_capability
 from .results import Skipped
 
 MODEL_BACKENDS = ("torch", "torch.compile")  # run the PyTorch model itself, not an artifact
@@ -45,9 +46,11 @@ class Target:
         kind = self.artifact
         if kind is None or kind.target != "tensorrt" or kind.is_engine:
             return None
-        cpu_form = onnx_artifact(kind.precision, "cpu").file_name
+        cpu_form = next((k.file_name for k in ONNX_KINDS if k.precision == kind.precision and k.target == "cpu"), None)
+        where = (f"On CPUs time {cpu_form} (smlp-export --int8-target cpu or both)" if cpu_form else
+                 f"{kind.precision.upper()} is for GPUs (engines)")
         return (f"{kind.file_name} is the Q/DQ form TensorRT builds; ONNX Runtime runs it only to check it, slower "
-                f"than FP32 by design. On CPUs time {cpu_form} (smlp-export --int8-target cpu or both)")
+                f"than FP32 by design. {where}")
 
 
 def resolve(
@@ -56,8 +59,9 @@ def resolve(
     """The targets ``backend`` x ``precision`` stands for on ``device``, or why there are none."""
     skip = lambda reason: [Skipped(backend, precision, reason)]  # noqa: E731
     if backend in MODEL_BACKENDS:
-        if precision == "int8":
-            return skip("eager PyTorch has no INT8 path for sMLPNet; INT8 runs through ONNX Runtime or TensorRT")
+        if precision in ("int8", "fp8"):
+            return skip(f"eager PyTorch has no {precision.upper()} path for sMLPNet; {precision.upper()} runs through "
+                        "ONNX Runtime or TensorRT")
         if precision == "fp16" and device != "cuda":
             return skip("fp16 PyTorch needs a CUDA GPU (CPU kernels for half precision are not a deployment path)")
         if backend == "torch.compile" and device != "cuda":
@@ -70,6 +74,10 @@ def resolve(
     if reason:
         return skip(reason)
     device = device if device in info.devices else info.devices[0]
+    if device == "cuda" and precision in MIN_COMPUTE_CAPABILITY and not runs_precision(
+            capability := current_compute_capability(), precision):
+        return skip(f"this GPU (compute capability {capability}) has no {precision.upper()}; it needs "
+                    f"{'.'.join(map(str, MIN_COMPUTE_CAPABILITY[precision]))} or later")
     # The CPU form of INT8 is meant for x86 kernels, so it is timed on CPUs only.
     kinds = [k for k in ARTIFACTS.values() if k.format in info.formats and k.precision == precision
              and (k.target != "cpu" or device == "cpu")]
@@ -92,5 +100,6 @@ def _torch_backend(model, device, dtype, compile_) -> Backend:
 
 
 def _missing(kind: ArtifactKind, precision: str) -> str:
-    how = {"int8": "smlp-export --int8 --calib-dir DIR", "fp16": "smlp-export --fp16"}.get(precision, "smlp-export")
+    how = {"int8": "smlp-export --int8 --calib-dir DIR", "fp8": "smlp-export --fp8 --calib-dir DIR",
+           "fp16": "smlp-export --fp16"}.get(precision, "smlp-export")
     return f"no {kind.file_name} among the artifacts (make it with {how}, then pass --artifacts DIR)"

@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", type=_list(str), default=DEFAULT_BACKENDS,
                    help=f"comma-separated: {', '.join(BACKENDS)} (default: all but torch.compile)")
     p.add_argument("--precision", "--precisions", dest="precisions", type=_list(str), default=("fp32",),
-                   help="comma-separated: fp32, fp16, int8 (default: fp32)")
+                   help="comma-separated: fp32, fp16, int8, fp8 (default: fp32)")
     p.add_argument("--batch-sizes", type=_list(int), default=(1, 8, 32), help="comma-separated (default: 1,8,32)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
     timing = p.add_mutually_exclusive_group()

@@ -1,4 +1,4 @@
-"""smlp-export: sMLPNet -> verified ONNX (FP32, FP16, INT8) and TensorRT engines of both flavours, with
+"""smlp-export: sMLPNet -> verified ONNX (FP32, FP16, INT8, FP8) and TensorRT engines of both flavours, with
 manifest.json."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from ..artifacts import PRECISIONS
 from ..calibration.dataset import DEFAULT_SAMPLES
 from ..calibration.methods import DEFAULT_METHOD, METHODS
 from ..calibration.quantize import TARGETS
+from ..export import fp8
 from ..export.int8 import Int8Options
 from ..export.onnx_graph import DEFAULT_OPSET
 from ..export.pipeline import build_from_onnx, export_model, verify_engines
@@ -47,14 +48,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="mixed-precision FP16 artifacts (float32 I/O)")
     p.add_argument("--int8", action="store_true", help="INT8 Q/DQ model calibrated on --calib-dir (float parts fp16 "
                    "when --fp16 is also given: the usual fastest engine)")
+    p.add_argument("--fp8", action="store_true", help="FP8 (E4M3) Q/DQ model calibrated on --calib-dir, for GPUs of "
+                   "compute capability 8.9 and later (float parts fp16 when --fp16 is also given)")
     p.add_argument("--calib-dir", type=Path, metavar="DIR", help="folder of calibration images (searched recursively)")
     p.add_argument("--calib-samples", type=positive_int, default=DEFAULT_SAMPLES, metavar="N",
                    help=f"calibration images drawn from --calib-dir (default: {DEFAULT_SAMPLES})")
-    p.add_argument("--calib-method", default=DEFAULT_METHOD, choices=sorted(METHODS),
-                   help=f"activation range method (default: {DEFAULT_METHOD})")
+    p.add_argument("--calib-method", choices=sorted(METHODS),
+                   help=f"activation range method (default: {DEFAULT_METHOD} for INT8, {fp8.DEFAULT_METHOD} for FP8, "
+                   f"which takes {' or '.join(fp8.METHODS)})")
     p.add_argument("--calib-cache", type=Path, metavar="PATH",
-                   help="calibration cache, reused when model, preprocessing, images and method match "
-                   "(default: calibration.cache.json in the output directory)")
+                   help="calibration cache, reused when model, preprocessing, images and method match (default: "
+                   f"calibration.cache.json for INT8, {fp8.CACHE_NAME} for FP8, in the output directory)")
     p.add_argument("--int8-target", default="tensorrt", choices=sorted(TARGETS) + ["both"],
                    help="tensorrt: model.int8.onnx for TensorRT (default); cpu: model.int8.cpu.onnx, the form "
                    "ONNX Runtime runs fastest on x86 CPUs; both")
@@ -90,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_args(argv)
-    if args.int8 and not args.calib_dir:
-        cli.error("--int8 needs calibration images: --calib-dir DIR")
+    for flag in ("int8", "fp8"):
+        if getattr(args, flag) and not args.calib_dir:
+            cli.error(f"--{flag} needs calibration images: --calib-dir DIR")
     build = BuildOptions(args.batch, args.workspace, args.opt_level, args.timing_cache,
                          compute_capabilities=args.compute_capability)
     if args.verify_engines:
@@ -100,16 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         result = build_from_onnx(args.from_onnx, build, flavours=args.flavour, quiet=args.quiet)
     else:
         precisions = tuple(p for p in PRECISIONS if getattr(args, p)) or ("fp32",)
-        int8 = None
+        int8 = fp8_options = None
         if args.int8:
             targets = tuple(TARGETS) if args.int8_target == "both" else (args.int8_target,)
-            int8 = Int8Options(args.calib_dir, args.calib_samples, args.calib_method, args.calib_cache, targets,
-                               args.seed)
+            int8 = Int8Options(args.calib_dir, args.calib_samples, args.calib_method or DEFAULT_METHOD,
+                               args.calib_cache, targets, args.seed)
+        if args.fp8:
+            fp8_options = fp8.Fp8Options(args.calib_dir, args.calib_samples, args.calib_method or fp8.DEFAULT_METHOD,
+                                         args.calib_cache, args.seed)
         result = export_model(
             args.variant, precisions=precisions, out_dir=args.out, checkpoint=args.checkpoint,
             image_size=args.image_size, num_classes=args.num_classes, opset=args.opset,
             do_simplify=not args.no_simplify, build=build, flavours=args.flavour, require_engine=args.require_engine,
-            int8_options=int8,
+            int8_options=int8, fp8_options=fp8_options,
             eval_dir=args.eval_dir, seed=args.seed, quiet=args.quiet,
         )
     print(result.summary())

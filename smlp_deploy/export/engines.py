@@ -4,6 +4,9 @@ An export plans an engine of each flavour for each ONNX file that TensorRT build
 here builds its engines; the ones a GPU here can also run are verified at once, the others are recorded as
 built, not yet verified on a GPU. A flavour that cannot build here is recorded as skipped, with the reason and
 the commands that finish the job where it can. Everything that can be refused is refused before any work.
+
+Compute capabilities are planned per engine: an engine of a precision that not every GPU runs (FP8: 8.9 and later)
+is built for those of its flavour's capabilities that run it, and asking for it with one that does not is refused.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..artifacts import ArtifactKind, engine_kind, engine_source
+from ..artifacts import MIN_COMPUTE_CAPABILITY, ArtifactKind, engine_kind, engine_source, precision_capabilities
 from ..errors import BackendUnavailableError, InputError
 from ..manifest import EngineStatus
-from ..tensorrt_flavours import FLAVOURS, TENSORRT, TENSORRT_RTX, Flavour, flavour
+from ..runtime.backends.tensorrt_rtx_api import supported_capabilities
+from ..tensorrt_flavours import FLAVOURS, TENSORRT, TENSORRT_RTX, Flavour, current_compute_capability, flavour
 from .tensorrt_build import BuildOptions, target_capabilities, trtexec_command
 
 TIMING_CACHE_NAME = "timing.cache"  # TensorRT's timing cache, reused by the next build in the folder
@@ -27,12 +31,21 @@ class FlavourPlan:
     flavour: Flavour
     engines: tuple[ArtifactKind, ...]
     unavailable: str | None  # why the engines cannot be built here; None: they are built
-    verifiable: bool  # a GPU here runs them: each is verified right after its build
+    verifiable: bool  # a GPU here runs the flavour's engines: each is verified right after its build
     capabilities: tuple[str, ...]  # the compute capabilities the engines are built for (empty when not built)
 
     @property
     def builds(self) -> bool:
         return self.unavailable is None
+
+    def capabilities_of(self, engine: ArtifactKind) -> tuple[str, ...]:
+        """The compute capabilities ``engine`` is built for: the flavour's, less those whose GPUs do not run its
+        precision (a TensorRT-for-RTX FP8 engine: 8.9, 12.0, 12.1)."""
+        return precision_capabilities(engine.precision, self.capabilities)
+
+    def verifies(self, engine: ArtifactKind) -> bool:
+        """Whether the GPU here runs ``engine``, so it is verified right after its build."""
+        return self.verifiable and current_compute_capability() in self.capabilities_of(engine)
 
 
 def plan_engines(
@@ -63,8 +76,11 @@ def plan_engines(
                                           parameter="flavours")
         capabilities = () if unavailable else target_capabilities(
             candidate, build.compute_capabilities if candidate is TENSORRT_RTX else None)
-        plans.append(FlavourPlan(candidate, tuple(engine_kind(s, candidate) for s in sources), unavailable,
-                                 not unavailable and candidate.run_unavailable() is None, capabilities))
+        plan = FlavourPlan(candidate, tuple(engine_kind(s, candidate) for s in sources), unavailable,
+                           not unavailable and candidate.run_unavailable() is None, capabilities)
+        if plan.builds:
+            _check_precisions(plan, build.compute_capabilities if candidate is TENSORRT_RTX else None)
+        plans.append(plan)
     if build.compute_capabilities is not None and not any(p.flavour is TENSORRT_RTX and p.builds for p in plans):
         rtx = next((p for p in plans if p.flavour is TENSORRT_RTX), None)
         why = rtx.unavailable if rtx else "it is not among the flavours asked for"
@@ -75,6 +91,27 @@ def plan_engines(
         raise BackendUnavailableError(f"no TensorRT engine can be built here ({reasons})",
                                       parameter="require_engine")
     return plans
+
+
+def _check_precisions(plan: FlavourPlan, requested: tuple[str, ...] | None) -> None:
+    """Refuse an engine of a precision that some asked-for compute capability does not run (or, for TensorRT,
+    that the GPU it builds on does not), naming the capabilities that run it."""
+    for precision in dict.fromkeys(e.precision for e in plan.engines if e.precision in MIN_COMPUTE_CAPABILITY):
+        asked = plan.capabilities if plan.flavour is TENSORRT else requested
+        lacking = [c for c in asked or () if c not in precision_capabilities(precision, (c,))]
+        if not lacking:
+            continue
+        title = precision.upper()
+        if plan.flavour is TENSORRT:
+            raise InputError(f"{TENSORRT.title} builds {title} engines on the GPU they run on, and this one, of "
+                             f"compute capability {lacking[0]}, has no {title} (it needs "
+                             f"{'.'.join(map(str, MIN_COMPUTE_CAPABILITY[precision]))} or later: L4, L40S, H100, H200, "
+                             f"B200): build them on such a GPU, or leave {TENSORRT.title} out here (flavour "
+                             f"{TENSORRT_RTX.name} builds {title} engines anywhere)", parameter="flavours")
+        having = precision_capabilities(precision, supported_capabilities())
+        raise InputError(f"{title} engines run on compute capability {', '.join(having)} only, and compute capability "
+                         f"{', '.join(lacking)} was asked for: ask for {title} with those only, or export {title} "
+                         "apart from the other precisions", parameter="compute_capabilities")
 
 
 def engine_status(plan: FlavourPlan, image_size: int, build: BuildOptions, export_dir: Path) -> EngineStatus:
@@ -96,6 +133,9 @@ def engine_status(plan: FlavourPlan, image_size: int, build: BuildOptions, expor
     if plan.builds and not plan.verifiable:
         commands.insert(0, "smlp-export --verify-engines .")  # on a GPU the engines run on
     status = "built" if plan.builds else "skipped"
+    narrower = {e.precision.upper(): plan.capabilities_of(e) for e in plan.engines
+                if plan.capabilities_of(e) != plan.capabilities}
+    only = "".join(f" ({precision}: {', '.join(capabilities)})" for precision, capabilities in narrower.items())
     reason = plan.unavailable or ("" if plan.verifiable else f"for compute capability "
-                                  f"{', '.join(plan.capabilities)}, not yet verified on a GPU")
+                                  f"{', '.join(plan.capabilities)}{only}, not yet verified on a GPU")
     return EngineStatus(plan.flavour.name, status, reason, commands, [e.file_name for e in plan.engines])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import onnx
 
@@ -22,8 +22,35 @@ from .precision import convert_to_fp16
 CACHE_NAME = "calibration.cache.json"
 
 
+class CalibrationOptions:
+    """What calibration reads of a precision's options (:class:`Int8Options`, ``fp8.Fp8Options``): the images, the
+    method, the cache; each precision says which tensors it needs ranges for."""
+
+    calib_dir: Path
+    samples: int
+    method: str
+    cache: Path | None
+    seed: int
+    targets: tuple[str, ...]  # the forms the ranges are for
+    precision: ClassVar[str]  # what the calibration cache is made for
+    cache_name: ClassVar[str]  # the cache's default name in the export directory
+
+    def check_images_and_cache(self) -> None:
+        """Fail before any work on a folder or sample count that cannot work, or a cache that is not this
+        precision's."""
+        check_arguments(Path(self.calib_dir), self.samples)
+        if self.cache is not None:
+            check_cache_file(Path(self.cache), self.precision)
+
+    def cache_path(self, export_dir: Path) -> Path:
+        return Path(self.cache) if self.cache else export_dir / self.cache_name
+
+    def tensors(self, model: onnx.ModelProto) -> list[str]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class Int8Options:
+class Int8Options(CalibrationOptions):
     """Where the calibration images are and how they are used."""
 
     calib_dir: Path
@@ -32,6 +59,8 @@ class Int8Options:
     cache: Path | None = None  # default: calibration.cache.json in the export directory
     targets: tuple[str, ...] = ("tensorrt",)
     seed: int = 0
+    precision: ClassVar[str] = "int8"  # what the calibration cache is made for
+    cache_name: ClassVar[str] = CACHE_NAME
 
     def check(self) -> None:
         """Fail before any work on settings that cannot work."""
@@ -40,15 +69,15 @@ class Int8Options:
         if unknown or not self.targets:
             raise CalibrationError(f"INT8 targets must be among {', '.join(TARGETS)}, got "
                                    f"{', '.join(self.targets) or 'none'}", parameter="targets")
-        check_arguments(Path(self.calib_dir), self.samples)
-        if self.cache is not None:
-            check_cache_file(Path(self.cache))
+        self.check_images_and_cache()
 
-    def cache_path(self, export_dir: Path) -> Path:
-        return Path(self.cache) if self.cache else export_dir / CACHE_NAME
+    def tensors(self, model: onnx.ModelProto) -> list[str]:
+        """The activations every target of these options needs ranges for."""
+        return calibrated_tensors(model, self.targets)
 
 
-def read_calibration_images(options: Int8Options, preprocess: PreprocessConfig, *, quiet: bool) -> CalibrationSet:
+def read_calibration_images(options: CalibrationOptions, preprocess: PreprocessConfig, *,
+                            quiet: bool) -> CalibrationSet:
     return load_calibration_set(options.calib_dir, preprocess, samples=options.samples, seed=options.seed,
                                 quiet=quiet)
 
@@ -57,19 +86,19 @@ def calibrate(
     fp32_model: Path,
     calib: CalibrationSet,
     preprocess: PreprocessConfig,
-    options: Int8Options,
+    options: CalibrationOptions,
     *,
     say: Callable[[str], None],
     quiet: bool,
 ) -> tuple[Ranges, CalibrationRecord]:
-    """The activation ranges every target of ``options`` needs, of ``fp32_model`` on ``calib``: from the cache
-    when it holds them for exactly these inputs, else calibrated (and cached); and the calibration record for
-    the manifest."""
+    """The activation ranges every form of ``options`` needs (its INT8 targets, or the FP8 form), of
+    ``fp32_model`` on ``calib``: from the cache when it holds them for exactly these inputs, else calibrated (and
+    cached); and the calibration record for the manifest."""
     method = get_method(options.method)
     cache_path = options.cache_path(fp32_model.parent)
     key = cache_key(sha256_file(fp32_model), to_json(preprocess), method.name, method.settings,
-                    [[f, d] for f, d in zip(calib.files, calib.digests)])
-    tensors = calibrated_tensors(onnx.load(str(fp32_model)), options.targets)
+                    [[f, d] for f, d in zip(calib.files, calib.digests)], options.precision)
+    tensors = options.tensors(onnx.load(str(fp32_model)))
     lookup = read_cache(cache_path, key, tensors)
     say(lookup.message)
     ranges = lookup.ranges

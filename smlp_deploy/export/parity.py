@@ -50,10 +50,17 @@ class Thresholds:
         return found
 
 
+# FP8 (E4M3) keeps 3 mantissa bits: each quantized value is off by up to 1/16 of itself, where INT8's error is a
+# fixed step of the calibrated range. So FP8 is held to every verification input, random tensors included (it
+# saturates at 448 scales, where most of them stay), at a worst-image cosine between FP16's and INT8's: measured
+# 0.9961-0.9976 on random weights (test and tiny variants, photos and random tensors; INT8 0.9994-0.9998 on its
+# photos) and 0.9997 on the trained digits (README, "FP8"). No top-1 bound: random weights give near-tied logits,
+# and 1 of sMLPNet-T's 5 photos flips; accuracy is measured on labeled images (--eval-dir).
 THRESHOLDS = {
     "fp32": Thresholds(max_rel_diff=1e-4, min_top1=1.0),
     "fp16": Thresholds(min_cosine=0.999, min_top1=0.99),
     "int8": Thresholds(min_cosine=0.9),
+    "fp8": Thresholds(min_cosine=0.99),
 }
 
 

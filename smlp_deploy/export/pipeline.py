@@ -17,7 +17,9 @@ from typing import Any, Callable
 import onnx
 import torch
 
-from ..artifacts import ARTIFACTS, PRECISIONS, ArtifactKind, engine_source, is_runtime_cache, onnx_artifact
+from ..artifacts import (
+    ARTIFACTS, PRECISIONS, ArtifactKind, engine_source, is_runtime_cache, onnx_artifact, runs_precision,
+)
 from ..calibration.dataset import CalibrationSet
 from ..calibration.quantize import TARGETS
 from ..errors import ArtifactError, BackendUnavailableError, InputError, OutputError
@@ -36,7 +38,7 @@ from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX, current_compute_capabili
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.torch_backend import TorchBackend
 from ..runtime.preprocess import Preprocessor
-from . import int8
+from . import fp8, int8
 from .onnx_graph import DEFAULT_OPSET, export_onnx, save_model, simplify
 from .parity import check, compare
 from .precision import convert_to_fp16
@@ -45,6 +47,7 @@ from .tensorrt_build import BuildOptions, build_engine
 from .verification import VERIFICATION_NAME, VerificationSet, run_in_batches
 
 FP32 = onnx_artifact("fp32")
+FP8 = onnx_artifact("fp8", "tensorrt")
 
 
 @dataclass
@@ -107,6 +110,7 @@ def export_model(
     flavours: tuple[str, ...] | None = None,
     require_engine: bool = False,
     int8_options: int8.Int8Options | None = None,
+    fp8_options: fp8.Fp8Options | None = None,
     eval_dir: str | Path | None = None,
     seed: int = 0,
     quiet: bool = False,
@@ -114,8 +118,9 @@ def export_model(
     """Export ``variant`` and verify every artifact; see the README for the files it writes.
 
     Without ``checkpoint`` the weights are random (seeded by ``seed``), which exercises the whole pipeline.
-    ``"int8"`` needs ``int8_options`` (the calibration images); with ``"fp16"`` too, the INT8 model's float
-    parts are fp16. Each ONNX file TensorRT builds gets an engine of each TensorRT flavour in ``flavours``
+    ``"int8"`` needs ``int8_options`` (the calibration images), ``"fp8"`` needs ``fp8_options``; with ``"fp16"``
+    too, the INT8 and FP8 models' float parts are fp16. FP8 engines are built for the compute capabilities with
+    FP8 (8.9 and later) only. Each ONNX file TensorRT builds gets an engine of each TensorRT flavour in ``flavours``
     (``"tensorrt"``, ``"tensorrt-rtx"``; by default every flavour that can build here, the others recorded with
     the commands that finish them): TensorRT needs a GPU, TensorRT for RTX builds on any machine, for
     ``build.compute_capabilities``. Engines a GPU here runs are verified; the others are recorded as built, not
@@ -134,8 +139,16 @@ def export_model(
             raise InputError("precision 'int8' needs calibration images: pass int8_options=Int8Options(calib_dir)",
                              parameter="int8_options")
         int8_options.check()
+    if "fp8" in precisions:
+        if fp8_options is None:
+            raise InputError("precision 'fp8' needs calibration images: pass fp8_options=Fp8Options(calib_dir)",
+                             parameter="fp8_options")
+        fp8_options.check()
+        fp8.check_separate_caches(int8_options if "int8" in precisions else None, fp8_options)
     targets = [TARGETS[t] for t in int8_options.targets] if int8_options and "int8" in precisions else []
-    written = [FP32] + [onnx_artifact("fp16")] * ("fp16" in precisions) + [t.artifact for t in targets]
+    calibrated = [o for o, p in ((int8_options, "int8"), (fp8_options, "fp8")) if p in precisions]
+    written = ([FP32] + [onnx_artifact("fp16")] * ("fp16" in precisions) + [t.artifact for t in targets]
+               + [FP8] * ("fp8" in precisions))
     engines = plan_engines([kind for kind in written if kind.precision in precisions], flavours, build,
                            require_engine=require_engine)
     eval_folder = LabeledFolder.scan(eval_dir) if eval_dir else None
@@ -148,9 +161,10 @@ def export_model(
     weights = f"checkpoint {checkpoint}" if checkpoint else f"random weights, seed {seed}"
     plan = [Step(f"Building {name} ({weights})",
                  partial(job.build_model, name, num_classes, image_size, checkpoint, seed, labels))]
-    if targets:
-        plan.append(Step(f"Reading calibration images from {int8_options.calib_dir}",
-                         partial(job.read_calibration, int8_options)))
+    for options in calibrated:
+        plan.append(Step(f"Reading calibration images from {options.calib_dir}"
+                         + (f" for {options.precision.upper()}" if len(calibrated) > 1 else ""),
+                         partial(job.read_calibration, options)))
     plan.append(Step(f"Exporting to ONNX (opset {opset})", partial(job.export_onnx, opset)))
     if do_simplify:
         plan.append(Step("Simplifying with onnxsim", job.simplify))
@@ -165,12 +179,20 @@ def export_model(
         plan.append(Step(f"Quantizing to {target.artifact.file_name} for {target.description}"
                          + (", float parts fp16" if half else ""), partial(job.quantize, int8_options, target, half)))
         plan.append(job.verify_step(target.artifact, target=target.name, float_precision="fp16" if half else "fp32"))
+    if "fp8" in precisions:
+        half = "fp16" in precisions
+        plan.append(Step(f"Calibrating FP8 activation ranges ({fp8_options.method})",
+                         partial(job.calibrate, fp8_options)))
+        plan.append(Step(f"Quantizing to {FP8.file_name} (E4M3, TensorRT explicit quantization)"
+                         + (", float parts fp16" if half else ""), partial(job.quantize_fp8, half)))
+        plan.append(job.verify_step(FP8, target=FP8.target, float_precision="fp16" if half else "fp32"))
     plan += job.engine_steps()
     if eval_folder:
         plan.append(Step(f"Evaluating accuracy on {eval_folder.root} ({len(eval_folder.samples)} images)",
                          partial(job.evaluate, eval_folder)))
     # Caches of the earlier export in the folder are carried over when this run uses them; nothing else is.
-    reuse = (int8.CACHE_NAME,) * bool(targets) + (TIMING_CACHE_NAME,) * any(p.builds for p in engines)
+    reuse = (tuple(o.cache_name for o in calibrated)
+             + (TIMING_CACHE_NAME,) * any(p.builds for p in engines))
     job.run(plan, reuse=reuse)
     return job.result()
 
@@ -180,7 +202,7 @@ def check_export_target(out: Path) -> None:
     files in it would be lost."""
     if out.exists() and not out.is_dir():
         raise InputError(f"export folder {str(out)!r} is a file", parameter="out_dir")
-    known = {*ARTIFACTS, MANIFEST_NAME, VERIFICATION_NAME, int8.CACHE_NAME, TIMING_CACHE_NAME}
+    known = {*ARTIFACTS, MANIFEST_NAME, VERIFICATION_NAME, int8.CACHE_NAME, fp8.CACHE_NAME, TIMING_CACHE_NAME}
     foreign = sorted(p.name for p in out.iterdir() if p.name not in known and not is_runtime_cache(p)) \
         if out.is_dir() else []
     if foreign:
@@ -233,7 +255,7 @@ def verify_engines(export_dir: str | Path, *, quiet: bool = False) -> ExportResu
     runnable, reasons = [], {}
     for artifact in engines:
         flavour = artifact.kind.flavour
-        reason = flavour.run_unavailable()
+        reason = flavour.run_unavailable() or _precision_unavailable(artifact.precision)
         if reason:
             reasons[flavour.title] = reason
         else:
@@ -250,6 +272,15 @@ def verify_engines(export_dir: str | Path, *, quiet: bool = False) -> ExportResu
     steps = [job.verify_step(a.kind) for a in runnable if a.kind is not None]
     job.run(steps, reuse=tuple(p.name for p in out.iterdir() if p.is_file()))
     return job.result()
+
+
+def _precision_unavailable(precision: str) -> str | None:
+    """Why this GPU does not run ``precision``'s engines (FP8 before compute capability 8.9), or None."""
+    capability = current_compute_capability()
+    if runs_precision(capability, precision):
+        return None
+    return f"{precision.upper()} engines need a GPU with {precision.upper()}, and this one is compute capability " \
+        f"{capability}"
 
 
 def gpu_record() -> GpuRecord:
@@ -278,8 +309,8 @@ class _ExportJob:
         self.model: torch.nn.Module | None = None
         self.verification: VerificationSet | None = None
         self.proto: onnx.ModelProto | None = None
-        self.calib: CalibrationSet | None = None
-        self.ranges: int8.Ranges | None = None
+        self.calib: dict[tuple[Path, int, int], CalibrationSet] = {}  # by folder, samples and seed
+        self.ranges: dict[str, int8.Ranges] = {}  # by precision
         self.engine_plans: list[FlavourPlan] = []  # the engines of each TensorRT flavour
 
     def run(self, plan: list[Step], *, reuse: tuple[str, ...]) -> None:
@@ -333,10 +364,15 @@ class _ExportJob:
         self.manifest = Manifest(model=info, preprocess=self.model.preprocess, labels=labels or default_labels,
                                  simplify=SimplifyRecord(False, "skipped (do_simplify=False)"))
 
-    def read_calibration(self, options: int8.Int8Options) -> None:
-        """Run before anything is written, so a folder without usable images fails cleanly."""
-        self.calib = int8.read_calibration_images(options, self.manifest.preprocess, quiet=self.quiet)
-        self.say(f"{len(self.calib)} images, {len(self.calib.skipped)} unreadable skipped")
+    def read_calibration(self, options: int8.CalibrationOptions) -> None:
+        """Run before anything is written, so a folder without usable images fails cleanly. INT8 and FP8 drawing
+        the same sample share it."""
+        key = (Path(options.calib_dir), options.samples, options.seed)
+        if key in self.calib:
+            self.say("the same images as for INT8")
+            return
+        calib = self.calib[key] = int8.read_calibration_images(options, self.manifest.preprocess, quiet=self.quiet)
+        self.say(f"{len(calib)} images, {len(calib.skipped)} unreadable skipped")
 
     def export_onnx(self, opset: int) -> None:
         self.verification.save(self.out / VERIFICATION_NAME)
@@ -352,18 +388,25 @@ class _ExportJob:
     def write_fp16(self) -> None:
         save_model(convert_to_fp16(self.proto), self.out / onnx_artifact("fp16").file_name)
 
-    def calibrate(self, options: int8.Int8Options) -> None:
-        self.ranges, record = int8.calibrate(
-            self.out / FP32.file_name, self.calib, self.manifest.preprocess, options, say=self.say,
-            quiet=self.quiet,
+    def calibrate(self, options: int8.CalibrationOptions) -> None:
+        calib = self.calib[(Path(options.calib_dir), options.samples, options.seed)]
+        self.ranges[options.precision], record = int8.calibrate(
+            self.out / FP32.file_name, calib, self.manifest.preprocess, options, say=self.say, quiet=self.quiet,
         )
         cache = Path(record.cache)
         # The default cache lives in the export folder: recorded by name, it stays right wherever the folder goes.
-        self.manifest.calibration = replace(record, cache=cache.name if cache.parent == self.out else str(cache))
+        record = replace(record, cache=cache.name if cache.parent == self.out else str(cache))
+        if options.precision == "fp8":
+            self.manifest.fp8_calibration = record
+        else:
+            self.manifest.calibration = record
 
     def quantize(self, options: int8.Int8Options, target, fp16: bool) -> None:
-        model = int8.quantize(self.out / FP32.file_name, self.ranges, options, target, fp16=fp16)
+        model = int8.quantize(self.out / FP32.file_name, self.ranges["int8"], options, target, fp16=fp16)
         save_model(model, self.out / target.artifact.file_name)
+
+    def quantize_fp8(self, fp16: bool) -> None:
+        save_model(fp8.quantize(self.out / FP32.file_name, self.ranges["fp8"], fp16=fp16), self.out / FP8.file_name)
 
     def verify_step(self, kind: ArtifactKind, **extra: Any) -> Step:
         where = "with ONNX Runtime " if kind.format == "onnx" else ""
@@ -401,17 +444,18 @@ class _ExportJob:
                 continue
             for engine in plan.engines:
                 steps.append(Step(f"Building {engine.file_name} with {plan.flavour.title}"
-                                  + (f" for compute capability {', '.join(plan.capabilities)}"
+                                  + (f" for compute capability {', '.join(plan.capabilities_of(engine))}"
                                      if plan.flavour.builds_without_gpu else ""),
                                   partial(self.build_engine, plan, engine)))
-                if plan.verifiable:
+                if plan.verifies(engine):
                     steps.append(self.verify_step(engine))
         return steps
 
     def build_engine(self, plan: FlavourPlan, engine: ArtifactKind) -> None:
         source = engine_source(engine.file_name)
         path = self.out / engine.file_name
-        build = replace(self.build, compute_capabilities=plan.capabilities if plan.flavour is TENSORRT_RTX else None)
+        build = replace(self.build, compute_capabilities=plan.capabilities_of(engine) if plan.flavour is TENSORRT_RTX
+                        else None)
         info = build_engine(plan.flavour, self.out / source.file_name, path, self.manifest.model.image_size, build,
                             on_progress=self.say)
         recorded = self.manifest.artifact(source.file_name)
@@ -428,12 +472,18 @@ class _ExportJob:
     # Accuracy.
 
     def evaluate(self, folder: LabeledFolder) -> None:
-        """Top-1/top-5 of the PyTorch model and of every artifact on ``folder``, into the manifest."""
+        """Top-1/top-5 of the PyTorch model and of every artifact that runs here on ``folder``, into the manifest;
+        engines built for GPUs this machine lacks (TensorRT for RTX's, built anywhere) are left to smlp-eval there."""
         manifest = self.manifest
         models = {"pytorch": TorchBackend(self.model, device="cpu").run}
-        # Engines a GPU here cannot run (TensorRT for RTX's, built on a CPU) get their accuracy where they are verified.
-        runnable = [a for a in manifest.artifacts if a.kind is None or a.kind.flavour is None
-                    or a.kind.flavour.run_unavailable() is None]
+        runnable, elsewhere = [], []
+        for artifact in manifest.artifacts:
+            kind = artifact.kind
+            why = kind.flavour.run_unavailable() or _precision_unavailable(kind.precision) \
+                if kind is not None and kind.flavour is not None else None
+            (elsewhere if why else runnable).append(artifact)
+        if elsewhere:
+            self.say(f"not evaluated here (no GPU that runs them): {', '.join(a.path for a in elsewhere)}")
         backends = {a.path: load_backend(self.out / a.path, model_info=manifest.model) for a in runnable}
         for name, backend in backends.items():
             models[name] = partial(run_in_batches, backend.run, max_batch=backend.max_batch_size)

@@ -208,6 +208,11 @@ def _check_options(name: str, backend: str | None, device: str | None, kind: Art
                          Arg("device", "gpu"), f" (got {kind.file_name}{', backend python' if backend else ''}, "
                          f"device {device or 'unset'})",
                          parameter="tensorrt_accelerator")
+    if tensorrt_accelerator and kind.precision not in ACCELERATOR_PRECISION:
+        raise InputError(f"Triton's TensorRT accelerator for ONNX Runtime runs precision modes "
+                         f"{', '.join(ACCELERATOR_PRECISION.values())}, not {kind.precision.upper()}: serve "
+                         f"{kind.file_name} as a TensorRT engine instead (engine.{kind.precision}.plan, on a GPU of "
+                         "compute capability 8.9 or later)", parameter="tensorrt_accelerator")
     for value, parameter, least in ((instances, "instances", 1), (max_queue_delay_us, "max_queue_delay_us", 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise InputError(f"{parameter} must be a whole number >= {least}, got {value!r}", parameter=parameter)
