@@ -7,7 +7,8 @@ has a version; manifests of older versions are upgraded on load, newer ones are 
 Versions: 1 (smlp-deploy 0.1.0); 2 adds ``model.seed`` (the seed of random weights) and ``engine.engines`` (the
 engine files planned), and writes the engine commands relative to the export directory, so a copied export
 stays valid; 3 (TensorRT for RTX) replaces ``engine`` by ``engines``, one record per TensorRT flavour, and records
-for each engine its flavour, target compute capabilities, build seconds and whether a GPU has verified it.
+for each engine its flavour, target compute capabilities, build seconds and whether a GPU has verified it; 4 adds
+``backends`` to an artifact: its parity where another backend runs it in a precision of its own (OpenVINO bf16).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .records import RecordError, from_json, to_json
 from .tensorrt_flavours import TENSORRT
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 IMAGENET_LABELS = "imagenet-1k"  # ``labels`` value for the 1000 ImageNet classes in index order
 
 
@@ -73,6 +74,21 @@ class ParityReport:
     top1_agreement: float
     top5_agreement: float
     n_inputs: int
+
+
+@dataclass(frozen=True)
+class BackendParity:
+    """An artifact run by ``backend`` computing in ``precision`` (OpenVINO on the CPU: fp32, bf16), against
+    ``reference`` ("pytorch", or "onnxruntime": the same graph on ONNX Runtime, for INT8 Q/DQ forms), held to the
+    thresholds of ``thresholds`` (a precision of export/parity.py). Kernels differ by CPU, so the CPU is named."""
+
+    backend: str
+    precision: str
+    reference: str
+    thresholds: str
+    parity: ParityReport
+    version: str
+    cpu: str
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,7 @@ class Artifact:
     compute_capabilities: list[str] | None = None  # engines: the GPUs they run on
     build_seconds: float | None = None
     status: str | None = None  # engines: VERIFIED, or UNVERIFIED until a GPU has checked their parity
+    backends: list[BackendParity] | None = None  # ONNX: its parity on backends that choose their own precision
 
     @property
     def kind(self) -> ArtifactKind | None:
@@ -254,4 +271,9 @@ def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "format_version": 3, "engines": engines, "artifacts": artifacts}
 
 
-_UPGRADES = {1: _from_v1, 2: _from_v2}
+def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 is format 4 without the optional ``backends`` of an artifact."""
+    return {**data, "format_version": 4}
+
+
+_UPGRADES = {1: _from_v1, 2: _from_v2, 3: _from_v3}

@@ -50,10 +50,16 @@ class Thresholds:
         return found
 
 
+# One INT8 Q/DQ graph on two runtimes (OpenVINO against ONNX Runtime): the quantized arithmetic is the same, the
+# rounding order and requantization differ. Measured on sMLPNet-T's model.int8.cpu.onnx, photos: worst cosine
+# 0.99965 (float parts fp32), 0.99961 (bf16); OpenVINO on the TensorRT form, which it computes wrongly: 0.086.
+# Top-1 is not held: with random weights one photo of five sits on a near-tie and flips.
+SAME_GRAPH = "int8, same graph"
 THRESHOLDS = {
     "fp32": Thresholds(max_rel_diff=1e-4, min_top1=1.0),
     "fp16": Thresholds(min_cosine=0.999, min_top1=0.99),
     "int8": Thresholds(min_cosine=0.9),
+    SAME_GRAPH: Thresholds(min_cosine=0.999),
 }
 
 
