@@ -150,6 +150,10 @@ class Artifact:
     def kind(self) -> ArtifactKind | None:
         return kind_of(self.path)
 
+    def parity_on(self, backend: str, precision: str) -> BackendParity | None:
+        """Its recorded parity on ``backend`` computing in ``precision``, if the export measured it."""
+        return next((c for c in self.backends or [] if (c.backend, c.precision) == (backend, precision)), None)
+
 
 VERIFIED = "verified"  # an engine's parity was checked on a GPU, against the PyTorch logits of the export
 UNVERIFIED = "built, not yet verified on a GPU"

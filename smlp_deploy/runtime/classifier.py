@@ -126,7 +126,7 @@ class Classifier:
         computes, artifact = self.backend.compute_precision, manifest.artifact(self.path.name)
         if computes is None or artifact is None or computes == artifact.precision:
             return
-        if not any(c.backend == self.backend.name and c.precision == computes for c in artifact.backends or []):
+        if artifact.parity_on(self.backend.name, computes) is None:
             warnings.warn(f"{self.path.name} runs on {self.backend.name} as {self.runs_in}, whose parity its export "
                           "did not measure: re-export with smlp-export --openvino to check and record it", stacklevel=4)
 

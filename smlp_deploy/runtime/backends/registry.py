@@ -127,6 +127,9 @@ BACKENDS = {
 }
 
 
+PRECISION_CHOICES = list(dict.fromkeys(p for b in BACKENDS.values() for p in b.precisions))  # for --precision
+
+
 def backend_info(name: str) -> BackendInfo | None:
     return BACKENDS.get(name)
 
