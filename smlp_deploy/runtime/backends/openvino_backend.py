@@ -18,12 +18,12 @@ with the latency hint: one call at a time uses them all, as ONNX Runtime's intra
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from ...environment import cpu_cores
 from ...errors import ArtifactError, BackendUnavailableError, InputError
 from .base import Backend
 
@@ -56,7 +56,7 @@ class OpenVINOBackend(Backend):
             model = core.read_model(str(self.path))
             self.compiled = core.compile_model(model, DEVICE, {
                 "INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": threads or cpu_cores()})
+                "INFERENCE_NUM_THREADS": threads or len(os.sched_getaffinity(0))})
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable, invalid or unsupported models
             raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by OpenVINO: "
                                 f"{_last_line(exc)}") from exc
