@@ -85,8 +85,10 @@ class OpenVINOBackend(Backend):
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        # share_outputs=False (the default): the logits are copied out of the request, which the next call reuses.
-        return request.infer({0: batch})[self._output].astype(np.float32, copy=False)
+        # The call is synchronous, so the request may read the caller's batch in place (as a compiled model called
+        # as a function does); share_outputs=False (the default) copies the logits out of the request, which the
+        # next call reuses.
+        return request.infer({0: batch}, share_inputs=True)[self._output].astype(np.float32, copy=False)
 
     def describe(self) -> str:
         quantized = "int8, float parts " if self.quantized else ""
