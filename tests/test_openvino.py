@@ -119,7 +119,7 @@ def test_openvino_on_the_tensorrt_form_is_wrong_so_it_is_refused(export_dir):
     with load_backend(export_dir / "model.int8.onnx", "onnxruntime") as onnxruntime:
         expected = onnxruntime.run(photos)
     compiled = ov.Core().compile_model(str(export_dir / "model.int8.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    assert compare(expected, compiled(photos)[0]).cosine < 0.9, "OpenVINO now computes the TensorRT form: lift the refusal"
+    assert compare(expected, compiled(photos)[0]).cosine < 0.9, "OpenVINO computes the TensorRT form now: lift the ban"
 
 
 def test_a_precision_whose_parity_was_not_recorded_is_said(export_dir, tmp_path):

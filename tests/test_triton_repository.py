@@ -296,7 +296,8 @@ def test_the_python_backend_opens_the_artifact_with_the_backend_and_precision_as
     ({"precision": "bf16"}, "precision", "apply to backend='python'"),
     ({"backend": "python", "classifier_backend": "torch"}, "classifier_backend",
      "classifier_backend 'torch' cannot open model.onnx: choose one of onnxruntime, openvino"),
-    ({"backend": "python", "precision": "bf16"}, "precision", "precision 'bf16' applies to classifier_backend openvino"),
+    ({"backend": "python", "precision": "bf16"}, "precision",
+     "precision 'bf16' applies to classifier_backend openvino"),
 ])
 def test_runtime_options_that_cannot_hold_are_refused(export_dir, tmp_path, options, parameter, message):
     with pytest.raises(InputError, match=message) as error:

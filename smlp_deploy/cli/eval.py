@@ -15,8 +15,8 @@ from ..runtime.classifier import Classifier
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from .common import positive_int, run_main
 
-FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "precision": "--precision", "sorted_order": "--sorted-classes",
-         "allow_unlisted": "--allow-unlisted"}
+FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted_order": "--sorted-classes",
+         "allow_unlisted": "--allow-unlisted", "precision": "--precision"}
 
 
 def parser() -> argparse.ArgumentParser:

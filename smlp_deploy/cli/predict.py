@@ -18,10 +18,10 @@ from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..runtime.classifier import Classifier, Prediction
 from .common import positive_int, run_main
 
-FLAGS = {"backend": "--backend", "device": "--device", "precision": "--precision", "max_batch_size": "--batch-size", "topk": "--topk",
+FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size", "topk": "--topk",
          "allow_unlisted": "--allow-unlisted", "images": "IMAGES", "batch_size": "--batch-size", "output": "--output",
          "resume": "--resume", "replicas": "--replicas", "gpus_per_replica": "--gpus-per-replica",
-         "cpus_per_replica": "--cpus-per-replica", "address": "--address"}
+         "cpus_per_replica": "--cpus-per-replica", "address": "--address", "precision": "--precision"}
 RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address")
 
 

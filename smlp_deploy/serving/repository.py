@@ -101,12 +101,12 @@ def write_triton_repository(
     ``backend="openvino"`` serves an ONNX file on Triton's OpenVINO backend on the CPU, in bf16
     (``precision="bf16"``, the one precision that backend can be told; FP32 where the server's CPU has no bf16).
     ``device`` places ONNX models (``"cpu"``, the default, or ``"gpu"``; engines run on a GPU);
-    ``tensorrt_accelerator`` lets ONNX Runtime hand a GPU model to TensorRT at the artifact's precision. ``max_batch_size`` defaults to the engine's profile
-    maximum (32 for ONNX files, which take any batch). The dynamic batcher prefers an engine's opt and max batch
-    sizes; for ONNX files, which have no tuned size, it prefers none and so takes all that is queued, up to
-    ``max_batch_size``. It waits at most ``max_queue_delay_us`` to form a batch (0: Triton's default; under load
-    batches form from the queue anyway). Existing model folders of the same names are replaced only with
-    ``overwrite``.
+    ``tensorrt_accelerator`` lets ONNX Runtime hand a GPU model to TensorRT at the artifact's precision.
+    ``max_batch_size`` defaults to the engine's profile maximum (32 for ONNX files, which take any batch). The
+    dynamic batcher prefers an engine's opt and max batch sizes; for ONNX files, which have no tuned size, it
+    prefers none and so takes all that is queued, up to ``max_batch_size``. It waits at most ``max_queue_delay_us``
+    to form a batch (0: Triton's default; under load batches form from the queue anyway). Existing model folders
+    of the same names are replaced only with ``overwrite``.
     """
     export_dir, out = Path(export_dir), Path(out)
     manifest = _load_manifest(export_dir)

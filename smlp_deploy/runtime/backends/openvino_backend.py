@@ -4,9 +4,12 @@ OpenVINO's own default on a CPU with AVX-512 BF16 or AMX is bf16, so an FP32 mod
 bf16 results without a word. Here the precision is always set, and read back from the compiled model:
 
 * ``precision="fp32"`` (the default): OpenVINO's ``INFERENCE_PRECISION_HINT`` f32, the artifact's own arithmetic.
-* ``precision="bf16"``: the float parts in bf16 (ONNX Runtime has no bf16 kernels on x86; here 1.6x its FP32 at
-  batch 1 and 8, README "On CPUs"); a CPU without bf16 is a :class:`BackendUnavailableError`, never a silent
+* ``precision="bf16"``: the float parts in bf16 (ONNX Runtime has no bf16 kernels on x86; here 1.5-1.6x its FP32
+  at batch 1 and 8, README "On CPUs"); a CPU without bf16 is a :class:`BackendUnavailableError`, never a silent
   fallback. Its parity is measured at export time (``smlp-export --openvino``).
+
+The export's batch dimension is dynamic and compiled once: a compile per batch size would be 6-12% faster
+(docs/benchmarks/openvino_cpu.py shapes) at a compile and memory of its own for every size a caller sends.
 
 INT8 Q/DQ graphs (``model.int8.cpu.onnx``) run their quantized ops in int8 either way; ``precision`` sets their
 float parts. ``describe()`` says what the compiled model computes in.
