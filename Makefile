@@ -33,10 +33,10 @@ export: venv
 	$(BIN)/smlp-export --variant tiny --fp32 --fp16
 
 # The tests also cover the optional extras: `rtx` (engines built for real), `serve` (tritonclient) with the
-# tritonserver binary, and `ray` (Ray Data, about 500 MB, ~30 s to install).
+# tritonserver binary, `ray` (Ray Data, about 500 MB, ~30 s to install) and `openvino` (180 MB).
 $(VENV)/.test-extras: $(VENV)/.installed
-	@echo "== installing the test tools and extras: dev, serve (tritonclient) and ray (ray[data], about 500 MB)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,rtx,serve,ray]"
+	@echo "== installing the test tools and extras: dev, serve (tritonclient), ray (ray[data], about 500 MB) and openvino (180 MB)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,rtx,serve,ray,openvino]"
 	@echo "== installing tritonserver ($(TRITON_SPEC), binaries only) into $(TRITON_DIST)"
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TRITON_DIST) "$(TRITON_SPEC)" || \
 		echo "== tritonserver cannot be installed here (it needs Linux x86-64, glibc >= 2.35): the served tests will skip"

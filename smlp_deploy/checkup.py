@@ -2,7 +2,8 @@
 
 A GPU owner's first run should either work or say precisely what to do. The report lists the machine (Python,
 torch and its CUDA, the GPUs, TensorRT and whether it can create a builder, ONNX Runtime and its providers,
-onnxsim), the optional extras, and each capability of the commands: ``ready``, or what is missing.
+onnxsim), the CPU's instruction sets and what each CPU precision runs on, the optional extras, and each capability
+of the commands: ``ready``, or what is missing.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from . import __version__
 from .artifacts import runs_precision
 from .errors import SmlpDeployError
 from .environment import (
-    DISTRIBUTION, Gpu, extra_requirements, gpus, import_problem, installed_version, nvidia_driver,
-    onnxruntime_providers, torch_cuda, unmet,
+    DISTRIBUTION, Gpu, cpu_features, cpu_model, extra_requirements, gpus, import_problem, installed_version,
+    nvidia_driver, onnxruntime_providers, torch_cuda, unmet,
 )
 from .tensorrt_flavours import FLAVOURS, Flavour
 
-EXTRAS = ("trt", "rtx", "gpu", "bench", "serve", "ray")
+EXTRAS = ("trt", "rtx", "gpu", "bench", "serve", "ray", "openvino")
 # The libraries an extra brings, checked by importing them: that finds a broken install too, and a TensorRT from
 # another distribution (tensorrt-cu12 instead of the tensorrt metapackage). The gpu extra's onnxruntime-gpu shares
 # the onnxruntime module with the CPU package, so it is checked by its metadata and ONNX Runtime's providers.
 EXTRA_LIBRARIES = {"trt": ("tensorrt",), "rtx": ("tensorrt_rtx",), "bench": ("matplotlib",),
-                   "serve": ("tritonclient.http", "tritonclient.grpc"), "ray": ("ray", "ray.data")}
+                   "serve": ("tritonclient.http", "tritonclient.grpc"), "ray": ("ray", "ray.data"),
+                   "openvino": ("openvino",)}
 CORE = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -60,7 +62,29 @@ class TensorRTReport:
 
 
 CAPABILITIES = ("export-onnx", "gpu", "build-engines", *(f"run-engines-{f}" for f in FLAVOURS), "run-fp8",
-                "calibrate-gpu", "bench-gpu", "serve", "ray")
+                "calibrate-gpu", "bench-gpu", "serve", "ray", "openvino", "cpu-bf16")
+
+
+@dataclass(frozen=True)
+class CpuPrecision:
+    """One precision class on this CPU: the paths that run it and the instructions their kernels use."""
+
+    precision: str  # fp32 | bf16 | int8
+    paths: str  # what runs it: backends and files
+    instructions: str | None  # the instruction set its kernels use here; None: the CPU has none for it
+    needs: str  # empty when it runs here; otherwise what is missing
+
+
+@dataclass(frozen=True)
+class CpuReport:
+    model: str
+    instructions: list[str]  # of environment.CPU_FEATURES, those this CPU has
+    openvino: str | None  # OpenVINO's version, where installed
+    openvino_capabilities: list[str]  # what OpenVINO's CPU plugin says this CPU computes natively (BF16, INT8, ...)
+    precisions: list[CpuPrecision]
+
+    def precision(self, name: str) -> CpuPrecision:
+        return next(p for p in self.precisions if p.precision == name)
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,7 @@ class DoctorReport:
     onnxsim: str | None
     extras: list[Extra]
     capabilities: list[Capability]
+    cpu: CpuReport
 
     def capability(self, key: str) -> Capability:
         return next(c for c in self.capabilities if c.key == key)
@@ -99,10 +124,36 @@ def doctor() -> DoctorReport:
         driver=nvidia_driver(), tensorrt=[_tensorrt_report(f) for f in FLAVOURS.values()],
         onnxruntime=installed_version("onnxruntime"), onnxruntime_gpu=installed_version("onnxruntime-gpu"),
         onnxruntime_providers=onnxruntime_providers(), onnxsim=installed_version("onnxsim"), extras=extras,
-        capabilities=[],
+        capabilities=[], cpu=_cpu_report(extras),
     )
     report.capabilities.extend(_capabilities(report))
     return report
+
+
+def _cpu_report(extras: list[Extra]) -> CpuReport:
+    """The CPU's instruction sets (its flags), OpenVINO's view of it, and what each precision runs on here."""
+    isa = cpu_features()
+    openvino = next(e for e in extras if e.name == "openvino")
+    capabilities: list[str] = []
+    if not openvino.missing:
+        from .runtime.backends.openvino_backend import cpu_capabilities
+
+        capabilities = cpu_capabilities()
+    openvino_needs = _extra_needs(openvino)
+    first = lambda *names: next((n for n in names if n in isa), None)  # noqa: E731
+    onnxruntime = "" if installed_version("onnxruntime") or installed_version("onnxruntime-gpu") else \
+        f"onnxruntime missing: pip install '{DISTRIBUTION}'"
+    bf16 = first("AMX-BF16", "AVX-512 BF16")
+    bf16_needs = openvino_needs or ("" if bf16 and (not capabilities or "BF16" in capabilities) else
+                                    "this CPU has no bf16 instructions (AVX-512 BF16 or AMX-BF16): use fp32, or int8")
+    return CpuReport(cpu_model(), isa, installed_version("openvino"), capabilities, [
+        CpuPrecision("fp32", "onnxruntime (the default for .onnx), or openvino precision=fp32",
+                     first("AVX-512", "AVX2"), onnxruntime),
+        CpuPrecision("bf16", "openvino precision=bf16 on model.onnx (ONNX Runtime has no bf16 kernels on x86)", bf16,
+                     bf16_needs),
+        CpuPrecision("int8", "model.int8.cpu.onnx on onnxruntime or openvino",
+                     first("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI") or first("AVX-512", "AVX2"), onnxruntime),
+    ])
 
 
 def _tensorrt_report(flavour: Flavour) -> TensorRTReport:
@@ -153,6 +204,10 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
                    _join(gpu, run, ort_gpu, compile_needs, _extra_needs(extras["bench"]))),
         _with_extra("serve", "serving (Triton)", "smlp-triton, smlp-serve", extras["serve"], _tritonserver_needs()),
         _with_extra("ray", "batch inference on Ray", "smlp-predict --ray", extras["ray"]),
+        _with_extra("openvino", "ONNX files on OpenVINO (CPU)", "Classifier(path, backend='openvino'), --backend "
+                    "openvino, smlp-export --openvino", extras["openvino"]),
+        Capability("cpu-bf16", "bf16 on the CPU", "Classifier(path, backend='openvino', precision='bf16')",
+                   not report.cpu.precision("bf16").needs, report.cpu.precision("bf16").needs),
     ]
 
 
@@ -249,8 +304,14 @@ def format_report(report: DoctorReport) -> str:
     capabilities = [(c.name, "ready" if c.ready else f"no: {c.needs}") for c in report.capabilities if c not in blocked]
     without_gpu = [(c.name, "no" + (f"; also {rest}" if (rest := c.needs[len(gpu):].lstrip("; ")) else ""))
                    for c in blocked]
-    width = max(len(k) for k, _ in machine + extras + capabilities + without_gpu)
+    cpu = report.cpu
+    openvino = [("OpenVINO's view", f"{cpu.openvino}: {', '.join(cpu.openvino_capabilities)}")] if cpu.openvino else []
+    cpu_lines = [("model", cpu.model), ("instructions", ", ".join(cpu.instructions) or "none known"), *openvino,
+                 *((p.precision, f"{p.paths}: {p.instructions}" + (f" (no: {p.needs})" if p.needs else "")
+                    if p.instructions else f"no: {p.needs}") for p in cpu.precisions)]
+    width = max(len(k) for k, _ in machine + extras + capabilities + without_gpu + cpu_lines)
     lines = ["machine"] + [f"  {k:<{width}}  {v}" for k, v in machine]
+    lines += ["CPU"] + [f"  {k:<{width}}  {v}" for k, v in cpu_lines]
     lines += ["extras"] + [f"  {k:<{width}}  {v}" for k, v in extras]
     lines += ["capabilities"] + [f"  {k:<{width}}  {v}" for k, v in capabilities]
     if blocked:  # the reason is said once, then what it blocks

@@ -21,7 +21,8 @@ DISTRIBUTION = "smlp-deploy"
 
 # Distributions whose versions every manifest and benchmark report records.
 RECORDED_DISTRIBUTIONS = (
-    "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript", "tensorrt", "tensorrt-rtx", "numpy",
+    "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript", "tensorrt", "tensorrt-rtx", "openvino",
+    "numpy",
 )
 
 
@@ -90,6 +91,23 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# The x86 instruction sets the CPU paths use, by their /proc/cpuinfo flag: FP32 kernels (AVX2, AVX-512), bf16
+# (AVX-512 BF16, AMX-BF16: OpenVINO), INT8 dot products (VNNI, AMX-INT8: ONNX Runtime's and OpenVINO's INT8).
+CPU_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX-BF16",
+                "avx512_fp16": "AVX-512 FP16", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
+                "amx_int8": "AMX-INT8"}
+
+
+def cpu_features() -> list[str]:
+    """The instruction sets of :data:`CPU_FEATURES` this CPU has (Linux: /proc/cpuinfo's flags; elsewhere none)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return [name for flag, name in CPU_FEATURES.items() if flag in flags]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Versions: 1 (smlp-deploy 0.1.0); 2 adds ``model.seed`` (the seed of random weigh
 engine files planned), and writes the engine commands relative to the export directory, so a copied export
 stays valid; 3 (TensorRT for RTX) replaces ``engine`` by ``engines``, one record per TensorRT flavour, and records
 for each engine its flavour, target compute capabilities, build seconds and whether a GPU has verified it; 4 (FP8)
-adds ``fp8_calibration``, FP8's own calibration record beside INT8's ``calibration``.
+adds ``fp8_calibration``, FP8's own calibration record beside INT8's ``calibration``. 5 adds
+``backends`` to an artifact: its parity where another backend runs it in a precision of its own (OpenVINO bf16).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .records import RecordError, from_json, to_json
 from .tensorrt_flavours import TENSORRT
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 IMAGENET_LABELS = "imagenet-1k"  # ``labels`` value for the 1000 ImageNet classes in index order
 
 
@@ -74,6 +75,21 @@ class ParityReport:
     top1_agreement: float
     top5_agreement: float
     n_inputs: int
+
+
+@dataclass(frozen=True)
+class BackendParity:
+    """An artifact run by ``backend`` computing in ``precision`` (OpenVINO on the CPU: fp32, bf16), against
+    ``reference`` ("pytorch", or "onnxruntime": the same graph on ONNX Runtime, for INT8 Q/DQ forms), held to the
+    thresholds of ``thresholds`` (a precision of export/parity.py). Kernels differ by CPU, so the CPU is named."""
+
+    backend: str
+    precision: str
+    reference: str
+    thresholds: str
+    parity: ParityReport
+    version: str
+    cpu: str
 
 
 @dataclass(frozen=True)
@@ -129,10 +145,15 @@ class Artifact:
     compute_capabilities: list[str] | None = None  # engines: the GPUs they run on
     build_seconds: float | None = None
     status: str | None = None  # engines: VERIFIED, or UNVERIFIED until a GPU has checked their parity
+    backends: list[BackendParity] | None = None  # ONNX: its parity on backends that choose their own precision
 
     @property
     def kind(self) -> ArtifactKind | None:
         return kind_of(self.path)
+
+    def parity_on(self, backend: str, precision: str) -> BackendParity | None:
+        """Its recorded parity on ``backend`` computing in ``precision``, if the export measured it."""
+        return next((c for c in self.backends or [] if (c.backend, c.precision) == (backend, precision)), None)
 
 
 VERIFIED = "verified"  # an engine's parity was checked on a GPU, against the PyTorch logits of the export
@@ -261,4 +282,9 @@ def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "format_version": 4}
 
 
-_UPGRADES = {1: _from_v1, 2: _from_v2, 3: _from_v3}
+def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 4 is format 5 without the optional ``backends`` of an artifact."""
+    return {**data, "format_version": 5}
+
+
+_UPGRADES = {1: _from_v1, 2: _from_v2, 3: _from_v3, 4: _from_v4}

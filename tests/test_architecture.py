@@ -128,19 +128,51 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
 
 def test_running_an_onnx_model_loads_no_exporter(tmp_path):
     """``import smlp_deploy; Classifier("model.onnx")`` loads the runtime only: no torch (so none of torch.onnx),
-    onnxsim, onnxscript, the quantizer or matplotlib."""
+    onnxsim, onnxscript, the quantizer or matplotlib; nor does choosing ONNX Runtime's providers from a list that
+    offers CUDA (what onnxruntime-gpu offers on a GPU host), nor an OpenVINO Classifier."""
+    from smlp_deploy.environment import import_problem
     from smlp_deploy.export import export_model
 
     export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
     heavy = ["torch", "onnxsim", "onnxscript", "onnxruntime.quantization", "matplotlib", "smlp_deploy.export"]
+    backends = [None] + (["openvino"] if import_problem("openvino") is None else [])
     script = (
         "import sys, smlp_deploy\n"
         "from smlp_deploy.samples import sample_images\n"
-        f"smlp_deploy.Classifier({str(tmp_path / 'model.onnx')!r}).predict(sample_images()[0])\n"
+        "from smlp_deploy.runtime.backends.onnxruntime_backend import execution_providers\n"
+        "offered = ['CUDAExecutionProvider', 'CPUExecutionProvider']\n"
+        "assert all('CUDA' in str(execution_providers(d, offered)[0]) for d in (None, 'cuda', 'cuda:1'))\n"
+        f"for backend in {backends!r}:\n"
+        f"    smlp_deploy.Classifier({str(tmp_path / 'model.onnx')!r}, backend=backend).predict(sample_images()[0])\n"
         f"print([m for m in {heavy!r} if m in sys.modules])\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def imports_torch(name: str) -> bool:
+    """Whether the module's own code imports torch, at any depth (inside functions too)."""
+    return any(isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names)
+               or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch" and not node.level
+               for node in ast.walk(ast.parse(MODULES[name].read_text())))
+
+
+def reachable(name: str) -> set[str]:
+    found, todo = set(), [name]
+    while todo:
+        for target in GRAPH[todo.pop()] - found:
+            found.add(target)
+            todo.append(target)
+    return found | {name}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime_backend", "openvino_backend"])
+def test_no_backend_imports_torch_unless_it_runs_pytorch(backend):
+    """Statically, whatever is reached: a lazy ``import torch`` on a path that a GPU host takes and CI does not (the
+    CUDA provider's) would pass the run-time test above and still load torch there."""
+    name = f"{ROOT}.runtime.backends.{backend}"
+    assert not sorted(m for m in reachable(name) if imports_torch(m))
+    assert imports_torch(f"{ROOT}.runtime.backends.torch_backend")  # the check sees an import of torch
 
 
 def test_import_smlp_deploy_loads_nothing_else():

@@ -454,3 +454,26 @@ def wait_for_cluster(call, timeout: float = 120):
             if "cannot connect" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+@needs_ray
+def test_replicas_on_openvino_in_bf16(ray_env, artifact, tmp_path):
+    """CPU replicas open the model on OpenVINO in the precision asked for; their rows are single-process
+    smlp-predict's with the same backend (bf16 logits differ from FP32 ones, so the reference is bf16 too)."""
+    pytest.importorskip("openvino", reason="needs OpenVINO (extra 'openvino')")
+    from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
+
+    precision = "bf16" if "BF16" in cpu_capabilities() else "fp32"
+    photos = [str(p.absolute()) for p in sample_images()]
+    (tmp_path / "list.txt").write_text("\n".join(photos) + "\n")
+    output = tmp_path / "out.jsonl"
+    summary = predict_dataset(tmp_path / "list.txt", artifact, output=output, backend="openvino", precision=precision,
+                              **RUN)
+    assert summary.model.startswith("openvino") and f"CPU {precision} (model.onnx)" in summary.model
+    with Classifier(artifact, backend="openvino", precision=precision) as classifier:
+        expected = dict(zip(photos, classifier.predict(photos, topk=TOPK)))
+    rows = rows_of(output)
+    assert sorted(row["path"] for row in rows) == sorted(photos)
+    for row in rows:
+        assert row["topk"] == [index for index, _, _ in expected[row["path"]].topk]
+        np.testing.assert_allclose(row["scores"], [score for _, _, score in expected[row["path"]].topk], atol=1e-3)

@@ -128,3 +128,25 @@ def test_an_artifact_timed_on_a_backend_it_is_not_meant_for_is_marked(tmp_path):
     assert "model.fp8.onnx is the Q/DQ form TensorRT builds" in fp8.note and "FP8 is for GPUs (engines)" in fp8.note
     (skipped,) = resolve("torch", "fp8", model=None, artifacts=tmp_path, device="cpu", threads=1)
     assert skipped.reason.startswith("eager PyTorch has no FP8 path for sMLPNet")
+
+
+def test_cpu_precision_classes_beside_their_peers(artifacts):
+    """OpenVINO's fp32, bf16 (on the FP32 file) and int8 (the CPU form) rows beside ONNX Runtime, eager PyTorch in
+    bf16 and OpenVINO called directly, all in one interleaved run; what cannot run says why."""
+    pytest.importorskip("openvino", reason="needs OpenVINO (extra 'openvino')")
+    from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
+
+    bf16 = "BF16" in cpu_capabilities()
+    report = run_benchmark(BenchConfig(variant="test", backends=("torch", "onnxruntime", "openvino", "openvino-direct"),
+                                       precisions=("fp32", "bf16", "int8"), batch_sizes=(2,), artifacts=artifacts,
+                                       warmup=1, iters=3, device="cpu", threads=1), log=lambda line: None)
+    rows = {(r.backend, r.precision, r.artifact) for r in report.results}
+    assert {("openvino", "fp32", "model.onnx"), ("openvino", "int8", "model.int8.cpu.onnx"),
+            ("openvino-direct", "fp32", "model.onnx"), ("openvino-direct", "int8", "model.int8.cpu.onnx"),
+            ("onnxruntime", "int8", "model.int8.cpu.onnx"), ("torch", "bf16", None)} <= rows
+    assert (("openvino", "bf16", "model.onnx") in rows) == bf16 == (("openvino-direct", "bf16", "model.onnx") in rows)
+    skipped = {(s.backend, s.precision): s.reason for s in report.skipped}
+    assert skipped[("onnxruntime", "bf16")] == "onnxruntime does not compute in bf16; openvino does"
+    assert "model.int8.onnx is the INT8 Q/DQ form for TensorRT" in skipped[("openvino", "int8")]
+    labels = {r.label for r in report.results}
+    assert {"openvino int8 (cpu form)", "openvino-direct fp32"} <= labels

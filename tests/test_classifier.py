@@ -15,6 +15,7 @@ from PIL import Image
 
 from smlp_deploy import Classifier, Prediction, SmlpDeployError
 from smlp_deploy.cli.predict import main as predict_main
+from smlp_deploy.environment import import_problem
 from smlp_deploy.errors import ArtifactError, BackendUnavailableError, ImageError, InputError
 from smlp_deploy.export import BatchProfile, BuildOptions, THRESHOLDS, compare, export_model
 from smlp_deploy.models import create_model
@@ -24,6 +25,9 @@ from smlp_deploy.tensorrt_flavours import FLAVOURS, HEADER_BYTES
 from .conftest import photo_batch
 
 SIZE = 64
+OPENVINO = import_problem("openvino")
+BF16 = OPENVINO or (None if "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+                    else "this CPU has no bf16 instructions")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,7 @@ def export_dir(tmp_path_factory) -> Path:
     torch.save(create_model("test", image_size=SIZE).state_dict(), weights)
     build = BuildOptions(BatchProfile(1, 8, 32), workspace_mib=1024)
     export_model("test", checkpoint=weights, image_size=SIZE, precisions=("fp32", "fp16"), out_dir=out, build=build,
-                 quiet=True)
+                 openvino=OPENVINO is None, quiet=True)
     shutil.copy(weights, out / "model.pt")  # the export's own checkpoint beside it: known by its sha256
     return out
 
@@ -47,19 +51,25 @@ BACKENDS = [
     pytest.param("engine.fp16.plan", id="tensorrt-fp16", marks=pytest.mark.tensorrt),
     pytest.param("engine.fp32.rtx.plan", id="tensorrt-rtx-fp32", marks=pytest.mark.tensorrt("tensorrt-rtx")),
     pytest.param("engine.fp16.rtx.plan", id="tensorrt-rtx-fp16", marks=pytest.mark.tensorrt("tensorrt-rtx")),
+    pytest.param(("model.onnx", {"backend": "openvino"}), id="openvino-fp32",
+                 marks=pytest.mark.skipif(OPENVINO is not None, reason=f"needs OpenVINO: {OPENVINO}")),
+    pytest.param(("model.onnx", {"backend": "openvino", "precision": "bf16"}), id="openvino-bf16",
+                 marks=pytest.mark.skipif(BF16 is not None, reason=f"needs OpenVINO bf16: {BF16}")),
 ]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def classifier(request, export_dir) -> Classifier:
-    with Classifier(export_dir / request.param, max_batch_size=32) as clf:
+    name, options = request.param if isinstance(request.param, tuple) else (request.param, {})
+    with Classifier(export_dir / name, max_batch_size=32, **options) as clf:
         yield clf
 
 
 def test_backends_agree_with_pytorch_on_photos(classifier, export_dir, photos):
     reference = Classifier(export_dir / "model.pt").logits([str(p) for p in photos])
     report = compare(reference, classifier.logits([str(p) for p in photos]))
-    precision = "fp16" if "fp16" in classifier.path.name else "fp32"
+    reduced = "fp16" in classifier.path.name or classifier.backend.compute_precision == "bf16"
+    precision = "fp16" if reduced else "fp32"
     assert not THRESHOLDS[precision].failures(report), report
 
 

@@ -109,7 +109,8 @@ CASES = [
     case("predict", "{root}/model.bin", "{photos}", expect="or pass one of --backend onnxruntime, --backend "),
     case("predict", "{export}/model.onnx", "{photos}", "--backend", "torch", expect="--backend: backend 'torch'"),
     case("predict", "{unlisted}/model.fp16.onnx", "{photos}", expect="pass --allow-unlisted to load it anyway"),
-    case("predict", "{export}/model.onnx", "{photos}", "--device", "cuda", expect="or run on the CPU (--device cpu)"),
+    case("predict", "{export}/model.onnx", "{photos}", "--device", "cuda", expect="machine with an NVIDIA GPU, or pass "
+         "--device cpu"),
     case("predict", "{export}/model.onnx", "{empty}", expect="IMAGES: no images to classify: folder"),
     case("predict", "{export}/model.onnx", "{root}/missing.jpg", expect="no images to classify: image"),
     case("predict", "{export}/model.onnx", "{photos}", "--ray", "--output", "{root}/done.jsonl",

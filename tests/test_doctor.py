@@ -219,3 +219,28 @@ def test_the_gpu_check_commands_are_what_the_clis_accept(tmp_path):
                                text=True, timeout=300)
     assert collected.returncode == 0, collected.stdout[-2000:]
     assert "tests/test_tensorrt_runtime.py::" in collected.stdout  # the marker selects the GPU tests
+
+
+def test_the_cpu_section_says_what_each_precision_runs_on(report, capsys):
+    from smlp_deploy.environment import CPU_FEATURES, cpu_features
+
+    cpu = report.cpu
+    assert cpu.instructions == cpu_features() and set(cpu.instructions) <= set(CPU_FEATURES.values())
+    assert [p.precision for p in cpu.precisions] == ["fp32", "bf16", "int8"]
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert ("AVX-512 BF16" in cpu.instructions) == (" avx512_bf16" in flags)
+    bf16 = cpu.precision("bf16")
+    has_bf16 = bool({"AVX-512 BF16", "AMX-BF16"} & set(cpu.instructions))
+    assert bf16.instructions == next((i for i in ("AMX-BF16", "AVX-512 BF16") if i in cpu.instructions), None)
+    openvino = import_problem("openvino") is None
+    assert (bf16.needs == "") == (has_bf16 and openvino) == report.capability("cpu-bf16").ready
+    if openvino:
+        assert cpu.openvino and ("BF16" in cpu.openvino_capabilities) == has_bf16
+    else:
+        assert "pip install 'smlp-deploy[openvino]'" in bf16.needs
+    int8 = cpu.precision("int8")
+    assert int8.instructions == next(i for i in ("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI", "AVX-512", "AVX2")
+                                     if i in cpu.instructions)
+    assert main([]) == 0
+    printed = capsys.readouterr().out
+    assert "\nCPU\n" in printed and "  bf16 " in printed and "openvino precision=bf16 on model.onnx" in printed

@@ -122,7 +122,7 @@ def test_every_context_stream_and_buffer_is_on_the_device(export_dir):
     with pytest.raises(InputError, match=f"this machine has {count} CUDA device") as error:
         load_backend(export_dir / "engine.fp32.plan", device=f"cuda:{count}")
     assert error.value.parameter == "device"
-    with pytest.raises(InputError, match="TensorRT engines run on CUDA devices"):
+    with pytest.raises(InputError, match="device 'cpu' is not one backend 'tensorrt' runs on: it takes cuda, cuda:N"):
         load_backend(export_dir / "engine.fp32.plan", device="cpu")
 
 

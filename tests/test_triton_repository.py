@@ -257,3 +257,53 @@ def test_cli_errors_name_the_flag(export_dir, tmp_path, capsys, monkeypatch):
                                      "--artifact", "engine.fp16.plan", "--device", "cpu"])
     assert entry_point() == 2
     assert capsys.readouterr().err.startswith("error: --device: engine.fp16.plan is a TensorRT engine")
+
+
+def test_onnx_on_tritons_openvino_backend_in_bf16(export_dir, tmp_path):
+    """Triton's OpenVINO backend takes one precision parameter, HINT_BF16: the config asks for bf16 (which OpenVINO
+    keeps as FP32 on a CPU without it), on CPU instances, the ONNX file as the model file."""
+    with pytest.warns(UserWarning, match=r"model\.int8\.cpu\.onnx will be served on openvino in bf16, whose parity "
+                                         r"its export did not measure"):
+        repository = write_triton_repository(export_dir, tmp_path, artifact="model.int8.cpu.onnx", backend="openvino",
+                                             precision="bf16", instances=2)
+    config = parse(repository.classifier.directory / "config.pbtxt")
+    assert (config.backend, config.platform, config.default_model_filename) == ("openvino", "", "model.int8.cpu.onnx")
+    assert {k: v.string_value for k, v in config.parameters.items()} == {"HINT_BF16": "YES",
+                                                                         "PERFORMANCE_HINT": "LATENCY"}
+    (group,) = config.instance_group
+    assert (group.kind, group.count) == (mc.ModelInstanceGroup.KIND_CPU, 2)
+    assert (repository.classifier.directory / "1" / "model.int8.cpu.onnx").read_bytes() == (
+        export_dir / "model.int8.cpu.onnx").read_bytes()
+    assert repository.classifier.runtime == "openvino"
+    check_ensemble(repository)
+
+
+def test_the_python_backend_opens_the_artifact_with_the_backend_and_precision_asked_for(export_dir, tmp_path):
+    with pytest.warns(UserWarning, match="will be served on openvino in bf16"):
+        repository = write_triton_repository(export_dir, tmp_path, backend="python", classifier_backend="openvino",
+                                             precision="bf16", image_input=False)
+    config = parse(repository.classifier.directory / "config.pbtxt")
+    assert {k: v.string_value for k, v in config.parameters.items()} == {
+        "artifact": "model.onnx", "backend": "openvino", "precision": "bf16"}
+
+
+@pytest.mark.parametrize("options, parameter, message", [
+    ({"backend": "openvino"}, "precision", "Triton's OpenVINO backend cannot pin FP32: its one precision parameter is "
+                                           "HINT_BF16"),
+    ({"backend": "openvino", "precision": "fp32"}, "precision", "cannot pin FP32"),
+    ({"backend": "openvino", "precision": "bf16", "artifact": "model.int8.onnx"}, "backend",
+     r"INT8 Q/DQ form for TensorRT.*open model\.int8\.cpu\.onnx"),
+    ({"backend": "openvino", "precision": "bf16", "artifact": "engine.fp16.plan"}, "backend",
+     "OpenVINO backend serves ONNX files on the CPU"),
+    ({"backend": "openvino", "precision": "bf16", "device": "gpu"}, "device", "ONNX files on the CPU"),
+    ({"precision": "bf16"}, "precision", "apply to backend='python'"),
+    ({"backend": "python", "classifier_backend": "torch"}, "classifier_backend",
+     "classifier_backend 'torch' cannot open model.onnx: choose one of onnxruntime, openvino"),
+    ({"backend": "python", "precision": "bf16"}, "precision",
+     "precision 'bf16' applies to classifier_backend openvino"),
+])
+def test_runtime_options_that_cannot_hold_are_refused(export_dir, tmp_path, options, parameter, message):
+    with pytest.raises(InputError, match=message) as error:
+        write_triton_repository(export_dir, tmp_path / "repo", **options)
+    assert error.value.parameter == parameter
+    assert not (tmp_path / "repo").exists()

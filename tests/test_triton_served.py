@@ -5,6 +5,7 @@ when they fail; the tests skip, with the reason, where the server cannot be inst
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -217,6 +218,27 @@ def processes_mentioning(text: str) -> list[str]:
         if text in line:
             found.append(line)
     return found
+
+
+def test_openvino_bf16_served_through_the_python_backend(export_dir, tmp_path, photos64):
+    """The pip tritonserver has the Python backend only: OpenVINO runs there inside Classifier, in bf16."""
+    pytest.importorskip("openvino", reason="needs OpenVINO (extra 'openvino')")
+    from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
+
+    precision = "bf16" if "BF16" in cpu_capabilities() else "fp32"
+    with pytest.warns(UserWarning, match="whose parity its export did not measure") if precision == "bf16" else \
+            contextlib.nullcontext():
+        repository = write_triton_repository(export_dir, tmp_path / "repo", backend="python", image_input=False,
+                                             classifier_backend="openvino", precision=precision)
+    x = photos64[:8]
+    with LocalTritonServer(repository.path, log_file=tmp_path / "tritonserver.log") as server, \
+            Classifier(export_dir / "model.onnx", backend="openvino", precision=precision) as classifier:
+        got = httpclient.InferenceServerClient(server.http_url, network_timeout=TIMEOUT_S).infer(
+            repository.classifier.name, [tensor_input(httpclient, x)]).as_numpy("logits")
+        assert_logits_equal(got, classifier.logits(x))
+    if precision == "bf16":  # bf16 for real, not FP32 under another name
+        with Classifier(export_dir / "model.onnx") as fp32:
+            assert np.abs(got - fp32.logits(x)).max() > 1e-4 * np.abs(got).max()
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_its_log(export_dir, tmp_path):

@@ -96,6 +96,7 @@ def predict_dataset(
     address: str | None = None,
     resume: bool = False,
     backend: str | None = None,
+    precision: str | None = None,
     allow_unlisted: bool = False,
     no_progress_timeout_s: float = 600.0,
     quiet: bool = False,
@@ -111,6 +112,8 @@ def predict_dataset(
     :func:`plan_replicas`. ``address``: an existing cluster (``"auto"``, ``"host:6379"``); by default a local
     Ray starts for this call. A run that makes no progress for ``no_progress_timeout_s`` (resources that can
     never be granted, say) ends with an error instead of waiting. Progress is drawn on stderr on a terminal.
+    ``backend`` and ``precision`` open the artifact in each replica as :class:`~smlp_deploy.Classifier` does
+    (``backend="openvino", precision="bf16"`` on CPU replicas).
     """
     started = time.perf_counter()
     _check_arguments(batch_size=batch_size, replicas=replicas, gpus_per_replica=gpus_per_replica,
@@ -134,7 +137,7 @@ def predict_dataset(
             if local:
                 _check_fits(plan, ray.cluster_resources())
             options = dict(backend=backend, device="cuda" if plan.gpus else "cpu", max_batch_size=batch_size,
-                           threads=plan.threads, allow_unlisted=allow_unlisted)
+                           threads=plan.threads, allow_unlisted=allow_unlisted, precision=precision)
             replica = _check_model(ray, plan, artifact, options)
             startup = time.perf_counter() - joining
             if dataset is None:

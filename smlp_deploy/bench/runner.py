@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..artifacts import PRECISIONS
 from ..environment import capture, cpu_cores
 from ..errors import InputError, SmlpDeployError
 from ..manifest import MANIFEST_NAME, Manifest
@@ -26,7 +25,7 @@ from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 from .peak import matmul_probe
 from .results import BenchModel, BenchReport, BenchRow, EndToEnd, Skipped
-from .targets import BACKENDS, DEFAULT_BACKENDS, Target, resolve
+from .targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS, Target, resolve
 from .timing import LatencyStats, measure_interleaved
 
 BASELINE = ("torch", "fp32")

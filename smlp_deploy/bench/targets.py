@@ -1,29 +1,39 @@
 """What can be benchmarked here: one Target per (backend, precision, artifact), or a reason it is skipped.
 
 The backends are the runtime's registry (each with the artifacts of the formats it opens) plus eager PyTorch
-and ``torch.compile``, which run the model itself as the baselines.
+and ``torch.compile``, which run the model itself as the baselines, and peers: libraries used as a user would use
+them without this toolkit (``openvino-direct``). A precision is what a target computes in: an artifact's, or one
+a backend computes in of its own (OpenVINO's bf16, on the FP32 file).
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..artifacts import ARTIFACTS, MIN_COMPUTE_CAPABILITY, ONNX_KINDS, ArtifactKind, runs_precision
+from ..artifacts import ARTIFACTS, MIN_COMPUTE_CAPABILITY, ONNX_KINDS, ArtifactKind, onnx_artifact, runs_precision
+from ..artifacts import PRECISIONS as ARTIFACT_PRECISIONS
+from ..environment import import_problem
 from ..runtime.backends.base import Backend
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.registry import BACKENDS as RUNTIME_BACKENDS
 from ..runtime.backends.torch_backend import TorchBackend
 from ..tensorrt_flavours import current_compute_capability
+from .peers import OpenVINODirect
 from .results import Skipped
 
 MODEL_BACKENDS = ("torch", "torch.compile")  # run the PyTorch model itself, not an artifact
-BACKENDS = (*MODEL_BACKENDS, *(name for name in RUNTIME_BACKENDS if name not in MODEL_BACKENDS))
-DEFAULT_BACKENDS = tuple(name for name in BACKENDS if name != "torch.compile")
+PEERS = (OpenVINODirect.name,)
+BACKENDS = (*MODEL_BACKENDS, *PEERS, *(name for name in RUNTIME_BACKENDS if name not in MODEL_BACKENDS))
+DEFAULT_BACKENDS = tuple(name for name in BACKENDS if name != "torch.compile" and name not in PEERS)
+PRECISIONS = tuple(dict.fromkeys((*ARTIFACT_PRECISIONS, *(p for b in RUNTIME_BACKENDS.values() for p in b.precisions))))
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,13 @@ def resolve(
                         "ONNX Runtime or TensorRT")
         if precision == "fp16" and device != "cuda":
             return skip("fp16 PyTorch needs a CUDA GPU (CPU kernels for half precision are not a deployment path)")
-        if backend == "torch.compile" and device != "cuda":
-            return skip("torch.compile is benchmarked on GPUs (on CPUs it needs a C++ toolchain at run time)")
-        dtype = torch.float16 if precision == "fp16" else torch.float32
+        if backend == "torch.compile" and device != "cuda" and not _cpp_compiler():
+            return skip("torch.compile on CPUs needs a C++ compiler at run time (g++ or clang++, or CXX)")
+        dtype = TORCH_DTYPES[precision]
         compile_ = backend == "torch.compile"
         return [Target(backend, precision, device, None, lambda: _torch_backend(model, device, dtype, compile_))]
+    if backend in PEERS:
+        return _openvino_direct(precision, artifacts, device)
     info = RUNTIME_BACKENDS[backend]
     reason = info.unavailable()
     if reason:
@@ -78,18 +90,46 @@ def resolve(
             capability := current_compute_capability(), precision):
         return skip(f"this GPU (compute capability {capability}) has no {precision.upper()}; it needs "
                     f"{'.'.join(map(str, MIN_COMPUTE_CAPABILITY[precision]))} or later")
+    computes = precision in info.precisions  # a precision of the backend's own: it runs the FP32 file in it
+    if precision not in ARTIFACT_PRECISIONS and not computes:
+        others = [b.name for b in RUNTIME_BACKENDS.values() if precision in b.precisions]
+        return skip(f"{backend} does not compute in {precision}" + (f"; {', '.join(others)} does" if others else ""))
     # The CPU form of INT8 is meant for x86 kernels, so it is timed on CPUs only.
-    kinds = [k for k in ARTIFACTS.values() if k.format in info.formats and k.precision == precision
-             and (k.target != "cpu" or device == "cpu")]
+    kinds = [k for k in ARTIFACTS.values() if k.format in info.formats and (k.target != "cpu" or device == "cpu")
+             and k.precision == (precision if precision in ARTIFACT_PRECISIONS else "fp32")]
     if not kinds:
         return skip(f"{backend} runs no {precision} artifact")
     found = [k for k in kinds if (artifacts / k.file_name).is_file()]
     if not found:
         return skip(_missing(kinds[0], precision))
     options = {"threads": threads} if "threads" in info.options else {}
+    if computes:
+        options["precision"] = precision
     return [Target(backend, precision, device, kind,
                    lambda kind=kind: load_backend(artifacts / kind.file_name, backend, device=device, **options))
             for kind in found]
+
+
+def _openvino_direct(precision: str, artifacts: Path, device: str) -> list[Target | Skipped]:
+    """The peer of the openvino backend: the same files, OpenVINO called directly with its own settings."""
+    skip = lambda reason: [Skipped(OpenVINODirect.name, precision, reason)]  # noqa: E731
+    problem = import_problem("openvino")
+    if problem:
+        return skip(f"cannot import {problem}: pip install 'smlp-deploy[openvino]'")
+    if device != "cpu":
+        return skip("OpenVINO is timed on CPUs")
+    if precision not in OpenVINODirect.HINTS:
+        return skip(f"{OpenVINODirect.name} runs {', '.join(OpenVINODirect.HINTS)}")
+    kind = onnx_artifact("int8", "cpu") if precision == "int8" else onnx_artifact("fp32")
+    if not (artifacts / kind.file_name).is_file():
+        return skip(_missing(kind, precision))
+    return [Target(OpenVINODirect.name, precision, device, kind,
+                   lambda: OpenVINODirect(artifacts / kind.file_name, precision))]
+
+
+def _cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU code generation would use (inductor takes $CXX, else g++)."""
+    return shutil.which(os.environ.get("CXX") or "g++") or shutil.which("clang++")
 
 
 def _torch_backend(model, device, dtype, compile_) -> Backend:

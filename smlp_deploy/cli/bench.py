@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..bench.report import format_report, write_csv, write_json, write_plot
 from ..bench.runner import BenchConfig, run_benchmark
-from ..bench.targets import BACKENDS, DEFAULT_BACKENDS
+from ..bench.targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS
 from ..models.variants import ALIASES, VARIANTS
 from .common import positive_int, run_main
 
@@ -30,9 +30,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", type=Path, help="an export directory (smlp-export --out); default: export to a "
                    "temporary directory (fp32, and fp16 when asked)")
     p.add_argument("--backends", type=_list(str), default=DEFAULT_BACKENDS,
-                   help=f"comma-separated: {', '.join(BACKENDS)} (default: all but torch.compile)")
+                   help=f"comma-separated: {', '.join(BACKENDS)} (default: all but torch.compile and "
+                   "openvino-direct, the peers timed beside the toolkit's paths)")
     p.add_argument("--precision", "--precisions", dest="precisions", type=_list(str), default=("fp32",),
-                   help="comma-separated: fp32, fp16, int8, fp8 (default: fp32)")
+                   help=f"comma-separated: {', '.join(PRECISIONS)} (default: fp32); bf16 runs the FP32 file on "
+                   "backends that compute in it (openvino) and eager PyTorch")
     p.add_argument("--batch-sizes", type=_list(int), default=(1, 8, 32), help="comma-separated (default: 1,8,32)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
     timing = p.add_mutually_exclusive_group()

@@ -12,11 +12,11 @@ from ..manifest import IMAGENET_LABELS
 from ..preprocess_config import PreprocessConfig
 from ..progress import format_table
 from ..runtime.classifier import Classifier
-from ..runtime.backends.registry import BACKENDS
+from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from .common import positive_int, run_main
 
 FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted_order": "--sorted-classes",
-         "allow_unlisted": "--allow-unlisted"}
+         "allow_unlisted": "--allow-unlisted", "precision": "--precision"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,8 +34,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
     p.add_argument("--backend", choices=list(BACKENDS), help="run every artifact with this backend (default: each "
                    "file's own)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for ONNX Runtime (default: all cores)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="what a backend that offers several computes in: "
+                   "openvino fp32 (its default) or bf16, on CPUs with bf16 instructions")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for ONNX Runtime and OpenVINO (default: all "
+                   "cores)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     folder = LabeledFolder.scan(args.data)
     classifiers = [Classifier(path, backend=args.backend, device=args.device, threads=args.threads,
-                              allow_unlisted=args.allow_unlisted)
+                              allow_unlisted=args.allow_unlisted, precision=args.precision)
                    for path in args.artifacts]
     rows = []
     # Artifacts that share preprocessing share one decoding pass.

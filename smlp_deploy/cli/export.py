@@ -26,7 +26,7 @@ FLAGS = {
     "opset": "--opset", "calib_dir": "--calib-dir", "samples": "--calib-samples", "method": "--calib-method",
     "cache": "--calib-cache", "targets": "--int8-target", "eval_dir": "--eval-dir", "profile": "--batch",
     "require_engine": "--require-engine", "directory": "--from-onnx", "out_dir": "--out", "flavours": "--flavour",
-    "compute_capabilities": "--compute-capability", "export_dir": "--verify-engines",
+    "compute_capabilities": "--compute-capability", "export_dir": "--verify-engines", "openvino": "--openvino",
 }
 
 
@@ -64,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
                    "ONNX Runtime runs fastest on x86 CPUs; both")
     p.add_argument("--eval-dir", type=Path, metavar="DIR",
                    help="labeled image folder (one subfolder per class): add top-1/top-5 of every artifact")
+    p.add_argument("--openvino", action="store_true",
+                   help="also run each ONNX file on OpenVINO in FP32 and, where the CPU has bf16 instructions, bf16, "
+                   "and record its parity (bf16 held to the FP16 thresholds; the INT8 CPU form against ONNX "
+                   "Runtime); needs the openvino extra")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--batch", default="1:8:32", type=BatchProfile.parse, metavar="MIN:OPT:MAX",
                    help="engine batch profile (default: 1:8:32)")
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             image_size=args.image_size, num_classes=args.num_classes, opset=args.opset,
             do_simplify=not args.no_simplify, build=build, flavours=args.flavour, require_engine=args.require_engine,
             int8_options=int8, fp8_options=fp8_options,
-            eval_dir=args.eval_dir, seed=args.seed, quiet=args.quiet,
+            eval_dir=args.eval_dir, openvino=args.openvino, seed=args.seed, quiet=args.quiet,
         )
     print(result.summary())
     print(f"\nmanifest: {result.manifest_path}")

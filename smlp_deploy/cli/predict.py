@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..errors import ImageError, InputError
 from ..imagefolder import IMAGE_SUFFIXES, find_images
 from ..progress import format_table
-from ..runtime.backends.registry import BACKENDS
+from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..runtime.classifier import Classifier, Prediction
 from .common import positive_int, run_main
 from .noise import library_chatter_to_file
@@ -24,7 +24,8 @@ from .noise import library_chatter_to_file
 FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size", "topk": "--topk",
          "allow_unlisted": "--allow-unlisted", "images": "IMAGES", "batch_size": "--batch-size", "output": "--output",
          "resume": "--resume", "replicas": "--replicas", "gpus_per_replica": "--gpus-per-replica",
-         "cpus_per_replica": "--cpus-per-replica", "address": "--address", "verbose": "--verbose"}
+         "cpus_per_replica": "--cpus-per-replica", "address": "--address", "verbose": "--verbose",
+         "precision": "--precision"}
 RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address", "verbose")
 
 
@@ -37,7 +38,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=positive_int, default=5, help="classes to report per image (default: 5)")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default: the engine's max, else 32)")
     p.add_argument("--backend", choices=list(BACKENDS), help="override the backend")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="what a backend that offers several computes in: "
+                   "openvino fp32 (its default) or bf16, on CPUs with bf16 instructions")
     p.add_argument("--allow-unlisted", action="store_true",
                    help="load an artifact its export's manifest does not list (unverified)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise InputError(f"no images to classify: {'; '.join(why for _, why in unusable)}", parameter="images")
     classifier = Classifier(args.artifact, backend=args.backend, device=args.device, max_batch_size=args.batch_size,
-                            allow_unlisted=args.allow_unlisted)
+                            allow_unlisted=args.allow_unlisted, precision=args.precision)
     topk = min(args.topk, len(classifier.labels))
     if topk < args.topk:
         print(f"note: --topk {args.topk} is more than the model's {topk} classes: showing {topk}", file=sys.stderr)
@@ -143,7 +146,7 @@ def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size or 32, replicas=args.replicas or 1,
                                   gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica,
                                   topk=args.topk, address=args.address, resume=args.resume, backend=args.backend,
-                                  allow_unlisted=args.allow_unlisted)
+                                  precision=args.precision, allow_unlisted=args.allow_unlisted)
     print(format_table(["output", "images", "errors", "skipped (done before)", "seconds", "images/s", "Ray start-up s"],
                        [[summary.output, summary.images, summary.errors, summary.skipped, f"{summary.seconds:.1f}",
                          f"{summary.images_per_second:.1f}", f"{summary.startup_seconds:.1f}"]]))

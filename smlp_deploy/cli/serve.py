@@ -13,12 +13,14 @@ import tempfile
 from pathlib import Path
 
 from ..artifacts import ARTIFACTS
+from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..serving.repository import TritonRepository, write_triton_repository
 from ..serving.server import LocalTritonServer
 from .common import positive_int, run_main
 
 FLAGS = {"export_dir": "EXPORT_DIR", "name": "--name", "artifact": "--artifact", "instances": "--instances",
-         "max_batch_size": "--max-batch-size", "max_queue_delay_us": "--max-queue-delay-us"}
+         "max_batch_size": "--max-batch-size", "max_queue_delay_us": "--max-queue-delay-us",
+         "classifier_backend": "--backend", "precision": "--precision"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("export_dir", type=Path, help="an export folder (smlp-export --out)")
     p.add_argument("--artifact", default="model.onnx", choices=list(ARTIFACTS), help="default: model.onnx")
     p.add_argument("--name", help="model name (default: the model's, e.g. smlpnet_tiny)")
+    p.add_argument("--backend", choices=list(BACKENDS), help="the backend that opens the artifact (default: its own)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="what OpenVINO computes in (--backend openvino): "
+                   "fp32 (default) or bf16")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=8000, help="0 picks a free port (default: 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="default: 8001")
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="smlp-serve-") as scratch:
             repository = write_triton_repository(
                 args.export_dir, Path(scratch) / "repository", name=args.name, artifact=args.artifact,
-                backend="python", instances=args.instances, max_batch_size=args.max_batch_size,
+                backend="python", classifier_backend=args.backend, precision=args.precision,
+                instances=args.instances, max_batch_size=args.max_batch_size,
                 max_queue_delay_us=args.max_queue_delay_us)
             print(f"starting tritonserver for {args.export_dir / args.artifact} ...", file=sys.stderr, flush=True)
             server = LocalTritonServer(repository.path, host=args.host, http_port=args.http_port,

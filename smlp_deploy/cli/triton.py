@@ -7,13 +7,14 @@ from pathlib import Path
 
 from ..artifacts import ARTIFACTS
 from ..progress import format_table
+from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..serving.repository import TritonRepository, write_triton_repository
 from .common import positive_int, run_main
 
 FLAGS = {"export_dir": "EXPORT_DIR", "name": "--name", "artifact": "--artifact", "backend": "--backend",
          "device": "--device", "tensorrt_accelerator": "--tensorrt-accelerator", "instances": "--instances",
          "max_batch_size": "--max-batch-size", "max_queue_delay_us": "--max-queue-delay-us",
-         "overwrite": "--overwrite"}
+         "overwrite": "--overwrite", "classifier_backend": "--classifier-backend", "precision": "--precision"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,9 +27,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name (default: the model's, e.g. smlpnet_tiny)")
     p.add_argument("--artifact", default="model.onnx", choices=list(ARTIFACTS),
                    help="the file to serve (default: model.onnx)")
-    p.add_argument("--backend", choices=["python"],
-                   help="serve through smlp_deploy.Classifier in Triton's Python backend instead of the artifact's own "
-                        "backend (TensorRT or ONNX Runtime)")
+    p.add_argument("--backend", choices=["python", "openvino"],
+                   help="python: serve through smlp_deploy.Classifier in Triton's Python backend instead of the "
+                        "artifact's own backend (TensorRT or ONNX Runtime); openvino: an ONNX file on Triton's "
+                        "OpenVINO backend, on the CPU, with --precision bf16")
+    p.add_argument("--classifier-backend", choices=list(BACKENDS),
+                   help="with --backend python: the smlp-deploy backend that opens the artifact (default: its own)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES,
+                   help="with --backend openvino (bf16 only: that backend cannot pin FP32), or --backend python "
+                        "--classifier-backend openvino: what OpenVINO computes in")
     p.add_argument("--device", choices=["cpu", "gpu"], help="where ONNX models run (default: cpu; engines: gpu)")
     p.add_argument("--tensorrt-accelerator", action="store_true",
                    help="ONNX on a GPU: let ONNX Runtime hand the model to TensorRT at the artifact's precision")
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     repository = write_triton_repository(
         args.export_dir, args.out, name=args.name, artifact=args.artifact, backend=args.backend, device=args.device,
+        classifier_backend=args.classifier_backend, precision=args.precision,
         tensorrt_accelerator=args.tensorrt_accelerator, instances=args.instances, max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us, image_input=args.image_input, overwrite=args.overwrite)
     print(summary(repository))

@@ -56,11 +56,18 @@ class Thresholds:
 # 0.9961-0.9976 on random weights (test and tiny variants, photos and random tensors; INT8 0.9994-0.9998 on its
 # photos) and 0.9997 on the trained digits (README, "FP8"). No top-1 bound: random weights give near-tied logits,
 # and 1 of sMLPNet-T's 5 photos flips; accuracy is measured on labeled images (--eval-dir).
+# One INT8 Q/DQ graph on two runtimes (OpenVINO against ONNX Runtime), float parts in fp32 on both: the arithmetic
+# is the same, the rounding order and requantization differ. Worst-photo cosine measured on model.int8.cpu.onnx:
+# 0.99998 (the digits model, tests/test_openvino.py), 0.99965 (sMLPNet-T, random weights); OpenVINO on the TensorRT
+# form, which it computes wrongly: 0.086. Top-1 is not held: with random weights one photo of five sits on a
+# near-tie and flips.
+SAME_GRAPH = "int8, same graph"
 THRESHOLDS = {
     "fp32": Thresholds(max_rel_diff=1e-4, min_top1=1.0),
     "fp16": Thresholds(min_cosine=0.999, min_top1=0.99),
     "int8": Thresholds(min_cosine=0.9),
     "fp8": Thresholds(min_cosine=0.99),
+    SAME_GRAPH: Thresholds(min_cosine=0.999),
 }
 
 

@@ -38,7 +38,7 @@ from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX, current_compute_capabili
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.torch_backend import TorchBackend
 from ..runtime.preprocess import Preprocessor
-from . import fp8, int8
+from . import fp8, int8, openvino_parity
 from .onnx_graph import DEFAULT_OPSET, export_onnx, save_model, simplify
 from .parity import check, compare
 from .precision import convert_to_fp16
@@ -79,6 +79,12 @@ class ExportResult:
         headers = ["artifact", "format", "precision", "size", "build", "max|diff|/scale", "cosine", "top-1 agree",
                    "accuracy"]
         lines = [format_table(headers, rows)]
+        checks = [[a.path, f"{c.backend} {c.precision}", c.reference, f"{c.parity.rel_max_abs_diff:.1e}",
+                   f"{c.parity.cosine:.6f}", f"{c.parity.top1_agreement:.0%}"]
+                  for a in self.manifest.artifacts for c in a.backends or []]
+        if checks:
+            lines += ["", format_table(["artifact", "runs on", "against", "max|diff|/scale", "cosine", "top-1 agree"],
+                                       checks)]
         for engines in self.manifest.engines:
             title = FLAVOURS[engines.flavour].title
             lines += ["", f"{title} engines: {engines.status}" + (f": {engines.reason}" if engines.reason else "")]
@@ -112,6 +118,7 @@ def export_model(
     int8_options: int8.Int8Options | None = None,
     fp8_options: fp8.Fp8Options | None = None,
     eval_dir: str | Path | None = None,
+    openvino: bool = False,
     seed: int = 0,
     quiet: bool = False,
 ) -> ExportResult:
@@ -126,7 +133,9 @@ def export_model(
     ``build.compute_capabilities``. Engines a GPU here runs are verified; the others are recorded as built, not
     yet verified on a GPU. ``require_engine`` asks for at least one engine built here. Whatever cannot be met is
     refused before any work. ``eval_dir`` (a labeled image folder) adds top-1/top-5 of the model and every
-    artifact. Raises :class:`ParityError` when an artifact misses its precision's thresholds.
+    artifact. ``openvino`` also runs each ONNX file OpenVINO opens on OpenVINO, in FP32 and (where the CPU has
+    it) bf16, and records that parity with the file (``export.openvino_parity``). Raises :class:`ParityError` when
+    an artifact misses its precision's thresholds.
 
     The export is a transaction: its files are staged beside ``out_dir`` and replace that folder only once
     every step has passed, so an interrupted or failed export leaves ``out_dir`` as it was (absent if new).
@@ -152,11 +161,13 @@ def export_model(
     engines = plan_engines([kind for kind in written if kind.precision in precisions], flavours, build,
                            require_engine=require_engine)
     eval_folder = LabeledFolder.scan(eval_dir) if eval_dir else None
+    on_openvino = openvino_parity.OpenVINOPlan.here() if openvino else None
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
     check_export_target(out)
     job = _ExportJob(out, build, quiet)
     job.engine_plans = engines
+    job.openvino = on_openvino
 
     weights = f"checkpoint {checkpoint}" if checkpoint else f"random weights, seed {seed}"
     plan = [Step(f"Building {name} ({weights})",
@@ -168,9 +179,10 @@ def export_model(
     plan.append(Step(f"Exporting to ONNX (opset {opset})", partial(job.export_onnx, opset)))
     if do_simplify:
         plan.append(Step("Simplifying with onnxsim", job.simplify))
-    plan.append(job.verify_step(FP32))
+    plan += job.verify_steps(FP32)
     if "fp16" in precisions:
-        plan += [Step("Converting to mixed FP16 (float32 I/O)", job.write_fp16), job.verify_step(onnx_artifact("fp16"))]
+        plan += [Step("Converting to mixed FP16 (float32 I/O)", job.write_fp16),
+                 *job.verify_steps(onnx_artifact("fp16"))]
     if targets:
         plan.append(Step(f"Calibrating activation ranges ({int8_options.method})",
                          partial(job.calibrate, int8_options)))
@@ -178,7 +190,7 @@ def export_model(
         half = "fp16" in precisions and target.fp16_float_parts
         plan.append(Step(f"Quantizing to {target.artifact.file_name} for {target.description}"
                          + (", float parts fp16" if half else ""), partial(job.quantize, int8_options, target, half)))
-        plan.append(job.verify_step(target.artifact, target=target.name, float_precision="fp16" if half else "fp32"))
+        plan += job.verify_steps(target.artifact, target=target.name, float_precision="fp16" if half else "fp32")
     if "fp8" in precisions:
         half = "fp16" in precisions
         plan.append(Step(f"Calibrating FP8 activation ranges ({fp8_options.method})",
@@ -312,6 +324,7 @@ class _ExportJob:
         self.calib: dict[tuple[Path, int, int], CalibrationSet] = {}  # by folder, samples and seed
         self.ranges: dict[str, int8.Ranges] = {}  # by precision
         self.engine_plans: list[FlavourPlan] = []  # the engines of each TensorRT flavour
+        self.openvino: openvino_parity.OpenVINOPlan | None = None  # export_model(openvino=True)
 
     def run(self, plan: list[Step], *, reuse: tuple[str, ...]) -> None:
         """Run ``plan`` in a staging folder seeded with the ``reuse`` files of the target, then swap it in."""
@@ -407,6 +420,27 @@ class _ExportJob:
 
     def quantize_fp8(self, fp16: bool) -> None:
         save_model(fp8.quantize(self.out / FP32.file_name, self.ranges["fp8"], fp16=fp16), self.out / FP8.file_name)
+
+    def verify_steps(self, kind: ArtifactKind, **extra: Any) -> list[Step]:
+        """An ONNX file's verification, and with ``openvino`` its parity on OpenVINO."""
+        steps = [self.verify_step(kind, **extra)]
+        if self.openvino is not None and self.openvino.applies_to(kind):
+            precisions = ", ".join(self.openvino.precisions_for(kind))
+            steps.append(Step(f"Verifying {kind.file_name} on OpenVINO ({precisions}) against "
+                              f"{'ONNX Runtime' if kind.precision == 'int8' else 'PyTorch'}",
+                              partial(self.verify_on_openvino, kind)))
+        return steps
+
+    def verify_on_openvino(self, kind: ArtifactKind) -> None:
+        records = openvino_parity.measure(self.out / kind.file_name, kind, self.verification,
+                                          self.openvino.precisions_for(kind))
+        self.manifest.record(replace(self.manifest.artifact(kind.file_name), backends=records))
+        for record in records:
+            self.say(f"{record.precision}: cosine {record.parity.cosine:.6f}, max|diff| "
+                     f"{record.parity.rel_max_abs_diff:.1e} of the scale, top-1 {record.parity.top1_agreement:.0%}")
+        if self.openvino.skipped and kind.precision != "int8":
+            self.say(self.openvino.skipped)
+        openvino_parity.check(records, kind.file_name)
 
     def verify_step(self, kind: ArtifactKind, **extra: Any) -> Step:
         where = "with ONNX Runtime " if kind.format == "onnx" else ""

@@ -45,9 +45,12 @@ class Classifier:
     A file beside a manifest that the manifest does not list (left from an earlier export, say) was not
     verified with it and is refused unless ``allow_unlisted``; a listed file must still match its sha256.
     ``cuda_graphs`` replays a TensorRT engine from a CUDA graph per batch size (for a few fixed batch sizes).
+    ``precision`` is the precision a backend that offers several computes in: OpenVINO runs the ONNX files in
+    ``"fp32"`` (the default) or ``"bf16"`` (where the CPU has it); a precision whose parity the export did not
+    record (``smlp-export --openvino``) is warned about.
 
     Thread safety: one Classifier may be shared by threads; ONNX Runtime sessions and eager PyTorch are
-    thread-safe, and the TensorRT backend keeps one execution context per thread.
+    thread-safe, and the TensorRT and OpenVINO backends keep one execution context or request per thread.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Classifier:
         threads: int | None = None,
         allow_unlisted: bool = False,
         cuda_graphs: bool = False,
+        precision: str | None = None,
     ):
         self.path = Path(path)
         check_artifact_path(self.path)
@@ -72,8 +76,17 @@ class Classifier:
                               stacklevel=2)
         self.backend: Backend = load_backend(self.path, backend, device=device, threads=threads,
                                              model_info=self.manifest.model if self.manifest else None,
-                                             cuda_graphs=cuda_graphs)
+                                             cuda_graphs=cuda_graphs, precision=precision)
+        try:
+            self._compose(max_batch_size)
+        except BaseException:
+            self.backend.close()  # a backend may hold a GPU's memory or a thread pool: nothing is left open
+            raise
+
+    def _compose(self, max_batch_size: int | None) -> None:
+        """Preprocessing, labels and batch limit around the loaded backend."""
         if self.manifest is not None:
+            self._check_compute_precision(self.manifest)
             config, labels = self.manifest.preprocess, label_names(self.manifest.labels)
         else:
             config, labels = self._defaults()
@@ -107,6 +120,16 @@ class Classifier:
         warnings.warn(f"{self.path} is not listed in its {MANIFEST_NAME} (which lists {listed}): loading it "
                       "unverified, with that manifest's preprocessing and labels", stacklevel=3)
 
+    def _check_compute_precision(self, manifest: Manifest) -> None:
+        """A backend computing in a precision of its own choosing (OpenVINO bf16) is said so unless the export
+        recorded its parity in that precision."""
+        computes, artifact = self.backend.compute_precision, manifest.artifact(self.path.name)
+        if computes is None or artifact is None or computes == artifact.precision:
+            return
+        if artifact.parity_on(self.backend.name, computes) is None:
+            warnings.warn(f"{self.path.name} runs on {self.backend.name} as {self.runs_in}, whose parity its export "
+                          "did not measure: re-export with smlp-export --openvino to check and record it", stacklevel=4)
+
     def _defaults(self) -> tuple[PreprocessConfig, list[str]]:
         """Without a manifest: ImageNet preprocessing at the input size the artifact declares, ImageNet labels
         for 1000 outputs and class numbers otherwise."""
@@ -116,7 +139,7 @@ class Classifier:
         warnings.warn(
             f"no {MANIFEST_NAME} beside {self.path}: assuming ImageNet preprocessing at {size}x{size}"
             + (" and ImageNet labels" if classes == 1000 else f" and {classes} unnamed classes"),
-            stacklevel=3,
+            stacklevel=4,
         )
         return PreprocessConfig.for_image_size(size), labels
 
@@ -125,16 +148,27 @@ class Classifier:
 
     @property
     def precision(self) -> str:
+        """The artifact's precision (as its manifest records it)."""
         entry = self.manifest.artifact(self.path.name) if self.manifest else None
         kind = kind_of(self.path)
         return entry.precision if entry else kind.precision if kind else "fp32"
+
+    @property
+    def runs_in(self) -> str:
+        """What the arithmetic is in: the artifact's precision, and the backend's where it chooses one."""
+        computes = self.backend.compute_precision
+        if computes is None or computes == self.precision:
+            return self.precision
+        if self.precision == "int8":
+            return f"int8, float parts {computes}"
+        return f"{self.precision} computed in {computes}"
 
     def __repr__(self) -> str:
         imagenet = self.manifest is None and len(self.labels) == 1000 or (
             self.manifest is not None and self.manifest.labels == IMAGENET_LABELS)
         labels = "ImageNet" if imagenet else ", ".join(self.labels[:3]) + (", ..." if len(self.labels) > 3 else "")
         return (f"Classifier({str(self.path)!r}: backend {self.backend.name}, device {self.backend.device}, "
-                f"{self.precision}, max batch {self.max_batch_size}, {len(self.labels)} labels ({labels}))")
+                f"{self.runs_in}, max batch {self.max_batch_size}, {len(self.labels)} labels ({labels}))")
 
     def logits(self, images: ImageSource | Sequence[ImageSource] | np.ndarray) -> np.ndarray:
         """Raw logits [N, classes] for one image, a list, or a preprocessed batch [N, 3, H, W]."""

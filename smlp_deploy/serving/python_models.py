@@ -31,6 +31,8 @@ from ..runtime.preprocess import Preprocessor
 
 IMAGE_INPUT = "image"  # UINT8 [-1]: one encoded image (JPEG, PNG, ...) per row
 ARTIFACT_PARAMETER = "artifact"  # config parameter: the artifact's file name in the version folder
+BACKEND_PARAMETER = "backend"  # config parameter (optional): the toolkit backend that opens it
+PRECISION_PARAMETER = "precision"  # config parameter (optional): the precision that backend computes in
 
 
 class ClassifierModel:
@@ -38,9 +40,10 @@ class ClassifierModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         _quiet_dlpack_capsule_warning()
-        config = json.loads(args["model_config"])
-        artifact = _version_dir(args) / config["parameters"][ARTIFACT_PARAMETER]["string_value"]
-        self.classifier = Classifier(artifact)
+        parameters = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        artifact = _version_dir(args) / parameters[ARTIFACT_PARAMETER]
+        self.classifier = Classifier(artifact, backend=parameters.get(BACKEND_PARAMETER),
+                                     precision=parameters.get(PRECISION_PARAMETER))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batches = [_input(request, INPUT_NAME) for request in requests]

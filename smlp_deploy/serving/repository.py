@@ -1,8 +1,9 @@
 """A Triton Inference Server model repository from an export: ``<repo>/<name>/config.pbtxt`` + ``1/<artifact>``.
 
 The classifier model serves one artifact: a TensorRT engine on Triton's TensorRT backend, an ONNX file on its
-ONNX Runtime backend, or either through :class:`~smlp_deploy.Classifier` in the Python backend (what the
-tritonserver in nvidia-pytriton's wheel can run). With ``image_input`` two more models let clients send encoded
+ONNX Runtime backend or (bf16 on CPUs) its OpenVINO backend, or either through :class:`~smlp_deploy.Classifier`
+in the Python backend (what the tritonserver in nvidia-pytriton's wheel can run), with any of the toolkit's
+backends. With ``image_input`` two more models let clients send encoded
 images: ``<name>_preprocess`` (Python backend, the project's own preprocessing) and the ensemble
 ``<name>_image`` that chains it to the classifier. Each model folder is written whole or not at all.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,9 +22,10 @@ from ..artifacts import ARTIFACTS, FORMATS, INPUT_NAME, OUTPUT_NAME, ArtifactKin
 from ..errors import EXPORT_MODEL, Arg, ArtifactError, InputError, OutputError, Words
 from ..fileio import sha256_file, staged_directory
 from ..manifest import MANIFEST_NAME, Artifact, BatchProfile, Manifest
+from ..runtime.backends.registry import BACKENDS
 from ..runtime.classifier import label_names
 from .config import DynamicBatching, EnsembleStep, InstanceGroup, ModelConfig, TensorConfig
-from .python_models import ARTIFACT_PARAMETER, IMAGE_INPUT
+from .python_models import ARTIFACT_PARAMETER, BACKEND_PARAMETER, IMAGE_INPUT, PRECISION_PARAMETER
 
 LABELS_NAME = "labels.txt"
 CHECKSUMS_NAME = "SHA256SUMS"  # in each version folder: ``sha256sum -c SHA256SUMS`` checks what is served
@@ -30,6 +33,10 @@ VERSION = "1"
 DEFAULT_PROFILE = BatchProfile()  # for ONNX files, which take any batch: the engines' default profile
 PLATFORMS = {"tensorrt": "tensorrt_plan", "onnx": "onnxruntime_onnx"}
 ACCELERATOR_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+# Triton's OpenVINO backend takes one precision parameter, HINT_BF16 (openvino_backend, src/openvino.cc): bf16 where
+# the server's CPU has it, else FP32 (OpenVINO keeps f32 for a bf16 hint there). It cannot pin FP32: without the
+# hint OpenVINO's own default applies, which on CPUs with bf16 is bf16 (2026.4 on this AVX-512 BF16 EPYC).
+OPENVINO_PARAMETERS = {"HINT_BF16": "YES", "PERFORMANCE_HINT": "LATENCY"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -77,6 +84,8 @@ def write_triton_repository(
     artifact: str = "model.onnx",
     backend: str | None = None,
     device: str | None = None,
+    classifier_backend: str | None = None,
+    precision: str | None = None,
     tensorrt_accelerator: bool = False,
     instances: int = 1,
     max_batch_size: int | None = None,
@@ -87,20 +96,24 @@ def write_triton_repository(
     """Write the models serving ``artifact`` of the export in ``export_dir`` into the repository ``out``.
 
     ``name`` defaults to the model's (``smlpnet_tiny``). ``backend="python"`` serves the artifact through
-    Classifier in Triton's Python backend instead of the artifact's own backend. ``device`` places ONNX models
-    (``"cpu"``, the default, or ``"gpu"``; engines run on a GPU); ``tensorrt_accelerator`` lets ONNX Runtime
-    hand a GPU model to TensorRT at the artifact's precision. ``max_batch_size`` defaults to the engine's profile
-    maximum (32 for ONNX files, which take any batch). The dynamic batcher prefers an engine's opt and max batch
-    sizes; for ONNX files, which have no tuned size, it prefers none and so takes all that is queued, up to
-    ``max_batch_size``. It waits at most ``max_queue_delay_us`` to form a batch (0: Triton's default; under load
-    batches form from the queue anyway). Existing model folders of the same names are replaced only with
-    ``overwrite``.
+    Classifier in Triton's Python backend instead of the artifact's own backend, opened with the toolkit's
+    ``classifier_backend`` (default: the file's own) in ``precision`` (OpenVINO: fp32 or bf16).
+    ``backend="openvino"`` serves an ONNX file on Triton's OpenVINO backend on the CPU, in bf16
+    (``precision="bf16"``, the one precision that backend can be told; FP32 where the server's CPU has no bf16).
+    ``device`` places ONNX models (``"cpu"``, the default, or ``"gpu"``; engines run on a GPU);
+    ``tensorrt_accelerator`` lets ONNX Runtime hand a GPU model to TensorRT at the artifact's precision.
+    ``max_batch_size`` defaults to the engine's profile maximum (32 for ONNX files, which take any batch). The
+    dynamic batcher prefers an engine's opt and max batch sizes; for ONNX files, which have no tuned size, it
+    prefers none and so takes all that is queued, up to ``max_batch_size``. It waits at most ``max_queue_delay_us``
+    to form a batch (0: Triton's default; under load batches form from the queue anyway). Existing model folders
+    of the same names are replaced only with ``overwrite``.
     """
     export_dir, out = Path(export_dir), Path(out)
     manifest = _load_manifest(export_dir)
     entry, kind = _verified_artifact(export_dir, manifest, artifact)
     name = name or manifest.model.name
     _check_options(name, backend, device, kind, tensorrt_accelerator, instances, max_queue_delay_us)
+    _check_runtime(backend, classifier_backend, precision, kind, entry)
     batch = _batch_limit(entry, max_batch_size)
     labels = label_names(manifest.labels)
     if any("\n" in label or "\r" in label for label in labels):
@@ -118,8 +131,14 @@ def write_triton_repository(
     logits = TensorConfig(OUTPUT_NAME, "TYPE_FP32", (classes,), label_filename=LABELS_NAME)
 
     if backend == "python":
+        parameters = {ARTIFACT_PARAMETER: artifact, BACKEND_PARAMETER: classifier_backend,
+                      PRECISION_PARAMETER: precision}
         classifier = ModelConfig(name, batch.max, (input_,), (logits,), backend="python", dynamic_batching=batching,
-                                 instance_group=group, parameters={ARTIFACT_PARAMETER: artifact})
+                                 instance_group=group, parameters={k: v for k, v in parameters.items() if v})
+    elif backend == "openvino":
+        classifier = ModelConfig(name, batch.max, (input_,), (logits,), backend="openvino",
+                                 default_model_filename=artifact, dynamic_batching=batching, instance_group=group,
+                                 parameters=OPENVINO_PARAMETERS)
     else:
         accelerator = ("tensorrt", {"precision_mode": ACCELERATOR_PRECISION[kind.precision]}) \
             if tensorrt_accelerator else None
@@ -188,9 +207,12 @@ def _check_options(name: str, backend: str | None, device: str | None, kind: Art
     if not _NAME.fullmatch(name):
         raise InputError(f"model name {name!r} must start with a letter or digit and hold only letters, digits, "
                          "'_', '.' and '-'", parameter="name")
-    if backend not in (None, "python"):
-        raise InputError(f"backend must be None (the artifact's own Triton backend) or 'python', got {backend!r}",
-                         parameter="backend")
+    if backend not in (None, "python", "openvino"):
+        raise InputError(f"backend must be None (the artifact's own Triton backend), 'python' or 'openvino', got "
+                         f"{backend!r}", parameter="backend")
+    if backend == "openvino" and (kind.format != "onnx" or device == "gpu"):
+        raise InputError(f"Triton's OpenVINO backend serves ONNX files on the CPU (got {kind.file_name}, device "
+                         f"{device!r})", parameter="backend" if kind.format != "onnx" else "device")
     if device not in (None, "cpu", "gpu"):
         raise InputError(f"device must be 'cpu' or 'gpu', got {device!r}", parameter="device")
     if kind.is_engine and device == "cpu":
@@ -216,6 +238,44 @@ def _check_options(name: str, backend: str | None, device: str | None, kind: Art
     for value, parameter, least in ((instances, "instances", 1), (max_queue_delay_us, "max_queue_delay_us", 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise InputError(f"{parameter} must be a whole number >= {least}, got {value!r}", parameter=parameter)
+
+
+def _check_runtime(backend: str | None, classifier_backend: str | None, precision: str | None, kind: ArtifactKind,
+                   entry: Artifact) -> None:
+    """What runs the artifact inside the server: Triton's OpenVINO backend in bf16, or a Classifier's backend (in the
+    Python backend) in a precision it takes; a precision whose parity the export did not record is warned about."""
+    if backend is None and (classifier_backend or precision):
+        raise InputError("classifier_backend and precision apply to ", Arg("backend", "python"), " (precision also to ",
+                         Arg("backend", "openvino"), "): the artifact's own Triton backend runs it as it is",
+                         parameter="classifier_backend" if classifier_backend else "precision")
+    if backend == "openvino":
+        if classifier_backend:
+            raise InputError("classifier_backend applies to ", Arg("backend", "python"), parameter="classifier_backend")
+        if precision != "bf16":
+            raise InputError("Triton's OpenVINO backend cannot pin FP32: its one precision parameter is HINT_BF16, "
+                             "and without it OpenVINO's own default on CPUs with bf16 (AVX-512 BF16, AMX) is bf16. "
+                             "Pass ", Arg("precision", "bf16"), " (FP32 where the server's CPU has no bf16), or serve "
+                             "FP32 on Triton's ONNX Runtime backend (the default) or with ", Arg("backend", "python"),
+                             " ", Arg("classifier_backend", "openvino"), parameter="precision")
+        BACKENDS["openvino"].check_file(Path(kind.file_name))
+    if backend == "python" and (classifier_backend or precision):
+        info = BACKENDS.get(classifier_backend or "")
+        if classifier_backend and (info is None or kind.format not in info.formats):
+            opens = [b.name for b in BACKENDS.values() if kind.format in b.formats]
+            raise InputError(f"classifier_backend {classifier_backend!r} cannot open {kind.file_name}: choose one of "
+                             f"{', '.join(opens)}", parameter="classifier_backend")
+        if precision and (info is None or precision not in info.precisions):
+            takes = [b.name for b in BACKENDS.values() if precision in b.precisions]
+            raise InputError(f"precision {precision!r} applies to classifier_backend {', '.join(takes)}",
+                             parameter="precision")
+        if info is not None:
+            info.check_file(Path(kind.file_name))
+    runs_on = "openvino" if backend == "openvino" else classifier_backend
+    offered = BACKENDS[runs_on].precisions if runs_on else ()
+    computes = precision or (offered[0] if offered else None)
+    if computes and computes != entry.precision and entry.parity_on(runs_on, computes) is None:
+        warnings.warn(f"{entry.path} will be served on {runs_on} in {computes}, whose parity its export did not "
+                      "measure: re-export with smlp-export --openvino to check and record it", stacklevel=3)
 
 
 def _batch_limit(entry: Artifact, max_batch_size: int | None) -> BatchProfile:

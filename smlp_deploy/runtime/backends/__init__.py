@@ -11,5 +11,6 @@ if TYPE_CHECKING:
     from .factory import load_backend
     from .registry import BACKENDS, BackendInfo, LoadOptions
     from .onnxruntime_backend import OnnxRuntimeBackend
+    from .openvino_backend import OpenVINOBackend
     from .tensorrt_backend import TensorRTBackend
     from .torch_backend import TorchBackend

@@ -6,7 +6,9 @@ backend sees it, so a wrong shape is an :class:`InputError` naming both shapes, 
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +31,10 @@ class Backend(ABC):
 
     ``input_shape`` is one sample's shape as the artifact declares it (None where a dimension is free);
     ``max_batch_size`` the largest batch one ``run`` call takes (None: no limit), so callers split larger
-    lists; ``num_classes`` the width of the logits. Backends are safe to share between threads: each
-    documents how.
+    lists; ``num_classes`` the width of the logits; ``compute_precision`` the precision it computes in where the
+    backend chooses one of its own (OpenVINO: "fp32", "bf16"), None where the artifact's precision says it.
+    Backends are safe to share between threads: each documents how. A backend is a context manager that closes
+    itself.
     """
 
     name: str = "backend"
@@ -39,8 +43,12 @@ class Backend(ABC):
     input_shape: tuple[int | None, ...] = (3, None, None)
     max_batch_size: int | None = None
     num_classes: int | None = None
+    compute_precision: str | None = None
+    closed: bool = False
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.closed:
+            raise InputError(f"{self.source} was closed: open it again to run it")
         self.check_batch(batch)
         return self._run(batch)
 
@@ -72,7 +80,28 @@ class Backend(ABC):
         return None
 
     def close(self) -> None:
-        """Release device resources; the backend is unusable afterwards."""
+        """Release device resources; the backend is unusable afterwards (subclasses call this last)."""
+        self.closed = True
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
+
+
+_DEVICE = re.compile(r"(?P<kind>[a-z]+)(?::(?P<index>\d+))?")
+
+
+def parse_device(device: str, kinds: Sequence[str], backend: str) -> tuple[str, int | None]:
+    """``"cuda:1"`` -> ``("cuda", 1)``, for a backend that runs on the device ``kinds`` (``"cpu"``, ``"cuda"``).
+    Anything else (``"gpu"``, ``"banana"``, ``"cpu:1"``) is an :class:`InputError` naming the devices it takes."""
+    match = _DEVICE.fullmatch(device) if isinstance(device, str) else None
+    if match is None or match["kind"] not in kinds or (match["index"] is not None and match["kind"] == "cpu"):
+        takes = ", ".join("cuda, cuda:N" if kind == "cuda" else kind for kind in kinds)
+        raise InputError(f"device {device!r} is not one backend {backend!r} runs on: it takes {takes}",
+                         parameter="device")
+    return match["kind"], None if match["index"] is None else int(match["index"])

@@ -8,7 +8,7 @@ from pathlib import Path
 from ...artifacts import FORMATS, format_of
 from ...errors import Arg, ArtifactError, BackendUnavailableError, InputError
 from ...manifest import ModelInfo
-from .base import Backend
+from .base import Backend, parse_device
 from .registry import BACKENDS, LoadOptions, default_backend
 
 
@@ -21,14 +21,17 @@ def load_backend(
     model_info: ModelInfo | None = None,
     cuda_graphs: bool = False,
     plugin_libraries: Sequence[str | Path] = (),
+    precision: str | None = None,
 ) -> Backend:
     """Open ``path`` with ``backend`` (by default the one registered first for its format).
 
     ``model_info`` (from the export's manifest) says which network a checkpoint holds; without it the
-    checkpoint's own tensors tell. A backend that cannot open the file, or an option it does not take, is an
-    :class:`InputError`, never a silent switch to another backend; a backend that cannot run here is a
-    :class:`BackendUnavailableError` with the install. ``cuda_graphs`` and ``plugin_libraries`` are TensorRT's
-    (see :class:`~smlp_deploy.runtime.backends.tensorrt_backend.TensorRTBackend`).
+    checkpoint's own tensors tell. A backend that cannot open the file, a device it does not take or an option
+    it does not take is an :class:`InputError`, never a silent switch to another backend or device; a backend
+    that cannot run here is a :class:`BackendUnavailableError` with the install. ``cuda_graphs`` and
+    ``plugin_libraries`` are TensorRT's (see :class:`~smlp_deploy.runtime.backends.tensorrt_backend.TensorRTBackend`);
+    ``precision`` is the precision a backend that offers several computes in (OpenVINO: ``"fp32"``, the default,
+    or ``"bf16"``; see :class:`~smlp_deploy.runtime.backends.openvino_backend.OpenVINOBackend`).
     """
     path = Path(path)
     check_artifact_path(path)
@@ -46,12 +49,18 @@ def load_backend(
                   f"{default_backend(found).name!r}" if found else "")
         raise InputError(f"backend {info.name!r} cannot open {str(path)!r}: it runs {info.runs}{actual}",
                          parameter="backend")
-    options = LoadOptions(device, threads, model_info, cuda_graphs, tuple(Path(p) for p in plugin_libraries))
+    options = LoadOptions(device, threads, model_info, cuda_graphs, tuple(Path(p) for p in plugin_libraries),
+                          precision)
     for name in options.given():
         if name not in info.options:
             takes = [b.name for b in BACKENDS.values() if name in b.options]
             raise InputError(f"{name} applies to backends {', '.join(takes)}; {str(path)!r} runs on {info.name}",
                              parameter=name)
+    if device is not None:
+        parse_device(device, info.devices, info.name)
+    if precision is not None and precision not in info.precisions:
+        raise InputError(f"precision {precision!r} is not one backend {info.name!r} computes in: it takes "
+                         f"{', '.join(info.precisions)}", parameter="precision")
     info.check_file(path)
     reason = info.unavailable()
     if reason:

@@ -1,15 +1,24 @@
-"""ONNX Runtime: the CUDA execution provider where onnxruntime-gpu and a GPU are present, else the CPU."""
+"""ONNX Runtime: the CUDA execution provider where onnxruntime-gpu and a GPU are present, else the CPU.
+
+Where it runs is decided from ONNX Runtime's own providers (:func:`execution_providers`) and then read back from
+the session it made, never guessed from another library: this module imports no torch.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import Arg, ArtifactError, BackendUnavailableError
 from ...filekind import file_kind
-from .base import Backend
+from .base import Backend, parse_device
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+DEVICES = ("cpu", "cuda")
+Provider = str | tuple[str, dict[str, str]]
 
 
 def available_providers() -> list[str]:
@@ -39,17 +48,7 @@ class OnnxRuntimeBackend(Backend):
         self.path = Path(path)
         self.source = self.path.name
         check_onnx_file(self.path)
-        providers = available_providers()
-        if device in (None, "cuda") and "CUDAExecutionProvider" in providers and _cuda_visible():
-            chosen = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        elif device == "cuda":
-            raise BackendUnavailableError(
-                f"device cuda asked for, but onnxruntime offers only {', '.join(providers)}: install onnxruntime-gpu "
-                "(pip install 'smlp-deploy[gpu]') on a machine with an NVIDIA GPU, or run on the CPU (",
-                Arg("device", "cpu"), ")", parameter="device"
-            )
-        else:
-            chosen = ["CPUExecutionProvider"]
+        chosen = execution_providers(device, available_providers())
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=chosen)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
@@ -57,7 +56,13 @@ class OnnxRuntimeBackend(Backend):
                                 f"{_ort_reason(exc, self.path)}. It is truncated or damaged, or not an ONNX model: "
                                 "export it again") from exc
         self.provider = self.session.get_providers()[0]
-        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        if device not in (None, "cpu") and self.provider != CUDA:  # ORT falls back to the CPU without a word
+            raise BackendUnavailableError(
+                f"device {device!r} asked for, but onnxruntime could not start its CUDA provider there (no usable "
+                "NVIDIA GPU of that number, or no CUDA libraries): the session runs on the CPU; pass ",
+                Arg("device", "cpu"), ", or see smlp-doctor", parameter="device")
+        options = dict(self.session.get_provider_options().get(CUDA, {}))
+        self.device = f"cuda:{options.get('device_id', 0)}" if self.provider == CUDA else "cpu"
         (graph_input,), graph_output = self.session.get_inputs(), self.session.get_outputs()[0]
         if graph_input.type != "tensor(float)" or len(graph_input.shape) != 4:
             raise ArtifactError(f"ONNX model {str(self.path)!r} is not an image classifier of this toolkit: its "
@@ -72,6 +77,10 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider} ({self.path.name})"
+
+    def close(self) -> None:
+        self.session = None  # its arenas and thread pool go with it
+        super().close()
 
 
 def check_onnx_file(path: Path) -> None:
@@ -88,10 +97,22 @@ def _ort_reason(exc: Exception, path: Path) -> str:
     return text.rsplit(f"{path} failed:", 1)[-1].strip().rstrip(".")
 
 
-def _cuda_visible() -> bool:
-    try:
-        import torch
+def execution_providers(device: str | None, available: Sequence[str]) -> list[Provider]:
+    """The providers a session for ``device`` asks for, given the ``available`` ones of this onnxruntime.
 
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+    ``None``: CUDA where offered (ONNX Runtime falls back to the CPU where no GPU answers), else the CPU. ``"cpu"``:
+    the CPU. ``"cuda"``, ``"cuda:N"``: CUDA on device N (0 by default), with the CPU for the nodes CUDA lacks; a
+    :class:`BackendUnavailableError` naming the devices there are where CUDA is not offered. Any other device is
+    an :class:`~smlp_deploy.errors.InputError` naming the devices this backend takes.
+    """
+    if device is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    kind, index = parse_device(device, DEVICES, "onnxruntime")
+    if kind == "cpu":
+        return [CPU]
+    if CUDA not in available:
+        raise BackendUnavailableError(
+            f"device {device!r} asked for, but this onnxruntime runs on the CPU only (its providers: "
+            f"{', '.join(available)}; devices: cpu): install onnxruntime-gpu (pip install 'smlp-deploy[gpu]') on a "
+            "machine with an NVIDIA GPU, or pass ", Arg("device", "cpu"), parameter="device")
+    return [(CUDA, {"device_id": str(index or 0)}), CPU]

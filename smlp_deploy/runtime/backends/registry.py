@@ -12,8 +12,9 @@ from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 
-from ...artifacts import FORMATS, FileFormat
+from ...artifacts import FORMATS, FileFormat, kind_of, onnx_artifact
 from ...environment import import_problem
+from ...errors import InputError
 from ...manifest import ModelInfo
 from ...tensorrt_flavours import FLAVOURS, Flavour, check_engine_header
 from .base import Backend
@@ -29,6 +30,7 @@ class LoadOptions:
     model_info: ModelInfo | None = None  # the manifest's model: which network a checkpoint holds
     cuda_graphs: bool = False  # TensorRT: replay each batch size from a CUDA graph
     plugin_libraries: tuple[Path, ...] = ()  # TensorRT: plugin libraries to load (none by default)
+    precision: str | None = None  # OpenVINO: the precision it computes in, one of its entry's ``precisions``
 
     def given(self) -> list[str]:
         """The backend-specific options set to something other than their default."""
@@ -41,11 +43,12 @@ class LoadOptions:
 class BackendInfo:
     name: str
     formats: tuple[str, ...]  # the file formats it opens; the first backend listed for a format is its default
-    devices: tuple[str, ...]  # the kinds of device it runs on ("cpu", "cuda"), the first by default
+    devices: tuple[str, ...]  # the kinds of device it takes ("cpu"; "cuda" for cuda and cuda:N), the first by default
     options: tuple[str, ...]  # the LoadOptions fields it takes beyond device and model_info
     unavailable: Callable[[], str | None]  # why it cannot run here, with the install; None when it can
     load: Callable[[Path, LoadOptions], Backend]
     check_file: Callable[[Path], None] = lambda path: None  # refuses a file it cannot be, before anything loads
+    precisions: tuple[str, ...] = ()  # the precisions it can be asked to compute in (``precision``), its default first
 
     @property
     def runs(self) -> str:
@@ -82,6 +85,22 @@ def _load_torch(path: Path, options: LoadOptions) -> Backend:
     return TorchBackend(create_model(**args, checkpoint=path), device=options.device)
 
 
+def _load_openvino(path: Path, options: LoadOptions) -> Backend:
+    from .openvino_backend import OpenVINOBackend
+
+    return OpenVINOBackend(path, precision=options.precision, threads=options.threads)
+
+
+def _check_openvino_file(path: Path) -> None:
+    """The TensorRT form of INT8 (signed activations) comes out wrong from OpenVINO 2026.4: logits at cosine 0.09
+    to PyTorch's on sMLPNet-T's verification photos, where the CPU form gives 0.9997 (tests/test_openvino.py)."""
+    kind = kind_of(path)
+    if kind is not None and kind.target == "tensorrt" and not kind.is_engine:
+        raise InputError(f"{path.name} is the INT8 Q/DQ form for TensorRT, which OpenVINO does not compute correctly "
+                         f"(its logits are unrelated to PyTorch's): open {onnx_artifact('int8', 'cpu').file_name}, "
+                         "the CPU form (smlp-export --int8-target cpu or both)", parameter="backend")
+
+
 def _importable(module: str, install: str) -> Callable[[], str | None]:
     def unavailable() -> str | None:
         problem = import_problem(module)
@@ -100,8 +119,15 @@ BACKENDS = {
           for f in FLAVOURS.values()),
         BackendInfo("torch", ("checkpoint",), ("cpu", "cuda"), (), _importable("torch", "pip install torch"),
                     _load_torch),
+        # FP32 by default: OpenVINO's own default on CPUs with bf16 is bf16, which no FP32 artifact was verified in.
+        BackendInfo("openvino", ("onnx",), ("cpu",), ("threads", "precision"),
+                    _importable("openvino", "pip install 'smlp-deploy[openvino]'"), _load_openvino,
+                    _check_openvino_file, precisions=("fp32", "bf16")),
     )
 }
+
+
+PRECISION_CHOICES = list(dict.fromkeys(p for b in BACKENDS.values() for p in b.precisions))  # for --precision
 
 
 def backend_info(name: str) -> BackendInfo | None:

@@ -201,6 +201,7 @@ class TensorRTBackend(Backend):
             self._rtx.save_cache()
         self._local = threading.local()  # drops every thread's context and buffers
         self._engine = None
+        super().close()
 
 
 class _ThreadState:

@@ -1,0 +1,115 @@
+"""Backends tell the truth about where they run: a device a backend does not take is an error naming the ones it
+does; ONNX Runtime's choice of provider is made from its own provider list (tested with one that offers CUDA) and
+read back from its session; backends close as context managers, and a Classifier that fails after loading its
+backend closes it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from smlp_deploy import Classifier
+from smlp_deploy.errors import ArtifactError, BackendUnavailableError, InputError
+from smlp_deploy.export import export_model
+from smlp_deploy.manifest import MANIFEST_NAME
+from smlp_deploy.models import create_model
+from smlp_deploy.runtime import load_backend
+from smlp_deploy.runtime import classifier as classifier_module
+from smlp_deploy.runtime.backends.onnxruntime_backend import CPU, CUDA, available_providers, execution_providers
+from smlp_deploy.runtime.backends.registry import BACKENDS
+
+WITH_CUDA = [CUDA, CPU]  # what onnxruntime-gpu offers on a GPU host
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("backends") / "export"
+    export_model("test", image_size=SIZE, out_dir=out, quiet=True)
+    torch.save(create_model("test", image_size=SIZE).state_dict(), out.parent / "model.pt")  # a lone checkpoint
+    return out
+
+
+@pytest.mark.parametrize("device, expected", [
+    (None, [CUDA, CPU]),
+    ("cpu", [CPU]),
+    ("cuda", [(CUDA, {"device_id": "0"}), CPU]),
+    ("cuda:1", [(CUDA, {"device_id": "1"}), CPU]),
+])
+def test_onnxruntime_providers_where_cuda_is_offered(device, expected):
+    assert execution_providers(device, WITH_CUDA) == expected
+
+
+@pytest.mark.parametrize("device", ["gpu", "banana", "cuda:", "cuda:x", "cpu:1", "CUDA", "", "cuda:1:2"])
+def test_an_unknown_device_names_the_devices_the_backend_takes(device):
+    for available in (WITH_CUDA, [CPU]):
+        with pytest.raises(InputError, match=f"device {device!r} is not one backend 'onnxruntime' runs on: it "
+                                             "takes cpu, cuda, cuda:N") as error:
+            execution_providers(device, available)
+        assert error.value.parameter == "device"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_where_onnxruntime_offers_none_names_the_devices_there(device):
+    with pytest.raises(BackendUnavailableError, match=rf"device {device!r} asked for, but this onnxruntime runs on "
+                                                      r"the CPU only \(its providers: .*; devices: cpu\): install "
+                                                      r"onnxruntime-gpu") as error:
+        execution_providers(device, [CPU])
+    assert error.value.parameter == "device"
+
+
+def test_what_a_session_runs_on_is_read_back_from_it(export_dir):
+    with load_backend(export_dir / "model.onnx") as default, load_backend(export_dir / "model.onnx", device="cpu") \
+            as cpu:
+        assert cpu.device == "cpu" and cpu.provider == CPU
+        assert default.device == ("cuda:0" if default.provider == CUDA else "cpu")
+        if CUDA not in available_providers():
+            assert default.provider == CPU
+
+
+@pytest.mark.parametrize("path", ["export/model.onnx", "model.pt"])
+@pytest.mark.parametrize("device", ["banana", "gpu", "cuda:one"])
+def test_every_backend_refuses_a_device_it_does_not_take_before_loading(export_dir, path, device):
+    with pytest.raises(InputError, match=f"device {device!r} is not one backend '(onnxruntime|torch)' runs on: it "
+                                         "takes cpu, cuda, cuda:N") as error:
+        Classifier(export_dir.parent / path, device=device)
+    assert error.value.parameter == "device"
+
+
+def test_the_registry_says_which_devices_each_backend_takes():
+    assert BACKENDS["onnxruntime"].devices == ("cpu", "cuda") and BACKENDS["openvino"].devices == ("cpu",)
+    assert all(b.devices == ("cuda",) for b in BACKENDS.values() if b.name.startswith("tensorrt"))
+
+
+def test_a_backend_is_a_context_manager_and_refuses_to_run_once_closed(export_dir):
+    batch = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    with load_backend(export_dir / "model.onnx") as backend:
+        assert backend.run(batch).shape == (1, 1000) and not backend.closed
+    assert backend.closed
+    with pytest.raises(InputError, match="model.onnx was closed: open it again"):
+        backend.run(batch)
+
+
+def test_a_classifier_that_fails_after_loading_closes_its_backend(export_dir, tmp_path, monkeypatch):
+    """Its manifest lists 10 labels for a model of 1000 outputs: the Classifier fails after opening the file."""
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    data = json.loads((copy / MANIFEST_NAME).read_text())
+    data["labels"] = [str(i) for i in range(10)]
+    (copy / MANIFEST_NAME).write_text(json.dumps(data))
+    opened = []
+
+    def load_and_keep(*args, **kwargs):
+        opened.append(load_backend(*args, **kwargs))  # the real loader; the test only keeps what it returned
+        return opened[-1]
+
+    monkeypatch.setattr(classifier_module, "load_backend", load_and_keep)
+    with pytest.raises(ArtifactError, match="has 1000 outputs but its manifest lists 10 labels"):
+        Classifier(copy / "model.onnx")
+    (backend,) = opened
+    assert backend.closed and backend.session is None
