@@ -36,7 +36,7 @@ export: venv
 # tritonserver binary, `ray` (Ray Data, about 500 MB, ~30 s to install) and `openvino` (180 MB).
 $(VENV)/.test-extras: $(VENV)/.installed
 	@echo "== installing the test tools and extras: dev, serve (tritonclient), ray (ray[data], about 500 MB) and openvino (180 MB)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,rtx,serve,ray,openvino]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,rtx,serve,ray,openvino]"
 	@echo "== installing tritonserver ($(TRITON_SPEC), binaries only) into $(TRITON_DIST)"
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(TRITON_DIST) "$(TRITON_SPEC)" || \
 		echo "== tritonserver cannot be installed here (it needs Linux x86-64, glibc >= 2.35): the served tests will skip"
@@ -48,6 +48,8 @@ $(STUBS)/.patched: tests/tensorrt_stubs.py | venv
 	$(BIN)/python -m tests.tensorrt_stubs $(STUBS)
 
 test: $(VENV)/.test-extras $(STUBS)/.patched
+	@echo "== building the documentation site (mkdocs build --strict: a broken link or a missing page fails)"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(BIN)/python -m pytest -q
 
 # Asks smlp-doctor first and installs nothing unless a CUDA GPU is usable here.

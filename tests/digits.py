@@ -129,7 +129,7 @@ def _held_out_setup(samples: int) -> Iterator[tuple[Path, Path, CalibrationSet, 
 
 def compare_calibration(samples: int = 256) -> list[dict]:
     """Every calibration method on the fixture: its time and each INT8 form's held-out top-1 and logit cosine
-    against FP32 (the table behind the default method in the README)."""
+    against FP32 (the table behind the default method in docs/calibration.md)."""
     import time
 
     import onnx
@@ -175,7 +175,7 @@ def compare_left_weights(samples: int = 256) -> list[dict]:
 def compare_fp8(samples: int = 256) -> list[dict]:
     """The FP8 form with each FP8 calibration method, and the INT8 TensorRT form (percentile, its default) beside
     it, with fp32 and fp16 float parts: calibration time (of the tensors each form needs), held-out top-1 and mean
-    logit cosine against FP32 (the figures behind FP8's default method and the README's precision table)."""
+    logit cosine against FP32 (the figures behind FP8's default method and docs/calibration.md's precision table)."""
     import time
 
     import onnx

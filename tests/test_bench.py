@@ -69,6 +69,16 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
     assert len(rows) == len(report["results"]) and float(rows[0]["p50_ms"]) > 0
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 20_000
 
+    # A saved report shows again, the same table, with nothing timed; what is not a report is named.
+    monkeypatch.setattr("sys.argv", ["smlp-bench", "--from-json", str(paths["json"]), "--plot",
+                                     str(tmp_path / "again.png")])
+    assert entry_point() == 0
+    assert capsys.readouterr().out.splitlines()[:-1] == printed.splitlines()[:-3]
+    assert (tmp_path / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setattr("sys.argv", ["smlp-bench", "--from-json", str(paths["csv"])])
+    assert entry_point() == 2
+    assert "error: --from-json: " in capsys.readouterr().err
+
 
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(InputError, match="backends must be among"):

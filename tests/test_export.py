@@ -150,7 +150,7 @@ def test_cli_summary_and_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_tiny_fp16_export(tmp_path):
-    """The README's main job on the real tiny variant, end to end on the CPU."""
+    """The quick start's main job on the real tiny variant, end to end on the CPU."""
     result = export_model("tiny", precisions=("fp16",), out_dir=tmp_path, quiet=True)
     assert result.reports["model.fp16.onnx"].cosine >= 0.999
     assert result.manifest.model.params == 24_123_584

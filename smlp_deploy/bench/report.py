@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from ..errors import InputError
 from ..fileio import atomic_path, write_json_atomic
 from ..progress import format_table
-from ..records import to_json
+from ..records import RecordError, from_json, to_json
 from .results import BenchReport, BenchRow
 
 CSV_FIELDS = ["backend", "precision", "artifact", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
@@ -52,6 +53,19 @@ def write_json(report: BenchReport, path: Path) -> None:
     write_json_atomic(Path(path), to_json(report))
 
 
+def read_json(path: Path) -> BenchReport:
+    """A report an earlier run wrote with :func:`write_json`, checked field by field."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return from_json(BenchReport, data)
+    except OSError as exc:
+        raise InputError(f"benchmark report {str(path)!r} cannot be read: {exc.strerror or exc}",
+                         parameter="report") from exc
+    except (ValueError, RecordError) as exc:
+        raise InputError(f"{str(path)!r} is not a benchmark report written by smlp-bench --json ({exc})",
+                         parameter="report") from exc
+
+
 def write_csv(report: BenchReport, path: Path) -> None:
     with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS)
@@ -81,11 +95,14 @@ def write_plot(report: BenchReport, path: Path) -> None:
     batches = sorted({r.batch_size for r in report.results})
     by_key = {(r.label, r.batch_size): r for r in report.results}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    # One colour per target, the same in both panels: matplotlib's default cycle repeats after 10 (a CPU matrix of
+    # backends x precisions has 13 rows).
+    colours = dict(zip(labels, plt.get_cmap("tab20").colors, strict=False))
     for label in labels:
         points = [(b, by_key[label, b].latency_ms) for b in batches if (label, b) in by_key]
         left.errorbar([b for b, _ in points], [lat.p50 for _, lat in points],
                       yerr=[[lat.p50 - lat.min for _, lat in points], [lat.p90 - lat.p50 for _, lat in points]],
-                      marker="o", capsize=3, label=label)
+                      marker="o", capsize=3, label=label, color=colours.get(label))
     left.set(xscale="log", yscale="log", xlabel="batch size", ylabel="latency p50, ms (bars: min to p90)",
              title="Latency", xticks=batches, xticklabels=[str(b) for b in batches])
     for axis in (left.xaxis, left.yaxis):
@@ -97,7 +114,7 @@ def write_plot(report: BenchReport, path: Path) -> None:
     for i, label in enumerate(labels):
         xs = [j + i * width for j, b in enumerate(batches) if (label, b) in by_key]
         ys = [by_key[label, b].throughput_ips for b in batches if (label, b) in by_key]
-        bars = right.bar(xs, ys, width, label=label)
+        bars = right.bar(xs, ys, width, label=label, color=colours.get(label))
         right.bar_label(bars, fmt="%.0f", fontsize=7)
     right.set(xticks=[j + width * (len(labels) - 1) / 2 for j in range(len(batches))],
               xticklabels=[f"batch {b}" for b in batches], ylabel="images/s", title="Throughput")

@@ -94,8 +94,8 @@ METHODS = {
         _percentile(),
     )
 }
-# The digits fixture (README, "Choosing the calibration method"): percentile and entropy keep one more held-out
-# image than minmax in the TensorRT form, and percentile calibrates in two thirds of entropy's time.
+# The digits fixture (docs/calibration.md, "Choosing the calibration method"): percentile and entropy keep one more
+# held-out image than minmax in the TensorRT form, and percentile calibrates in two thirds of entropy's time.
 DEFAULT_METHOD = "percentile"
 
 

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bench.report import format_report, write_csv, write_json, write_plot
+from ..bench.report import format_report, read_json, write_csv, write_json, write_plot
 from ..bench.runner import BenchConfig, run_benchmark
 from ..bench.targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS
 from ..models.variants import ALIASES, VARIANTS
 from .common import positive_int, run_main
 
-FLAGS = {"backends": "--backends", "precisions": "--precision", "batch_sizes": "--batch-sizes",
+FLAGS = {"report": "--from-json", "backends": "--backends", "precisions": "--precision", "batch_sizes": "--batch-sizes",
          "artifacts": "--artifacts", "variant": "--variant", "plot": "--plot", "device": "--device"}
 
 
@@ -48,16 +48,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the full report as JSON")
     p.add_argument("--csv", type=Path, help="write one row per result as CSV")
     p.add_argument("--plot", type=Path, help="write latency and throughput plots as PNG (needs matplotlib)")
+    p.add_argument("--from-json", type=Path, metavar="REPORT",
+                   help="time nothing: show a report an earlier run wrote with --json (and write its --csv, --plot)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    config = BenchConfig(variant=args.variant, backends=args.backends, precisions=args.precisions,
-                         batch_sizes=args.batch_sizes, artifacts=args.artifacts, warmup=args.warmup, iters=args.iters,
-                         duration_s=args.duration, end_to_end=args.end_to_end, device=args.device,
-                         threads=args.threads)
-    report = run_benchmark(config, log=lambda line: print(line, file=sys.stderr))
+    if args.from_json:
+        report = read_json(args.from_json)
+    else:
+        config = BenchConfig(variant=args.variant, backends=args.backends, precisions=args.precisions,
+                             batch_sizes=args.batch_sizes, artifacts=args.artifacts, warmup=args.warmup,
+                             iters=args.iters, duration_s=args.duration, end_to_end=args.end_to_end,
+                             device=args.device, threads=args.threads)
+        report = run_benchmark(config, log=lambda line: print(line, file=sys.stderr))
     print(format_report(report))
     for path, write in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
         if path:

@@ -54,8 +54,8 @@ class Thresholds:
 # fixed step of the calibrated range. So FP8 is held to every verification input, random tensors included (it
 # saturates at 448 scales, where most of them stay), at a worst-image cosine between FP16's and INT8's: measured
 # 0.9961-0.9976 on random weights (test and tiny variants, photos and random tensors; INT8 0.9994-0.9998 on its
-# photos) and 0.9997 on the trained digits (README, "FP8"). No top-1 bound: random weights give near-tied logits,
-# and 1 of sMLPNet-T's 5 photos flips; accuracy is measured on labeled images (--eval-dir).
+# photos) and 0.9997 on the trained digits (docs/fp8.md, "Parity"). No top-1 bound: random weights give near-tied
+# logits, and 1 of sMLPNet-T's 5 photos flips; accuracy is measured on labeled images (--eval-dir).
 # One INT8 Q/DQ graph on two runtimes (OpenVINO against ONNX Runtime), float parts in fp32 on both: the arithmetic
 # is the same, the rounding order and requantization differ. Worst-photo cosine measured on model.int8.cpu.onnx:
 # 0.99998 (the digits model, tests/test_openvino.py), 0.99965 (sMLPNet-T, random weights); OpenVINO on the TensorRT

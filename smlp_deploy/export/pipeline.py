@@ -122,7 +122,7 @@ def export_model(
     seed: int = 0,
     quiet: bool = False,
 ) -> ExportResult:
-    """Export ``variant`` and verify every artifact; see the README for the files it writes.
+    """Export ``variant`` and verify every artifact; docs/export.md lists the files it writes.
 
     Without ``checkpoint`` the weights are random (seeded by ``seed``), which exercises the whole pipeline.
     ``"int8"`` needs ``int8_options`` (the calibration images), ``"fp8"`` needs ``fp8_options``; with ``"fp16"``

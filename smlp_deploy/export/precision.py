@@ -6,7 +6,7 @@ from __future__ import annotations
 import onnx
 import onnx.version_converter
 
-# Ops kept in float32, chosen by measurement (see README, "FP16: which ops stay in fp32"): the statistics of
+# Ops kept in float32, chosen by measurement (docs/export.md, "FP16"): the statistics of
 # LayerNormalization and the global average pool (ReduceMean) are sums over many values.
 FP16_KEEP_FP32_OPS = ("LayerNormalization", "ReduceMean")
 # DequantizeLinear outputs the type of its scale, and float16 scales arrive with opset 19.

@@ -5,7 +5,7 @@ bf16 results without a word. Here the precision is always set, and read back fro
 
 * ``precision="fp32"`` (the default): OpenVINO's ``INFERENCE_PRECISION_HINT`` f32, the artifact's own arithmetic.
 * ``precision="bf16"``: the float parts in bf16 (ONNX Runtime has no bf16 kernels on x86; here 1.5-1.6x its FP32
-  at batch 1 and 8, README "On CPUs"); a CPU without bf16 is a :class:`BackendUnavailableError`, never a silent
+  at batch 1 and 8, docs/cpu.md); a CPU without bf16 is a :class:`BackendUnavailableError`, never a silent
   fallback. Its parity is measured at export time (``smlp-export --openvino``).
 
 The export's batch dimension is dynamic and compiled once: a compile per batch size would be 6-12% faster
