@@ -13,11 +13,21 @@ from dataclasses import dataclass
 
 from . import __version__
 from .artifacts import runs_precision
-from .errors import SmlpDeployError
 from .environment import (
-    DISTRIBUTION, Gpu, cpu_features, cpu_model, extra_requirements, gpus, import_problem, installed_version,
-    nvidia_driver, onnxruntime_providers, torch_cuda, unmet,
+    DISTRIBUTION,
+    Gpu,
+    cpu_features,
+    cpu_model,
+    extra_requirements,
+    gpus,
+    import_problem,
+    installed_version,
+    nvidia_driver,
+    onnxruntime_providers,
+    torch_cuda,
+    unmet,
 )
+from .errors import SmlpDeployError
 from .tensorrt_flavours import FLAVOURS, Flavour
 
 EXTRAS = ("trt", "rtx", "gpu", "bench", "serve", "ray", "openvino")

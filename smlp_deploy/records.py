@@ -61,7 +61,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
         item_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
         if len(item_types) != len(value):
             raise RecordError(f"{where}: expected {len(item_types)} values, got {len(value)}")
-        return tuple(_decode(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+        return tuple(_decode(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True)))
     if origin is dict:
         _expect(value, dict, where)
         return {k: _decode(args[1], v, f"{where}.{k}") for k, v in value.items()}

@@ -156,7 +156,7 @@ class ParquetPartsSink(ResultSink):
         for part in self._parts():
             try:
                 done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
-            except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, KeyError, OSError...
+            except Exception as exc:  # any type: pyarrow raises ArrowInvalid, KeyError, OSError...
                 raise InputError(f"output part {str(part)!r} is not a result part ({exc}): it was not written by "
                                  "predict_dataset; choose a new output", parameter="output") from None
         parts = self._parts()

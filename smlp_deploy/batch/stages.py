@@ -45,7 +45,7 @@ def preprocess_images(batch: dict[str, np.ndarray], config: PreprocessConfig) ->
             images[i] = preprocess(path, name=path)
         except ImageError as exc:
             errors[i] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise assorted types on malformed files
+        except Exception as exc:  # any type: Pillow's decoders raise assorted types on malformed files
             errors[i] = f"image {path}: cannot be decoded ({type(exc).__name__}: {exc})"
     return {"path": np.array(paths, dtype=object), "image": images, "error": errors}
 
@@ -64,7 +64,9 @@ class ClassifierReplica:
 
         errors = [str(e) or None for e in batch["error"]]
         good = [i for i, e in enumerate(errors) if e is None]
-        predictions = dict(zip(good, self.classifier.predict(batch["image"][good], topk=self.topk))) if good else {}
+        predictions = {}
+        if good:
+            predictions = dict(zip(good, self.classifier.predict(batch["image"][good], topk=self.topk), strict=True))
         tops = [predictions[i].topk if i in predictions else [] for i in range(len(errors))]
         return pa.Table.from_pydict({
             "path": [str(p) for p in batch["path"]],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def matmul_probe(device: str = "cpu", dtype: str = "fp32") -> tuple[Callable[[], object], float]:

@@ -7,9 +7,10 @@ import functools
 import io
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from ..errors import InputError, SmlpDeployError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..models.complexity import count_macs
 from ..models.registry import create_model
-from ..runtime.backends.base import DeviceTimes
+from ..runtime.backends.base import Backend, DeviceTimes
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 from .peak import matmul_probe
@@ -138,14 +139,8 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
             calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
             memory = {label: _peak_memory_of(call, by_label[label]) for label, call in calls.items()}
             device_times: dict[str, list[DeviceTimes]] = {label: [] for label in calls}
-
-            def record_device_times(label: str, _: object) -> None:
-                backend = live.get(label)
-                if backend is not None and (times := backend.last_times()) is not None:
-                    device_times[label].append(times)
-
             latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing,
-                                            on_result=record_device_times)
+                                            on_result=functools.partial(_record_device_times, live, device_times))
             peaks = {d: flops / (latencies.pop(f"matmul {d}").summary().p50 * 1e-3) / 1e9
                      for d, (_, flops) in probes.items()}
             peaks_per_batch.append(peaks)
@@ -157,6 +152,14 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
                     f"({row.throughput_ips:8.1f} img/s, {row.peak_fraction:.0%} of matmul peak)")
                 rows.append(row)
     return rows, peaks_per_batch
+
+
+def _record_device_times(live: dict[str, Backend], device_times: dict[str, list[DeviceTimes]], label: str,
+                         _: object) -> None:
+    """``on_result`` of a batch size's timed calls: the GPU time split of the call just timed, if it has one."""
+    backend = live.get(label)
+    if backend is not None and (times := backend.last_times()) is not None:
+        device_times[label].append(times)
 
 
 def _median_times(samples: list[DeviceTimes]) -> DeviceTimes | None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 

@@ -4,8 +4,8 @@ several callables interleaved so that their ratios survive a noisy machine."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -41,7 +41,7 @@ class CalibrationSet:
         """The images [3, H, W], preprocessed one at a time, in calibration order. A file that changed or went
         away since the set was drawn raises :class:`CalibrationError` (the cache key holds its old hash)."""
         preprocessor = Preprocessor(self.preprocess)
-        for relative, digest in zip(self.files, self.digests):
+        for relative, digest in zip(self.files, self.digests, strict=True):
             yield self._read(preprocessor, relative, digest)
 
     def _read(self, preprocessor: Preprocessor, relative: str, digest: str) -> np.ndarray:

@@ -7,9 +7,9 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
@@ -85,7 +85,7 @@ def classify(classifier: Classifier, files: list[Path], topk: int) -> Iterator[t
     for start in range(0, len(files), step):
         chunk = files[start : start + step]
         try:
-            yield from zip(chunk, classifier.predict([str(p) for p in chunk], topk=topk))
+            yield from zip(chunk, classifier.predict([str(p) for p in chunk], topk=topk), strict=True)
         except ImageError:  # rare: find the culprits one by one
             for path in chunk:
                 try:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import onnx
 
@@ -97,7 +98,7 @@ def calibrate(
     method = get_method(options.method)
     cache_path = options.cache_path(fp32_model.parent)
     key = cache_key(sha256_file(fp32_model), to_json(preprocess), method.name, method.settings,
-                    [[f, d] for f, d in zip(calib.files, calib.digests)], options.precision)
+                    [[f, d] for f, d in zip(calib.files, calib.digests, strict=True)], options.precision)
     tensors = options.tensors(onnx.load(str(fp32_model)))
     lookup = read_cache(cache_path, key, tensors)
     say(lookup.message)

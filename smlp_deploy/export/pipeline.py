@@ -9,16 +9,23 @@ the export folder, whole, when all of them have passed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import onnx
 import torch
 
 from ..artifacts import (
-    ARTIFACTS, PRECISIONS, ArtifactKind, engine_source, is_runtime_cache, onnx_artifact, runs_precision,
+    ARTIFACTS,
+    PRECISIONS,
+    ArtifactKind,
+    engine_source,
+    is_runtime_cache,
+    onnx_artifact,
+    runs_precision,
 )
 from ..calibration.dataset import CalibrationSet
 from ..calibration.quantize import TARGETS
@@ -27,22 +34,31 @@ from ..evaluation import class_indices, evaluate
 from ..fileio import sha256_file, staged_directory
 from ..imagefolder import LabeledFolder
 from ..manifest import (
-    IMAGENET_LABELS, MANIFEST_NAME, UNVERIFIED, VERIFIED, Artifact, Checkpoint, GpuRecord, Manifest, ModelInfo,
-    ParityReport, SimplifyRecord,
+    IMAGENET_LABELS,
+    MANIFEST_NAME,
+    UNVERIFIED,
+    VERIFIED,
+    Artifact,
+    Checkpoint,
+    GpuRecord,
+    Manifest,
+    ModelInfo,
+    ParityReport,
+    SimplifyRecord,
 )
 from ..models.complexity import count_macs, count_params
 from ..models.registry import create_model
 from ..models.variants import resolve_name
 from ..progress import Steps, format_table
-from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX, current_compute_capability
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.torch_backend import TorchBackend
 from ..runtime.preprocess import Preprocessor
+from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX, current_compute_capability
 from . import fp8, int8, openvino_parity
+from .engines import TIMING_CACHE_NAME, FlavourPlan, engine_status, plan_engines
 from .onnx_graph import DEFAULT_OPSET, export_onnx, save_model, simplify
 from .parity import check, compare
 from .precision import convert_to_fp16
-from .engines import TIMING_CACHE_NAME, FlavourPlan, engine_status, plan_engines
 from .tensorrt_build import BuildOptions, build_engine
 from .verification import VERIFICATION_NAME, VerificationSet, run_in_batches
 

@@ -52,7 +52,7 @@ class VerificationSet:
                 np.savez(f, inputs=self.inputs, reference=self.reference, n_photos=self.n_photos)
 
     @classmethod
-    def load(cls, path: Path) -> "VerificationSet":
+    def load(cls, path: Path) -> VerificationSet:
         with np.load(path) as data:
             if "n_photos" not in data:
                 raise ArtifactError(f"{path} was written by an older smlp-deploy (no photo count, which INT8 "

@@ -48,7 +48,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _refused(path, exc) from exc
-    except Exception as exc:  # noqa: BLE001 - a damaged archive or pickle fails anywhere inside torch.load
+    except Exception as exc:  # any type: a damaged archive or pickle fails anywhere inside torch.load
         raise _unreadable(path, f"{type(exc).__name__}: {_first_line(exc)}") from exc
     return _unwrap(obj, path)
 
@@ -205,7 +205,7 @@ class Architecture:
     grid: int  # token grid side of the first stage (image size / patch size)
 
     @classmethod
-    def of(cls, state_dict: dict[str, torch.Tensor], source: str) -> "Architecture":
+    def of(cls, state_dict: dict[str, torch.Tensor], source: str) -> Architecture:
         if is_authors_format(state_dict):
             blocks = {k.split(".")[1] for k in state_dict if k.startswith("token_mix.")}
             keys = ("to_patch_embedding.0.0.weight", "mlp_head.0.weight", "token_mix.0.1.proj_h.weight")

@@ -8,15 +8,16 @@ defaults at the artifact's own input size are used, with a warning.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..artifacts import kind_of
 from ..errors import Arg, ArtifactError, InputError
 from ..fileio import sha256_file
-from ..artifacts import kind_of
 from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
 from ..models.labels import imagenet_labels
 from ..preprocess_config import PreprocessConfig
@@ -164,7 +165,7 @@ class Classifier:
         return f"{self.precision} computed in {computes}"
 
     def __repr__(self) -> str:
-        imagenet = self.manifest is None and len(self.labels) == 1000 or (
+        imagenet = (self.manifest is None and len(self.labels) == 1000) or (
             self.manifest is not None and self.manifest.labels == IMAGENET_LABELS)
         labels = "ImageNet" if imagenet else ", ".join(self.labels[:3]) + (", ..." if len(self.labels) > 3 else "")
         return (f"Classifier({str(self.path)!r}: backend {self.backend.name}, device {self.backend.device}, "
