@@ -150,7 +150,10 @@ def _cpu_report(extras: list[Extra]) -> CpuReport:
 
         capabilities = cpu_capabilities()
     openvino_needs = _extra_needs(openvino)
-    first = lambda *names: next((n for n in names if n in isa), None)  # noqa: E731
+
+    def first(*names: str) -> str | None:
+        return next((n for n in names if n in isa), None)
+
     onnxruntime = "" if installed_version("onnxruntime") or installed_version("onnxruntime-gpu") else \
         f"onnxruntime missing: pip install '{DISTRIBUTION}'"
     bf16 = first("AMX-BF16", "AVX-512 BF16")

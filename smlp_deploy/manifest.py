@@ -41,7 +41,7 @@ class BatchProfile:
     opt: int = 8
     max: int = 32
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise SmlpDeployError(f"batch profile needs 1 <= min <= opt <= max, got {self.min}:{self.opt}:{self.max}",
                                   parameter="profile")

@@ -91,7 +91,9 @@ def load_calibration_set(
     order = np.random.default_rng(seed).permutation(len(candidates))
     preprocessor = Preprocessor(preprocess)
     wanted = min(samples, len(candidates))
-    files, digests, skipped = [], [], []
+    files: list[str] = []
+    digests: list[str] = []
+    skipped: list[tuple[str, str]] = []
     with progress_bar(total=wanted, desc="calibration images", unit="img", quiet=quiet) as bar:
         for index in order:
             if len(files) == wanted:

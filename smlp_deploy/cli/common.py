@@ -44,5 +44,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _one_line(message, category, filename, lineno, line=None) -> str:
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              line: str | None = None) -> str:
     return f"warning: {message}\n"

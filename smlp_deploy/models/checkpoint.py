@@ -224,7 +224,16 @@ class Architecture:
         return None
 
 
-def infer_model_args(path: str | Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class ModelArgs:
+    """The :func:`~smlp_deploy.models.create_model` arguments that fit a checkpoint."""
+
+    name: str
+    num_classes: int
+    image_size: int
+
+
+def infer_model_args(path: str | Path) -> ModelArgs:
     """``create_model`` arguments (name, num_classes, image_size) that fit the checkpoint at ``path``."""
     found = Architecture.of(read_state_dict(path), str(path))
     name = found.variant()
@@ -233,7 +242,7 @@ def infer_model_args(path: str | Path) -> dict[str, object]:
             f"checkpoint {str(path)!r} (width {found.width}, {found.n_blocks} blocks) matches no known sMLPNet variant"
         )
     size = found.grid * VARIANTS[name].config.patch_size
-    return {"name": name, "num_classes": found.num_classes, "image_size": size}
+    return ModelArgs(name, found.num_classes, size)
 
 
 def _check_architecture(model: SMLPNet, found: Architecture, source: str) -> None:

@@ -11,9 +11,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, overload
 
 import numpy as np
+from PIL import Image
 
 from ..artifacts import kind_of
 from ..errors import Arg, ArtifactError, InputError
@@ -176,7 +177,17 @@ class Classifier:
         items, _ = _as_items(images)
         return self._run(items)
 
-    def predict(self, images, topk: int = 5) -> Prediction | list[Prediction]:
+    @overload
+    def predict(self, images: list[Any] | tuple[Any, ...], topk: int = 5) -> list[Prediction]: ...
+
+    @overload
+    def predict(self, images: str | Path | bytes | bytearray | memoryview | BinaryIO | Image.Image,
+                topk: int = 5) -> Prediction: ...
+
+    @overload
+    def predict(self, images: Any, topk: int = 5) -> Prediction | list[Prediction]: ...  # arrays: by their shape
+
+    def predict(self, images: Any, topk: int = 5) -> Prediction | list[Prediction]:
         """Top-``topk`` predictions: one ``Prediction`` for one image, a list (in order) for a list or a batch."""
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
             raise InputError(f"topk must be a positive integer, got {topk!r}", parameter="topk")
@@ -220,7 +231,7 @@ class Classifier:
     def __enter__(self) -> Classifier:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
