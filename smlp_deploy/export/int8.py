@@ -32,9 +32,17 @@ class CalibrationOptions:
     method: str
     cache: Path | None
     seed: int
-    targets: tuple[str, ...]  # the forms the ranges are for
     precision: ClassVar[str]  # what the calibration cache is made for
     cache_name: ClassVar[str]  # the cache's default name in the export directory
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The forms the ranges are for."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Fail before any work on settings that cannot work."""
+        raise NotImplementedError
 
     def check_images_and_cache(self) -> None:
         """Fail before any work on a folder or sample count that cannot work, or a cache that is not this

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -167,7 +168,7 @@ class Preprocessor:
         """One image (path, bytes, file object, PIL image or uint8 array) -> float32 array [3, H, W]."""
         return self.to_array(self.resize_crop(self.load(source, name)))
 
-    def batch(self, sources: list[ImageSource]) -> np.ndarray:
+    def batch(self, sources: Sequence[ImageSource]) -> np.ndarray:
         """Several images -> float32 batch [N, 3, H, W]; errors name the image's index in the batch."""
         out = np.empty((len(sources), 3, self.config.input_size, self.config.input_size), dtype=np.float32)
         for i, source in enumerate(sources):
