@@ -34,7 +34,8 @@ class OpenVINODirect(Backend):
                                           f"not {precision}")
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.compiled(batch)[0]
+        logits: np.ndarray = self.compiled(batch)[0]  # openvino is untyped
+        return logits
 
     def describe(self) -> str:
         return f"openvino {self.version} CPU, its defaults with {self.compute_precision} ({self.path.name})"

@@ -139,7 +139,7 @@ def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         p.error("--ray takes one folder or list file and --output")
     if args.address is None:  # Ray reads this at import: the local instance then listens on 127.0.0.1 only
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from ..batch import predict_dataset
+    from ..batch.pipeline import predict_dataset
 
     with nullcontext() if args.verbose else library_chatter_to_file("ray"):
         summary = predict_dataset(args.images[0], args.artifact, output=args.output,

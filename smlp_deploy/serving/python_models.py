@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class ClassifierModel:
         batches = [_input(request, INPUT_NAME) for request in requests]
         try:
             logits = self.classifier.logits(np.concatenate(batches))
-            results: list[np.ndarray | Exception] = np.split(logits, np.cumsum([len(b) for b in batches])[:-1])
+            results: Sequence[np.ndarray | Exception] = np.split(logits, np.cumsum([len(b) for b in batches])[:-1])
         except InputError:  # rare (NaN in a request): answer each request on its own
             results = [_attempt(self.classifier.logits, batch) for batch in batches]
         return [_response(OUTPUT_NAME, result) for result in results]
@@ -88,7 +88,7 @@ def _input(request: Any, name: str) -> np.ndarray:
     return np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
 
 
-def _attempt(step, batch: np.ndarray) -> np.ndarray | InputError:
+def _attempt(step: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray | InputError:
     try:
         return step(batch)
     except InputError as exc:
