@@ -47,7 +47,10 @@ $(STUBS)/.patched: tests/tensorrt_stubs.py | venv
 	@echo "== installing tensorrt-stubs into $(STUBS) (type-checking the TensorRT modules)"
 	$(BIN)/python -m tests.tensorrt_stubs $(STUBS)
 
+# Lint first (the rule set is pyproject.toml's [tool.ruff.lint]); mypy over the whole package runs in the suite
+# (tests/test_typing.py).
 test: $(VENV)/.test-extras $(STUBS)/.patched
+	$(BIN)/ruff check smlp_deploy docs tests
 	$(BIN)/python -m pytest -q
 
 # Asks smlp-doctor first and installs nothing unless a CUDA GPU is usable here.
