@@ -47,9 +47,12 @@ $(STUBS)/.patched: tests/tensorrt_stubs.py | venv
 	@echo "== installing tensorrt-stubs into $(STUBS) (type-checking the TensorRT modules)"
 	$(BIN)/python -m tests.tensorrt_stubs $(STUBS)
 
+# Lint first (the rule set is pyproject.toml's [tool.ruff.lint]); mypy over the whole package runs in the suite
+# (tests/test_typing.py).
 test: $(VENV)/.test-extras $(STUBS)/.patched
 	@echo "== building the documentation site (mkdocs build --strict: a broken link or a missing page fails)"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+	$(BIN)/ruff check smlp_deploy docs tests
 	$(BIN)/python -m pytest -q
 
 # Asks smlp-doctor first and installs nothing unless a CUDA GPU is usable here.

@@ -13,11 +13,21 @@ from dataclasses import dataclass
 
 from . import __version__
 from .artifacts import runs_precision
-from .errors import SmlpDeployError
 from .environment import (
-    DISTRIBUTION, Gpu, cpu_features, cpu_model, extra_requirements, gpus, import_problem, installed_version,
-    nvidia_driver, onnxruntime_providers, torch_cuda, unmet,
+    DISTRIBUTION,
+    Gpu,
+    cpu_features,
+    cpu_model,
+    extra_requirements,
+    gpus,
+    import_problem,
+    installed_version,
+    nvidia_driver,
+    onnxruntime_providers,
+    torch_cuda,
+    unmet,
 )
+from .errors import SmlpDeployError
 from .tensorrt_flavours import FLAVOURS, Flavour
 
 EXTRAS = ("trt", "rtx", "gpu", "bench", "serve", "ray", "openvino")
@@ -140,7 +150,10 @@ def _cpu_report(extras: list[Extra]) -> CpuReport:
 
         capabilities = cpu_capabilities()
     openvino_needs = _extra_needs(openvino)
-    first = lambda *names: next((n for n in names if n in isa), None)  # noqa: E731
+
+    def first(*names: str) -> str | None:
+        return next((n for n in names if n in isa), None)
+
     onnxruntime = "" if installed_version("onnxruntime") or installed_version("onnxruntime-gpu") else \
         f"onnxruntime missing: pip install '{DISTRIBUTION}'"
     bf16 = first("AMX-BF16", "AVX-512 BF16")

@@ -6,7 +6,7 @@ decode pass.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def _class_lookup(labels: str | list[str], num_classes: int) -> tuple[dict[str, 
     for i in range(num_classes):
         primary.setdefault(str(i), set()).add(i)
     if labels == IMAGENET_LABELS:
-        for i, (wnid, lemmas) in enumerate(zip(imagenet_wnids(), imagenet_labels(full=True))):
+        for i, (wnid, lemmas) in enumerate(zip(imagenet_wnids(), imagenet_labels(full=True), strict=True)):
             label, *others = lemmas.split(", ")
             for name, table in ((wnid, primary), (label, primary), *((o, secondary) for o in others)):
                 table.setdefault(_normal(name), set()).add(i)

@@ -34,7 +34,7 @@ class LabeledFolder:
     samples: list[tuple[Path, str]]  # (image, class name)
 
     @classmethod
-    def scan(cls, root: str | Path) -> "LabeledFolder":
+    def scan(cls, root: str | Path) -> LabeledFolder:
         root = Path(root)
         if problem := not_a_folder(root):
             raise InputError(f"labeled image folder {str(root)!r} {problem}", parameter="data")

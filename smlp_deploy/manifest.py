@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class BatchProfile:
     opt: int = 8
     max: int = 32
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise SmlpDeployError(f"batch profile needs 1 <= min <= opt <= max, got {self.min}:{self.opt}:{self.max}",
                                   parameter="profile")
@@ -192,7 +192,7 @@ class CalibrationRecord:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass

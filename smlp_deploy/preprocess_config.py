@@ -21,6 +21,6 @@ class PreprocessConfig:
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
 
     @classmethod
-    def for_image_size(cls, image_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> "PreprocessConfig":
+    def for_image_size(cls, image_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> PreprocessConfig:
         """The evaluation transform for a given crop: the shorter side is resized to ``image_size / crop_pct``."""
         return cls(input_size=image_size, resize_size=int(image_size / crop_pct), crop_pct=crop_pct)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Sequence, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar, overload
 
 from tqdm import tqdm
 
@@ -64,14 +64,28 @@ class Steps:
             print(f"{INDENT}done in {time.perf_counter() - start:.1f} s", file=self.stream, flush=True)
 
 
-def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False, **options: Any) -> tqdm:
+@overload
+def progress_bar(iterable: Iterable[T], *, quiet: bool = False, **options: Any) -> tqdm[T]: ...
+
+
+@overload
+def progress_bar(iterable: None = None, *, quiet: bool = False, **options: Any) -> tqdm[NoReturn]: ...
+
+
+def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False, **options: Any) -> tqdm[T]:
     """``tqdm(iterable, **options)`` on stderr that draws only on a terminal (a log would fill with carriage
     returns) and leaves no line behind."""
     return _Bar(iterable, ticker=getattr(_local, "ticker", None), file=sys.stderr, leave=False,
                 disable=quiet or not is_terminal(sys.stderr), **options)
 
 
-class _Bar(tqdm):
+if TYPE_CHECKING:
+    _TqdmBar = tqdm[Any]
+else:
+    _TqdmBar = tqdm  # tqdm is generic in its stubs only: subscripting it at run time fails
+
+
+class _Bar(_TqdmBar):
     """A tqdm bar that holds the step's elapsed-time display while it draws on the same line."""
 
     def __init__(self, *args: Any, ticker: _Ticker | None = None, **options: Any):
@@ -134,6 +148,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """A left-aligned text table with a header rule, for terminal summaries."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

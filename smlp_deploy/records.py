@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 
 
 class RecordError(ValueError):
@@ -32,16 +35,16 @@ def to_json(record: Any) -> Any:
     return record
 
 
-def from_json(cls: type[T], data: Any, where: str = "") -> T:
-    """Build ``cls`` from JSON values, checking every field against ``cls``'s type hints."""
-    return _decode(cls, data, where)
+def from_json(cls: type[R], data: Any, where: str = "") -> R:
+    """Build the dataclass ``cls`` from JSON values, checking every field against ``cls``'s type hints."""
+    return _decode_record(cls, data, where)
 
 
 def _decode(tp: Any, value: Any, where: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _decode_record(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -61,7 +64,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
         item_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
         if len(item_types) != len(value):
             raise RecordError(f"{where}: expected {len(item_types)} values, got {len(value)}")
-        return tuple(_decode(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+        return tuple(_decode(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True)))
     if origin is dict:
         _expect(value, dict, where)
         return {k: _decode(args[1], v, f"{where}.{k}") for k, v in value.items()}
@@ -72,7 +75,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _decode_record(cls: type, value: Any, where: str) -> Any:
+def _decode_record(cls: type[R], value: Any, where: str) -> R:
     _expect(value, dict, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -86,7 +89,7 @@ def _decode_record(cls: type, value: Any, where: str) -> Any:
     return cls(**{name: _decode(hints[name], v, f"{prefix}{name}") for name, v in value.items()})
 
 
-def _required(f: dataclasses.Field) -> bool:
+def _required(f: dataclasses.Field[Any]) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 

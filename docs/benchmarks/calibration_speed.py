@@ -121,8 +121,8 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="smlp-calib-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="smlp-calib-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         if args.calib_dir is None:
             from tests.digits import write_digits
 
@@ -138,8 +138,9 @@ def main() -> None:
         rss = [export_rss(args.variant, args.calib_dir, int(n), tmp / f"rss-{n}")
                for n in args.rss_samples.split(",") if n]
 
-    ratios = {name: [t / f for t, f in zip(times[name], times[FP32])] for name in times}
-    vs_int8 = {name: [t / i for t, i in zip(times[name], times[DEFAULT_METHOD])] for name in times} if args.fp8 else {}
+    ratios = {name: [t / f for t, f in zip(times[name], times[FP32], strict=True)] for name in times}
+    vs_int8 = ({name: [t / i for t, i in zip(times[name], times[DEFAULT_METHOD], strict=True)] for name in times}
+               if args.fp8 else {})
 
     def spread(r: list[float]) -> str:
         return f"{np.median(r):.2f}x [{min(r):.2f}-{max(r):.2f}]"

@@ -65,7 +65,7 @@ def make_images(folder: Path, count: int) -> None:
 
 def run(command: list[str], env: dict[str, str]) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, check=False)
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -77,7 +77,7 @@ def ray_summary(stdout: str) -> dict[str, float]:
     lines = stdout.splitlines()
     header = re.split(r"\s{2,}", lines[0].strip())
     values = re.split(r"\s{2,}", lines[2].strip())
-    row = dict(zip(header, values))
+    row = dict(zip(header, values, strict=True))
     return {"images": int(row["images"]), "seconds": float(row["seconds"]),
             "startup_s": float(row["Ray start-up s"])}
 

@@ -137,11 +137,11 @@ def main() -> None:
     rows, summary = [], []
     for c in levels:
         server_runs, local_runs = runs[("server", c)], runs[("in-process", c)]
-        ratios = [s["images_per_s"] / i["images_per_s"] for s, i in zip(server_runs, local_runs)]
-        latency_ratios = [s["p50_ms"] / i["p50_ms"] for s, i in zip(server_runs, local_runs)]
+        ratios = [s["images_per_s"] / i["images_per_s"] for s, i in zip(server_runs, local_runs, strict=True)]
+        latency_ratios = [s["p50_ms"] / i["p50_ms"] for s, i in zip(server_runs, local_runs, strict=True)]
         point = {"concurrency": c, "server": server_runs, "in_process": local_runs,
                  "throughput_ratio": ratios, "p50_ratio": latency_ratios,
-                 "overhead_ms": [s["p50_ms"] - i["p50_ms"] for s, i in zip(server_runs, local_runs)]}
+                 "overhead_ms": [s["p50_ms"] - i["p50_ms"] for s, i in zip(server_runs, local_runs, strict=True)]}
         summary.append(point)
         for name, data in (("Triton (gRPC, Python backend)", server_runs), ("in-process Classifier", local_runs)):
             rows.append([name, c, _median(data, "p50_ms"), _median(data, "p99_ms"), _median(data, "images_per_s"),

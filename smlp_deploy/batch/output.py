@@ -20,9 +20,13 @@ import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import Arg, InputError, OutputError
 from ..fileio import atomic_path
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMATS = {".jsonl": "JSON lines", ".parquet": "Parquet (a folder of part files)"}
 PART_ROWS = 10_000
@@ -53,7 +57,7 @@ class ResultSink(ABC):
     def _read_done(self) -> set[str]: ...
 
     @abstractmethod
-    def write(self, table) -> None:
+    def write(self, table: pa.Table) -> None:
         """Append a pyarrow Table of result rows."""
 
     def close(self, *, discard_if_empty: bool = False) -> None:
@@ -79,7 +83,8 @@ class ResultSink(ABC):
 def open_sink(path: str | Path, *, resume: bool) -> ResultSink:
     """The sink for ``path``'s format (by suffix), locked for this run, with the paths it already holds."""
     path = Path(path)
-    kind = {".jsonl": JsonLinesSink, ".parquet": ParquetPartsSink}.get(path.suffix.lower())
+    kinds: dict[str, type[ResultSink]] = {".jsonl": JsonLinesSink, ".parquet": ParquetPartsSink}
+    kind = kinds.get(path.suffix.lower())
     if kind is None:
         raise InputError(f"output {str(path)!r} must end in {' or '.join(FORMATS)} ("
                          f"{', '.join(FORMATS.values())})", parameter="output")
@@ -98,7 +103,8 @@ class JsonLinesSink(ResultSink):
 
     def _read_done(self) -> set[str]:
         """Paths of the complete rows; a torn last line (the run was killed mid-write) is cut off."""
-        done, end = set(), 0
+        done: set[str] = set()
+        end = 0
         with open(self.path, "rb") as f:
             for number, line in enumerate(f, 1):
                 if not line.endswith(b"\n"):
@@ -113,7 +119,7 @@ class JsonLinesSink(ResultSink):
         os.truncate(self.path, end)
         return done
 
-    def write(self, table) -> None:
+    def write(self, table: pa.Table) -> None:
         lines = "".join(json.dumps(row) + "\n" for row in table.to_pylist())
         try:
             os.write(self._lock_fd, lines.encode())
@@ -129,7 +135,7 @@ class JsonLinesSink(ResultSink):
 class ParquetPartsSink(ResultSink):
     def __init__(self, path: Path, resume: bool, *, part_rows: int = PART_ROWS, part_seconds: float = PART_SECONDS):
         self.part_rows, self.part_seconds = part_rows, part_seconds
-        self._buffer: list = []
+        self._buffer: list[pa.Table] = []
         self._buffered_rows, self._buffer_since = 0, 0.0
         super().__init__(path, resume)
 
@@ -152,18 +158,18 @@ class ParquetPartsSink(ResultSink):
 
         for leftover in self.path.glob(".part-*.parquet.*.part"):
             leftover.unlink()
-        done = set()
+        done: set[str] = set()
         for part in self._parts():
             try:
                 done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
-            except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, KeyError, OSError...
+            except Exception as exc:  # any type: pyarrow raises ArrowInvalid, KeyError, OSError...
                 raise InputError(f"output part {str(part)!r} is not a result part ({exc}): it was not written by "
                                  "predict_dataset; choose a new output", parameter="output") from None
         parts = self._parts()
         self._next_part = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
         return done
 
-    def write(self, table) -> None:
+    def write(self, table: pa.Table) -> None:
         if not self._buffer:
             self._buffer_since = time.monotonic()
         self._buffer.append(table)

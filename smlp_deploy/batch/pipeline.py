@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from .output import ResultSink, open_sink
 from .stages import ClassifierReplica, ReplicaInfo, describe_replica, drop_done, preprocess_images
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     import ray.data
 
 RAY_MISSING = "Ray Data is not installed: pip install 'smlp-deploy[ray]' (ray[data], about 500 MB)"
@@ -120,17 +122,16 @@ def predict_dataset(
                      cpus_per_replica=cpus_per_replica, topk=topk, no_progress_timeout_s=no_progress_timeout_s)
     check_artifact_path(Path(artifact))
     artifact = str(Path(artifact).absolute())  # as the workers will open it, wherever they run
-    paths = image_paths(images) if isinstance(images, (str, Path)) else None
-    dataset = _as_dataset(images) if paths is None else None
+    source = image_paths(images) if isinstance(images, (str, Path)) else _as_dataset(images)
     sink = open_sink(output, resume=resume)
     failed = True
     try:
-        todo = None if paths is None else [p for p in paths if p not in sink.done]
-        summary = dict(output=str(output), skipped=len(sink.done), replicas=replicas)
-        if todo == []:
+        # The paths left to classify, or the caller's Dataset (whose done paths the pipeline drops).
+        todo = [p for p in source if p not in sink.done] if isinstance(source, list) else source
+        summary = partial(BatchSummary, output=str(output), skipped=len(sink.done), replicas=replicas)
+        if isinstance(todo, list) and not todo:
             failed = False
-            return BatchSummary(images=0, errors=0, seconds=time.perf_counter() - started, startup_seconds=0.0,
-                                model="", **summary)
+            return summary(images=0, errors=0, seconds=time.perf_counter() - started, startup_seconds=0.0, model="")
         joining = time.perf_counter()
         with _ray_session(address) as (ray, local):
             plan = plan_replicas(ray.cluster_resources(), replicas, gpus_per_replica, cpus_per_replica)
@@ -140,17 +141,17 @@ def predict_dataset(
                            threads=plan.threads, allow_unlisted=allow_unlisted, precision=precision)
             replica = _check_model(ray, plan, artifact, options)
             startup = time.perf_counter() - joining
-            if dataset is None:
+            if isinstance(todo, list):
                 dataset = ray.data.from_items([{"path": p} for p in todo])
             else:
-                dataset = _paths_of(dataset, sink.done, plan)
+                dataset = _paths_of(todo, sink.done, plan)
             dataset = _classify(dataset, plan, batch_size=batch_size, config=replica.preprocess,
                                 replica_args=dict(artifact=artifact, topk=topk, classifier_options=options))
-            rows, errors = _drain(dataset, sink, total=None if todo is None else len(todo),
+            rows, errors = _drain(dataset, sink, total=len(todo) if isinstance(todo, list) else None,
                                   timeout=no_progress_timeout_s, plan=plan, quiet=quiet)
         failed = False
-        return BatchSummary(images=rows, errors=errors, seconds=time.perf_counter() - started,
-                            startup_seconds=startup, model=replica.description, **summary)
+        return summary(images=rows, errors=errors, seconds=time.perf_counter() - started, startup_seconds=startup,
+                       model=replica.description)
     finally:
         sink.close(discard_if_empty=failed)
 
@@ -180,9 +181,11 @@ def _import_ray() -> Any:
     return ray
 
 
-def _as_dataset(images: Any) -> ray.data.Dataset:
-    ray = _import_ray()
-    if not isinstance(images, ray.data.Dataset):
+def _as_dataset(images: object) -> ray.data.Dataset:
+    _import_ray()
+    from ray.data import Dataset
+
+    if not isinstance(images, Dataset):
         raise InputError(f"images is a {type(images).__name__}: pass ", *ACCEPTED, parameter="images")
     return images
 
@@ -228,7 +231,7 @@ def _check_model(ray: Any, plan: ReplicaPlan, artifact: str, options: dict[str, 
     loading it warned is warned here."""
     task = ray.remote(describe_replica).options(num_cpus=plan.cpus, num_gpus=plan.gpus)
     try:
-        replica = ray.get(task.remote(artifact, options))
+        replica: ReplicaInfo = ray.get(task.remote(artifact, options))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, SmlpDeployError):
             raise exc.cause from None
@@ -246,7 +249,7 @@ def _paths_of(dataset: ray.data.Dataset, done: set[str], plan: ReplicaPlan) -> r
                          "e.g. dataset.rename_columns({'file': 'path'})", parameter="images")
     dataset = dataset.select_columns(["path"])
     if done:
-        dataset = dataset.map_batches(drop_done, fn_kwargs={"done": frozenset(done)}, batch_format="numpy",
+        dataset = dataset.map_batches(partial(drop_done, done=frozenset(done)), batch_format="numpy",
                                       num_cpus=plan.preprocess_cpus)
     return dataset
 
@@ -255,7 +258,7 @@ def _classify(dataset: ray.data.Dataset, plan: ReplicaPlan, *, batch_size: int, 
               replica_args: dict[str, Any]) -> ray.data.Dataset:
     from ray.data import ActorPoolStrategy
 
-    dataset = dataset.map_batches(preprocess_images, fn_kwargs={"config": config}, batch_size=batch_size,
+    dataset = dataset.map_batches(partial(preprocess_images, config=config), batch_size=batch_size,
                                   batch_format="numpy", num_cpus=plan.preprocess_cpus)
     return dataset.map_batches(ClassifierReplica, fn_constructor_kwargs=replica_args, batch_size=batch_size,
                                batch_format="numpy", num_cpus=plan.cpus, num_gpus=plan.gpus,
@@ -274,7 +277,8 @@ def _drain(dataset: ray.data.Dataset, sink: ResultSink, *, total: int | None, ti
     rows = errors = 0
     try:
         with _quiet_ray_data(), progress_bar(total=total, unit="img", quiet=quiet) as bar:
-            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            tables: Iterator[pa.Table] = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+            for table in tables:
                 sink.write(table)
                 rows += table.num_rows
                 errors += table.num_rows - table.column("error").null_count

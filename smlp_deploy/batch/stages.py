@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ImageError
 from ..preprocess_config import PreprocessConfig
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 # Result columns, in both output formats: what smlp-predict --json reports, one list per top-k field.
 RESULT_COLUMNS = ("path", "topk", "labels", "scores", "error")
 
 
-def result_schema():
+def result_schema() -> pa.Schema:
     """The Arrow schema of result rows. Explicit, because a batch without errors would otherwise type its
     all-null ``error`` column as ``null`` and clash with batches that have one."""
     import pyarrow as pa
@@ -45,7 +48,7 @@ def preprocess_images(batch: dict[str, np.ndarray], config: PreprocessConfig) ->
             images[i] = preprocess(path, name=path)
         except ImageError as exc:
             errors[i] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise assorted types on malformed files
+        except Exception as exc:  # any type: Pillow's decoders raise assorted types on malformed files
             errors[i] = f"image {path}: cannot be decoded ({type(exc).__name__}: {exc})"
     return {"path": np.array(paths, dtype=object), "image": images, "error": errors}
 
@@ -59,12 +62,13 @@ class ClassifierReplica:
         self.classifier = Classifier(artifact, **classifier_options)
         self.topk = topk
 
-    def __call__(self, batch: dict[str, np.ndarray]):
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         import pyarrow as pa
 
         errors = [str(e) or None for e in batch["error"]]
         good = [i for i, e in enumerate(errors) if e is None]
-        predictions = dict(zip(good, self.classifier.predict(batch["image"][good], topk=self.topk))) if good else {}
+        images = [batch["image"][i] for i in good]  # a list: one Prediction per image
+        predictions = dict(zip(good, self.classifier.predict(images, topk=self.topk), strict=True)) if good else {}
         tops = [predictions[i].topk if i in predictions else [] for i in range(len(errors))]
         return pa.Table.from_pydict({
             "path": [str(p) for p in batch["path"]],

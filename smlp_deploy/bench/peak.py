@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def matmul_probe(device: str = "cpu", dtype: str = "fp32") -> tuple[Callable[[], object], float]:
@@ -17,9 +17,9 @@ def matmul_probe(device: str = "cpu", dtype: str = "fp32") -> tuple[Callable[[],
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
     a, b = (torch.randn(size, size, device=device, dtype=torch_dtype) for _ in range(2))
     out = torch.empty_like(a)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def call():
+    def call() -> None:
         with torch.inference_mode():
             torch.mm(a, b, out=out)
         sync()

@@ -4,6 +4,7 @@ so a figure says whether the toolkit's own path is at least as fast as calling t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -17,7 +18,8 @@ class OpenVINODirect(Backend):
     own default on CPUs with bf16), ``int8`` (the CPU form) left to OpenVINO's default for the float parts."""
 
     name = "openvino-direct"
-    HINTS = {"fp32": {"INFERENCE_PRECISION_HINT": "f32"}, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"}, "int8": {}}
+    HINTS: ClassVar[dict[str, dict[str, str]]] = {
+        "fp32": {"INFERENCE_PRECISION_HINT": "f32"}, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"}, "int8": {}}
 
     def __init__(self, path: Path, precision: str):
         import openvino as ov
@@ -32,7 +34,8 @@ class OpenVINODirect(Backend):
                                           f"not {precision}")
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.compiled(batch)[0]
+        logits: np.ndarray = self.compiled(batch)[0]  # openvino is untyped
+        return logits
 
     def describe(self) -> str:
         return f"openvino {self.version} CPU, its defaults with {self.compute_precision} ({self.path.name})"

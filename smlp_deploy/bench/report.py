@@ -97,7 +97,8 @@ def write_plot(report: BenchReport, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     # One colour per target, the same in both panels: matplotlib's default cycle repeats after 10 (a CPU matrix of
     # backends x precisions has 13 rows).
-    colours = dict(zip(labels, plt.get_cmap("tab20").colors, strict=False))
+    palette = plt.get_cmap("tab20")
+    colours = {label: palette(i % palette.N) for i, label in enumerate(labels)}
     for label in labels:
         points = [(b, by_key[label, b].latency_ms) for b in batches if (label, b) in by_key]
         left.errorbar([b for b, _ in points], [lat.p50 for _, lat in points],

@@ -7,9 +7,10 @@ import functools
 import io
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,15 +21,16 @@ from ..errors import InputError, SmlpDeployError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..models.complexity import count_macs
 from ..models.registry import create_model
-from ..runtime.backends.base import DeviceTimes
+from ..runtime.backends.base import Backend, DeviceTimes
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 from .peak import matmul_probe
 from .results import BenchModel, BenchReport, BenchRow, EndToEnd, Skipped
 from .targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS, Target, resolve
-from .timing import LatencyStats, measure_interleaved
+from .timing import Latency, LatencyStats, measure_interleaved
 
 BASELINE = ("torch", "fp32")
+R = TypeVar("R")
 E2E_PHOTO_SIZE = (500, 375)  # a typical web photo, as JPEG
 
 
@@ -58,6 +60,11 @@ class BenchConfig:
         if self.artifacts is not None and not (Path(self.artifacts) / MANIFEST_NAME).is_file():
             raise InputError(f"{str(self.artifacts)!r} is not an export directory (no {MANIFEST_NAME})",
                              parameter="artifacts")
+
+    def measure(self, calls: Mapping[str, Callable[[], R]], on_result: Callable[[str, R], None]) -> dict[str, Latency]:
+        """``calls`` timed interleaved, with this run's warm-up and count or duration."""
+        return measure_interleaved(calls, warmup=self.warmup, iters=self.iters, duration_s=self.duration_s,
+                                   on_result=on_result)
 
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchReport:
@@ -109,14 +116,17 @@ def _pairs(config: BenchConfig, device: str) -> list[tuple[str, str]]:
     return baselines + [pair for pair in pairs if pair not in baselines]
 
 
-def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, skipped, log):
+def _bench_targets(targets: list[Target], probes: dict[str, tuple[Callable[[], object], float]], config: BenchConfig,
+                   preprocessor: Preprocessor, macs: int, skipped: list[Skipped],
+                   log: Callable[[str], None]) -> tuple[list[BenchRow], list[dict[str, float]]]:
     """All targets stay loaded; at each batch size they are timed interleaved (see ``measure_interleaved``)
     together with the matmul ``probes`` (dtype -> (call, FLOPs)), so each row's peak comes from its rounds.
     Returns the rows and the peaks of each batch size; a target that fails to load joins ``skipped``."""
     by_label = {target.label: target for target in targets}
-    rows, peaks_per_batch = [], []
+    rows: list[BenchRow] = []
+    peaks_per_batch: list[dict[str, float]] = []
     with contextlib.ExitStack() as stack:
-        backends: dict[str, Any] = {}
+        backends: dict[str, Backend] = {}
         for target in targets:
             try:
                 backends[target.label] = target.load()
@@ -125,9 +135,8 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
                 log(f"skipped {target.label}: {exc}")
                 continue
             stack.callback(backends[target.label].close)
-        timing = dict(warmup=config.warmup, iters=config.iters, duration_s=config.duration_s)
         for batch_size in config.batch_sizes:
-            live = {}
+            live: dict[str, Backend] = {}
             for label, backend in backends.items():
                 if backend.max_batch_size and batch_size > backend.max_batch_size:
                     log(f"{label}: batch {batch_size} is beyond the engine's profile ({backend.max_batch_size})")
@@ -138,18 +147,13 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
             calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
             memory = {label: _peak_memory_of(call, by_label[label]) for label, call in calls.items()}
             device_times: dict[str, list[DeviceTimes]] = {label: [] for label in calls}
-
-            def record_device_times(label: str, _: object) -> None:
-                backend = live.get(label)
-                if backend is not None and (times := backend.last_times()) is not None:
-                    device_times[label].append(times)
-
-            latencies = measure_interleaved(calls | {f"matmul {d}": call for d, (call, _) in probes.items()}, **timing,
-                                            on_result=record_device_times)
+            timed: dict[str, Callable[[], object]] = {**calls}
+            timed |= {f"matmul {d}": call for d, (call, _) in probes.items()}
+            latencies = config.measure(timed, functools.partial(_record_device_times, live, device_times))
             peaks = {d: flops / (latencies.pop(f"matmul {d}").summary().p50 * 1e-3) / 1e9
                      for d, (_, flops) in probes.items()}
             peaks_per_batch.append(peaks)
-            e2e = _end_to_end(live, preprocessor, batch_size, timing) if config.end_to_end else {}
+            e2e = _end_to_end(live, preprocessor, batch_size, config) if config.end_to_end else {}
             for label, latency in latencies.items():
                 row = _row(by_label[label], batch_size, latency.summary(), macs, peaks, memory[label], e2e.get(label),
                            _median_times(device_times[label]))
@@ -157,6 +161,14 @@ def _bench_targets(targets: list[Target], probes, config, preprocessor, macs, sk
                     f"({row.throughput_ips:8.1f} img/s, {row.peak_fraction:.0%} of matmul peak)")
                 rows.append(row)
     return rows, peaks_per_batch
+
+
+def _record_device_times(live: dict[str, Backend], device_times: dict[str, list[DeviceTimes]], label: str,
+                         _: object) -> None:
+    """``on_result`` of a batch size's timed calls: the GPU time split of the call just timed, if it has one."""
+    backend = live.get(label)
+    if backend is not None and (times := backend.last_times()) is not None:
+        device_times[label].append(times)
 
 
 def _median_times(samples: list[DeviceTimes]) -> DeviceTimes | None:
@@ -181,14 +193,14 @@ def _row(target: Target, batch_size: int, latency: LatencyStats, macs: int, peak
     )
 
 
-def _end_to_end(backends: dict[str, Any], preprocessor: Preprocessor, batch_size: int,
-                timing: dict[str, Any]) -> dict[str, EndToEnd]:
+def _end_to_end(backends: dict[str, Backend], preprocessor: Preprocessor, batch_size: int,
+                config: BenchConfig) -> dict[str, EndToEnd]:
     """JPEG bytes -> top-5 (decode + preprocess + inference) per target, and the share of it spent decoding and
     preprocessing, from the timed calls' own split of their time (so the share is below 1 by construction)."""
     photos = _jpeg_photos()
     jpegs = [photos[i % len(photos)] for i in range(batch_size)]
 
-    def classify(backend) -> tuple[float, float]:
+    def classify(backend: Backend) -> tuple[float, float]:
         start = time.perf_counter()
         batch = preprocessor.batch(jpegs)
         preprocessed = time.perf_counter()
@@ -197,7 +209,7 @@ def _end_to_end(backends: dict[str, Any], preprocessor: Preprocessor, batch_size
 
     splits: dict[str, list[tuple[float, float]]] = {label: [] for label in backends}
     calls = {label: functools.partial(classify, backend) for label, backend in backends.items()}
-    latencies = measure_interleaved(calls, **timing, on_result=lambda label, split: splits[label].append(split))
+    latencies = config.measure(calls, lambda label, split: splits[label].append(split))
     results = {}
     for label, latency in latencies.items():
         total = latency.summary().p50
@@ -255,7 +267,7 @@ def _rss_mib(field: str) -> float | None:
     return None
 
 
-def _export(config: BenchConfig, out: Path, log) -> Path:
+def _export(config: BenchConfig, out: Path, log: Callable[[str], None]) -> Path:
     from ..export.pipeline import export_model
 
     precisions = tuple(p for p in ("fp32", "fp16") if p == "fp32" or p in config.precisions)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -67,7 +68,10 @@ def resolve(
     backend: str, precision: str, *, model: torch.nn.Module, artifacts: Path, device: str, threads: int
 ) -> list[Target | Skipped]:
     """The targets ``backend`` x ``precision`` stands for on ``device``, or why there are none."""
-    skip = lambda reason: [Skipped(backend, precision, reason)]  # noqa: E731
+
+    def skip(reason: str) -> list[Target | Skipped]:
+        return [Skipped(backend, precision, reason)]
+
     if backend in MODEL_BACKENDS:
         if precision in ("int8", "fp8"):
             return skip(f"eager PyTorch has no {precision.upper()} path for sMLPNet; {precision.upper()} runs through "
@@ -78,7 +82,7 @@ def resolve(
             return skip("torch.compile on CPUs needs a C++ compiler at run time (g++ or clang++, or CXX)")
         dtype = TORCH_DTYPES[precision]
         compile_ = backend == "torch.compile"
-        return [Target(backend, precision, device, None, lambda: _torch_backend(model, device, dtype, compile_))]
+        return [Target(backend, precision, device, None, partial(_torch_backend, model, device, dtype, compile_))]
     if backend in PEERS:
         return _openvino_direct(precision, artifacts, device)
     info = RUNTIME_BACKENDS[backend]
@@ -102,17 +106,17 @@ def resolve(
     found = [k for k in kinds if (artifacts / k.file_name).is_file()]
     if not found:
         return skip(_missing(kinds[0], precision))
-    options = {"threads": threads} if "threads" in info.options else {}
-    if computes:
-        options["precision"] = precision
-    return [Target(backend, precision, device, kind,
-                   lambda kind=kind: load_backend(artifacts / kind.file_name, backend, device=device, **options))
-            for kind in found]
+    load = partial(load_backend, backend=backend, device=device, threads=threads if "threads" in info.options else None,
+                   precision=precision if computes else None)
+    return [Target(backend, precision, device, kind, partial(load, artifacts / kind.file_name)) for kind in found]
 
 
 def _openvino_direct(precision: str, artifacts: Path, device: str) -> list[Target | Skipped]:
     """The peer of the openvino backend: the same files, OpenVINO called directly with its own settings."""
-    skip = lambda reason: [Skipped(OpenVINODirect.name, precision, reason)]  # noqa: E731
+
+    def skip(reason: str) -> list[Target | Skipped]:
+        return [Skipped(OpenVINODirect.name, precision, reason)]
+
     problem = import_problem("openvino")
     if problem:
         return skip(f"cannot import {problem}: pip install 'smlp-deploy[openvino]'")
@@ -124,7 +128,7 @@ def _openvino_direct(precision: str, artifacts: Path, device: str) -> list[Targe
     if not (artifacts / kind.file_name).is_file():
         return skip(_missing(kind, precision))
     return [Target(OpenVINODirect.name, precision, device, kind,
-                   lambda: OpenVINODirect(artifacts / kind.file_name, precision))]
+                   partial(OpenVINODirect, artifacts / kind.file_name, precision))]
 
 
 def _cpp_compiler() -> str | None:
@@ -132,7 +136,7 @@ def _cpp_compiler() -> str | None:
     return shutil.which(os.environ.get("CXX") or "g++") or shutil.which("clang++")
 
 
-def _torch_backend(model, device, dtype, compile_) -> Backend:
+def _torch_backend(model: torch.nn.Module, device: str, dtype: torch.dtype, compile_: bool) -> Backend:
     backend = TorchBackend(copy.deepcopy(model), device=device, dtype=dtype)  # .to() converts in place
     if compile_:
         backend.model = torch.compile(backend.model)  # default mode: max-autotune takes minutes per batch size

@@ -4,11 +4,13 @@ several callables interleaved so that their ratios survive a noisy machine."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import TypeVar
 
 import numpy as np
 
+R = TypeVar("R")
 MIN_ITERS = 5
 BLOCK = 3  # timed calls per callable per round of measure_interleaved
 
@@ -54,14 +56,14 @@ def measure(
 
 
 def measure_interleaved(
-    calls: dict[str, Callable[[], object]],
+    calls: Mapping[str, Callable[[], R]],
     *,
     warmup: int = 3,
     iters: int | None = None,
     duration_s: float = 3.0,
     block: int = BLOCK,
     sync: Callable[[], None] = lambda: None,
-    on_result: Callable[[str, object], None] | None = None,
+    on_result: Callable[[str, R], None] | None = None,
 ) -> dict[str, Latency]:
     """Time several callables in rounds: each in turn makes ``block`` timed calls, after one untimed call
     whenever there is more than one callable.

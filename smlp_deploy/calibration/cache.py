@@ -31,8 +31,8 @@ class CacheLookup:
     message: str
 
 
-def cache_key(model_sha256: str, preprocess: dict, method: str, settings: dict, samples: list[list[str]],
-              precision: str = "int8") -> dict:
+def cache_key(model_sha256: str, preprocess: dict[str, Any], method: str, settings: dict[str, Any],
+              samples: list[list[str]], precision: str = "int8") -> dict[str, Any]:
     """What the ranges depend on; ``samples`` are ``[relative path, sha256]`` pairs in calibration order."""
     return {"model_sha256": model_sha256, "preprocess": preprocess, "method": method, "settings": settings,
             "samples": samples, "precision": precision}
@@ -41,9 +41,9 @@ def cache_key(model_sha256: str, preprocess: dict, method: str, settings: dict, 
 def read_cache(path: Path, key: dict[str, Any], tensors: Sequence[str]) -> CacheLookup:
     """The cached ranges if ``path`` holds a cache for ``key`` with a range for each of ``tensors``; otherwise
     why not. Never deletes anything."""
-    if not path.exists():
-        return CacheLookup(None, f"no calibration cache at {path} yet: calibrating")
     data = check_cache_file(path, key["precision"])
+    if data is None:
+        return CacheLookup(None, f"no calibration cache at {path} yet: calibrating")
     if data.get("version") != CACHE_VERSION:
         return CacheLookup(None, f"calibration cache {path} has format version {data.get('version')}: recalibrating")
     if data.get("collector") != COLLECTOR_VERSION:
@@ -69,12 +69,11 @@ def check_cache_file(path: Path, precision: str = "int8") -> dict[str, Any] | No
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
-        is_cache = isinstance(data, dict) and data.get("kind") == CACHE_KIND
+        data: object = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CalibrationError(f"calibration cache {str(path)!r} cannot be read as a calibration cache ({exc}); it "
                                "was left untouched: delete it or choose another path", parameter="cache") from exc
-    if not is_cache:
+    if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:
         raise CalibrationError(f"calibration cache {str(path)!r} is not an smlp-deploy calibration cache; it was left "
                                "untouched: delete it or choose another path", parameter="cache")
     made_for = _precision_of(data)

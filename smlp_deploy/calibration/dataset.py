@@ -41,7 +41,7 @@ class CalibrationSet:
         """The images [3, H, W], preprocessed one at a time, in calibration order. A file that changed or went
         away since the set was drawn raises :class:`CalibrationError` (the cache key holds its old hash)."""
         preprocessor = Preprocessor(self.preprocess)
-        for relative, digest in zip(self.files, self.digests):
+        for relative, digest in zip(self.files, self.digests, strict=True):
             yield self._read(preprocessor, relative, digest)
 
     def _read(self, preprocessor: Preprocessor, relative: str, digest: str) -> np.ndarray:
@@ -91,7 +91,9 @@ def load_calibration_set(
     order = np.random.default_rng(seed).permutation(len(candidates))
     preprocessor = Preprocessor(preprocess)
     wanted = min(samples, len(candidates))
-    files, digests, skipped = [], [], []
+    files: list[str] = []
+    digests: list[str] = []
+    skipped: list[tuple[str, str]] = []
     with progress_bar(total=wanted, desc="calibration images", unit="img", quiet=quiet) as bar:
         for index in order:
             if len(files) == wanted:

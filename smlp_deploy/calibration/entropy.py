@@ -125,4 +125,5 @@ def _self_term(h: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: np.ndarray) -
     ones = _prefix(h == 1)
     s = [t[hi] - t[lo] for t in terms]
     series = s[0] - eps * s[1] + sum(eps**n / (n * (n - 1)) * s[n] for n in range(2, 6))
-    return series + (ones[hi] - ones[lo]) * _xlogx(1 - eps, np.ones_like(eps, dtype=bool))
+    sums: np.ndarray = series + (ones[hi] - ones[lo]) * _xlogx(1 - eps, np.ones_like(eps, dtype=bool))
+    return sums

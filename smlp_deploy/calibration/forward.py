@@ -47,7 +47,9 @@ class Activations:
         self.provider = self.session.get_providers()[0]
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        values = dict(zip(self.fetch, self.session.run(self.fetch, {self.input_name: batch})))
+        values = {}
+        if self.fetch:  # ONNX Runtime reads an empty list of outputs as "all of them": the model's logits
+            values = dict(zip(self.fetch, self.session.run(self.fetch, {self.input_name: batch}), strict=True))
         if self.observe_input:
             values[self.input_name] = batch
         return values

@@ -160,7 +160,8 @@ def _scale(amax: float) -> np.float32:
 def to_fp8(values: np.ndarray) -> np.ndarray:
     """``castToFp8(clip(x, -448, 448))``: round to nearest even E4M3FN, saturating (E4M3FN has no infinity; an
     unclipped overflow would be NaN)."""
-    return np.clip(values, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)
+    fp8: np.ndarray = np.clip(values, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)  # ml_dtypes: untyped
+    return fp8
 
 
 def _activation_qdq(graph: onnx.GraphProto, name: str, scale: np.float32) -> list[onnx.NodeProto]:
@@ -188,10 +189,11 @@ def _weight_dq(graph: onnx.GraphProto, name: str, weight: np.ndarray, axis: int 
                               numpy_helper.from_array(scale, f"{stem}_scale"),
                               numpy_helper.from_array(np.zeros(scale.shape, ml_dtypes.float8_e4m3fn),
                                                       f"{stem}_zero_point")])
-    # The axis is written even where it is the default: ONNX-TensorRT 10.0/10.1 read a missing one as 0.
-    attributes = {} if axis is None else {"axis": axis}
-    return helper.make_node("DequantizeLinear", [stem, f"{stem}_scale", f"{stem}_zero_point"],
-                            [f"{stem}_dequantized"], name=f"{stem}_DequantizeLinear", **attributes)
+    node = helper.make_node("DequantizeLinear", [stem, f"{stem}_scale", f"{stem}_zero_point"],
+                            [f"{stem}_dequantized"], name=f"{stem}_DequantizeLinear")
+    if axis is not None:  # written even where it is the default: ONNX-TensorRT 10.0/10.1 read a missing one as 0
+        node.attribute.append(helper.make_attribute("axis", axis))
+    return node
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -199,4 +201,5 @@ def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
 
 
 def _opset(model: onnx.ModelProto) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    version: int = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return version

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Method:
 
     name: str
     description: str
-    settings: dict
+    settings: dict[str, Any]
     bins: int  # histogram bins per sign over the first image's range; 0: the extremes are enough
     threshold: Callable[[Extremes], float]  # the range's magnitude from the tensor's statistics
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +123,7 @@ def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]]
 
 
 @contextmanager
-def _root_warnings_silenced():
+def _root_warnings_silenced() -> Iterator[None]:
     """ONNX Runtime's quantizer logs a pre-processing hint and per-tensor notes on the root logger at every
     call; ranges come from our own calibration, so they do not apply. Only the quantizer's own records are
     dropped, and only while it runs: the application's logging is left as it was."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ..bench.report import format_report, read_json, write_csv, write_json, write_plot
 from ..bench.runner import BenchConfig, run_benchmark
@@ -12,12 +14,17 @@ from ..bench.targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS
 from ..models.variants import ALIASES, VARIANTS
 from .common import positive_int, run_main
 
-FLAGS = {"report": "--from-json", "backends": "--backends", "precisions": "--precision", "batch_sizes": "--batch-sizes",
-         "artifacts": "--artifacts", "variant": "--variant", "plot": "--plot", "device": "--device"}
+T = TypeVar("T")
+FLAGS = {"report": "--from-json", "backends": "--backends", "precisions": "--precision",
+         "batch_sizes": "--batch-sizes", "artifacts": "--artifacts", "variant": "--variant", "plot": "--plot",
+         "device": "--device"}
 
 
-def _list(kind):
-    return lambda text: tuple(kind(part) for part in text.split(",") if part)
+def _list(kind: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
+    def parse(text: str) -> tuple[T, ...]:
+        return tuple(kind(part) for part in text.split(",") if part)
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:

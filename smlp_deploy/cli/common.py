@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import SmlpDeployError
 
@@ -45,5 +44,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _one_line(message, category, filename, lineno, line=None) -> str:
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              line: str | None = None) -> str:
     return f"warning: {message}\n"

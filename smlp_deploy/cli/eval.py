@@ -11,8 +11,8 @@ from ..imagefolder import LabeledFolder
 from ..manifest import IMAGENET_LABELS
 from ..preprocess_config import PreprocessConfig
 from ..progress import format_table
-from ..runtime.classifier import Classifier
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
+from ..runtime.classifier import Classifier
 from .common import positive_int, run_main
 
 FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted_order": "--sorted-classes",

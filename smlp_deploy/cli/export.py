@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..artifacts import PRECISIONS
 from ..calibration.dataset import DEFAULT_SAMPLES
+from ..calibration.fp8 import METHODS as FP8_METHODS
 from ..calibration.methods import DEFAULT_METHOD, METHODS
 from ..calibration.quantize import TARGETS
 from ..export import fp8
@@ -55,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"calibration images drawn from --calib-dir (default: {DEFAULT_SAMPLES})")
     p.add_argument("--calib-method", choices=sorted(METHODS),
                    help=f"activation range method (default: {DEFAULT_METHOD} for INT8, {fp8.DEFAULT_METHOD} for FP8, "
-                   f"which takes {' or '.join(fp8.METHODS)})")
+                   f"which takes {' or '.join(FP8_METHODS)})")
     p.add_argument("--calib-cache", type=Path, metavar="PATH",
                    help="calibration cache, reused when model, preprocessing, images and method match (default: "
                    f"calibration.cache.json for INT8, {fp8.CACHE_NAME} for FP8, in the output directory)")

@@ -7,9 +7,9 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
@@ -85,7 +85,7 @@ def classify(classifier: Classifier, files: list[Path], topk: int) -> Iterator[t
     for start in range(0, len(files), step):
         chunk = files[start : start + step]
         try:
-            yield from zip(chunk, classifier.predict([str(p) for p in chunk], topk=topk))
+            yield from zip(chunk, classifier.predict([str(p) for p in chunk], topk=topk), strict=True)
         except ImageError:  # rare: find the culprits one by one
             for path in chunk:
                 try:
@@ -139,7 +139,7 @@ def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         p.error("--ray takes one folder or list file and --output")
     if args.address is None:  # Ray reads this at import: the local instance then listens on 127.0.0.1 only
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from ..batch import predict_dataset
+    from ..batch.pipeline import predict_dataset
 
     with nullcontext() if args.verbose else library_chatter_to_file("ray"):
         summary = predict_dataset(args.images[0], args.artifact, output=args.output,

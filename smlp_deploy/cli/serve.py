@@ -11,6 +11,8 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from ..artifacts import ARTIFACTS
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
@@ -43,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stop_on_sigterm(signum, frame):
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 
@@ -78,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 def _announce(server: LocalTritonServer, repository: TritonRepository) -> None:
     classifier, image = repository.classifier, repository.image_model
     size = classifier.config.inputs[0].dims
+    images = f"        {image.name}: image UINT8 [-1] (encoded JPEG/PNG bytes) -> logits\n" if image else ""
     print(f"HTTP    http://{server.http_url}\ngRPC    {server.grpc_url}\nmetrics {server.metrics_url}\n"
-          f"models  {classifier.name}: input FP32 {list(size)} -> logits (labels: class_count)\n"
-          f"        {image.name}: image UINT8 [-1] (encoded JPEG/PNG bytes) -> logits\n"
+          f"models  {classifier.name}: input FP32 {list(size)} -> logits (labels: class_count)\n{images}"
           "Ctrl-C stops the server.", flush=True)
 
 

@@ -14,9 +14,10 @@ import onnx
 
 from ..calibration.dataset import DEFAULT_SAMPLES
 from ..calibration.fp8 import METHODS, fp8_calibrated_tensors, quantize_fp8
+from ..calibration.methods import Ranges
 from ..errors import CalibrationError
 from .int8 import CACHE_NAME as INT8_CACHE_NAME
-from .int8 import CalibrationOptions, Int8Options, Ranges
+from .int8 import CalibrationOptions, Int8Options
 from .precision import convert_to_fp16
 
 CACHE_NAME = "calibration.fp8.cache.json"
@@ -36,8 +37,11 @@ class Fp8Options(CalibrationOptions):
     cache: Path | None = None  # default: calibration.fp8.cache.json in the export directory
     seed: int = 0
     precision: ClassVar[str] = "fp8"  # what the calibration cache is made for
-    targets: ClassVar[tuple[str, ...]] = ("tensorrt",)  # the one FP8 form is TensorRT's
     cache_name: ClassVar[str] = CACHE_NAME
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return ("tensorrt",)  # the one FP8 form is TensorRT's
 
     def check(self) -> None:
         """Fail before any work on settings that cannot work."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import onnx
 
@@ -31,9 +32,17 @@ class CalibrationOptions:
     method: str
     cache: Path | None
     seed: int
-    targets: tuple[str, ...]  # the forms the ranges are for
     precision: ClassVar[str]  # what the calibration cache is made for
     cache_name: ClassVar[str]  # the cache's default name in the export directory
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The forms the ranges are for."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Fail before any work on settings that cannot work."""
+        raise NotImplementedError
 
     def check_images_and_cache(self) -> None:
         """Fail before any work on a folder or sample count that cannot work, or a cache that is not this
@@ -97,7 +106,7 @@ def calibrate(
     method = get_method(options.method)
     cache_path = options.cache_path(fp32_model.parent)
     key = cache_key(sha256_file(fp32_model), to_json(preprocess), method.name, method.settings,
-                    [[f, d] for f, d in zip(calib.files, calib.digests)], options.precision)
+                    [[f, d] for f, d in zip(calib.files, calib.digests, strict=True)], options.precision)
     tensors = options.tensors(onnx.load(str(fp32_model)))
     lookup = read_cache(cache_path, key, tensors)
     say(lookup.message)

@@ -14,6 +14,7 @@ import torch
 from ..artifacts import INPUT_NAME, OUTPUT_NAME
 from ..errors import SmlpDeployError
 from ..fileio import atomic_path
+from ..models.smlpnet import SMLPNet
 
 # Opset 20 has Gelu: one node per activation, which ONNX Runtime fuses with the preceding bias Add (BiasGelu)
 # and TensorRT >= 10.0 imports as one activation layer. Below 20 the exporter writes x * 0.5 * (1 + erf(x/sqrt2))
@@ -23,7 +24,7 @@ MIN_OPSET = 17  # LayerNormalization stays one node
 MAX_BATCH = 4096  # upper bound given to torch.export for the symbolic batch dimension
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def export_onnx(model: SMLPNet, path: str | Path, *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Export ``model`` with input ``input`` [N,3,H,W] float32, output ``logits`` [N,classes], dynamic N.
 
     The file is checked (``onnx.checker`` with full shape inference) before it is put in place.
@@ -40,6 +41,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, *, opset: int = DEFAUL
             model.eval(), example, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False, verbose=False,
         )
+    assert program is not None, "torch.onnx.export returns None only with dynamo=False"
     proto = program.model_proto
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -52,12 +54,12 @@ class _quiet_exporter:
     """The exporter reports its progress and missing optional ops (torchvision's) through logging; keep the
     console for our own progress. Errors still surface as exceptions."""
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self._logger = logging.getLogger("torch.onnx")
         self._level = self._logger.level
         self._logger.setLevel(logging.ERROR)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._logger.setLevel(self._level)
 
 
@@ -79,7 +81,7 @@ class SimplifyResult:
     note: str
 
 
-def op_counts(proto: onnx.ModelProto) -> Counter:
+def op_counts(proto: onnx.ModelProto) -> Counter[str]:
     return Counter(node.op_type for node in proto.graph.node)
 
 

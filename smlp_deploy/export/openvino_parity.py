@@ -22,6 +22,7 @@ from ..environment import cpu_model
 from ..errors import BackendUnavailableError, ParityError
 from ..manifest import BackendParity
 from ..runtime.backends.factory import load_backend
+from ..runtime.backends.openvino_backend import OpenVINOBackend
 from ..runtime.backends.registry import BACKENDS
 from .parity import SAME_GRAPH, THRESHOLDS, compare
 from .verification import VerificationSet, run_in_batches
@@ -71,6 +72,7 @@ def measure(path: Path, kind: ArtifactKind, verification: VerificationSet,
     records = []
     for precision in precisions:
         with load_backend(path, BACKEND, precision=precision) as backend:
+            assert isinstance(backend, OpenVINOBackend), backend  # what the registry's BACKEND entry loads
             logits = run_in_batches(backend.run, inputs, backend.max_batch_size)
             version = backend.version
         thresholds = SAME_GRAPH if against == "onnxruntime" else "fp16" if precision == "bf16" else kind.precision

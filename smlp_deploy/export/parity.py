@@ -21,7 +21,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityReport:
     cosine = np.sum(ref * out, axis=1) / np.maximum(norms, 1e-30)
     k = min(5, ref.shape[1])
     top_ref, top_out = np.argsort(-ref, axis=1)[:, :k], np.argsort(-out, axis=1)[:, :k]
-    overlap = [len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out)]
+    overlap = [len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out, strict=True)]
     return ParityReport(
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),

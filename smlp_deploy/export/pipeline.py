@@ -9,45 +9,65 @@ the export folder, whole, when all of them have passed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, TypeVar
 
 import onnx
 import torch
 
 from ..artifacts import (
-    ARTIFACTS, PRECISIONS, ArtifactKind, engine_source, is_runtime_cache, onnx_artifact, runs_precision,
+    ARTIFACTS,
+    PRECISIONS,
+    ArtifactKind,
+    engine_source,
+    is_runtime_cache,
+    onnx_artifact,
+    runs_precision,
 )
 from ..calibration.dataset import CalibrationSet
-from ..calibration.quantize import TARGETS
+from ..calibration.methods import Ranges
+from ..calibration.quantize import TARGETS, Target
 from ..errors import ArtifactError, BackendUnavailableError, InputError, OutputError
 from ..evaluation import class_indices, evaluate
 from ..fileio import sha256_file, staged_directory
 from ..imagefolder import LabeledFolder
 from ..manifest import (
-    IMAGENET_LABELS, MANIFEST_NAME, UNVERIFIED, VERIFIED, Artifact, Checkpoint, GpuRecord, Manifest, ModelInfo,
-    ParityReport, SimplifyRecord,
+    IMAGENET_LABELS,
+    MANIFEST_NAME,
+    UNVERIFIED,
+    VERIFIED,
+    Artifact,
+    Checkpoint,
+    GpuRecord,
+    Manifest,
+    ModelInfo,
+    ParityReport,
+    SimplifyRecord,
 )
 from ..models.complexity import count_macs, count_params
 from ..models.registry import create_model
+from ..models.smlpnet import SMLPNet
 from ..models.variants import resolve_name
 from ..progress import Steps, format_table
-from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX, current_compute_capability
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.torch_backend import TorchBackend
 from ..runtime.preprocess import Preprocessor
+from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX, current_compute_capability
 from . import fp8, int8, openvino_parity
+from .engines import TIMING_CACHE_NAME, FlavourPlan, engine_status, plan_engines
 from .onnx_graph import DEFAULT_OPSET, export_onnx, save_model, simplify
 from .parity import check, compare
 from .precision import convert_to_fp16
-from .engines import TIMING_CACHE_NAME, FlavourPlan, engine_status, plan_engines
 from .tensorrt_build import BuildOptions, build_engine
 from .verification import VERIFICATION_NAME, VerificationSet, run_in_batches
 
 FP32 = onnx_artifact("fp32")
 FP8 = onnx_artifact("fp8", "tensorrt")
+T = TypeVar("T")
+Options = TypeVar("Options", bound=int8.CalibrationOptions)
 
 
 @dataclass
@@ -98,7 +118,7 @@ class ExportResult:
 @dataclass(frozen=True)
 class Step:
     title: str
-    run: Callable[[], Any]
+    run: Callable[[], object]
 
 
 def export_model(
@@ -143,19 +163,12 @@ def export_model(
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
         raise InputError(f"precisions must be among {', '.join(PRECISIONS)}, got {precisions}", parameter="precisions")
-    if "int8" in precisions:
-        if int8_options is None:
-            raise InputError("precision 'int8' needs calibration images: pass int8_options=Int8Options(calib_dir)",
-                             parameter="int8_options")
-        int8_options.check()
-    if "fp8" in precisions:
-        if fp8_options is None:
-            raise InputError("precision 'fp8' needs calibration images: pass fp8_options=Fp8Options(calib_dir)",
-                             parameter="fp8_options")
-        fp8_options.check()
-        fp8.check_separate_caches(int8_options if "int8" in precisions else None, fp8_options)
-    targets = [TARGETS[t] for t in int8_options.targets] if int8_options and "int8" in precisions else []
-    calibrated = [o for o, p in ((int8_options, "int8"), (fp8_options, "fp8")) if p in precisions]
+    int8_run = _calibration_options("int8", precisions, int8_options, "Int8Options")
+    fp8_run = _calibration_options("fp8", precisions, fp8_options, "Fp8Options")
+    if fp8_run is not None:
+        fp8.check_separate_caches(int8_run, fp8_run)
+    targets = [TARGETS[t] for t in int8_run.targets] if int8_run is not None else []
+    calibrated = [o for o in (int8_run, fp8_run) if o is not None]
     written = ([FP32] + [onnx_artifact("fp16")] * ("fp16" in precisions) + [t.artifact for t in targets]
                + [FP8] * ("fp8" in precisions))
     engines = plan_engines([kind for kind in written if kind.precision in precisions], flavours, build,
@@ -165,9 +178,7 @@ def export_model(
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
     check_export_target(out)
-    job = _ExportJob(out, build, quiet)
-    job.engine_plans = engines
-    job.openvino = on_openvino
+    job = _ExportJob(out, build, quiet, engine_plans=engines, openvino=on_openvino)
 
     weights = f"checkpoint {checkpoint}" if checkpoint else f"random weights, seed {seed}"
     plan = [Step(f"Building {name} ({weights})",
@@ -183,18 +194,16 @@ def export_model(
     if "fp16" in precisions:
         plan += [Step("Converting to mixed FP16 (float32 I/O)", job.write_fp16),
                  *job.verify_steps(onnx_artifact("fp16"))]
-    if targets:
-        plan.append(Step(f"Calibrating activation ranges ({int8_options.method})",
-                         partial(job.calibrate, int8_options)))
-    for target in targets:
-        half = "fp16" in precisions and target.fp16_float_parts
-        plan.append(Step(f"Quantizing to {target.artifact.file_name} for {target.description}"
-                         + (", float parts fp16" if half else ""), partial(job.quantize, int8_options, target, half)))
-        plan += job.verify_steps(target.artifact, target=target.name, float_precision="fp16" if half else "fp32")
-    if "fp8" in precisions:
+    if int8_run is not None:
+        plan.append(Step(f"Calibrating activation ranges ({int8_run.method})", partial(job.calibrate, int8_run)))
+        for target in targets:
+            half = "fp16" in precisions and target.fp16_float_parts
+            plan.append(Step(f"Quantizing to {target.artifact.file_name} for {target.description}"
+                             + (", float parts fp16" if half else ""), partial(job.quantize, int8_run, target, half)))
+            plan += job.verify_steps(target.artifact, target=target.name, float_precision="fp16" if half else "fp32")
+    if fp8_run is not None:
         half = "fp16" in precisions
-        plan.append(Step(f"Calibrating FP8 activation ranges ({fp8_options.method})",
-                         partial(job.calibrate, fp8_options)))
+        plan.append(Step(f"Calibrating FP8 activation ranges ({fp8_run.method})", partial(job.calibrate, fp8_run)))
         plan.append(Step(f"Quantizing to {FP8.file_name} (E4M3, TensorRT explicit quantization)"
                          + (", float parts fp16" if half else ""), partial(job.quantize_fp8, half)))
         plan.append(job.verify_step(FP8, target=FP8.target, float_precision="fp16" if half else "fp32"))
@@ -207,6 +216,18 @@ def export_model(
              + (TIMING_CACHE_NAME,) * any(p.builds for p in engines))
     job.run(plan, reuse=reuse)
     return job.result()
+
+
+def _calibration_options(precision: str, precisions: tuple[str, ...], options: Options | None,
+                         type_name: str) -> Options | None:
+    """The options of a calibrated ``precision``, checked before any work; None where it is not asked for."""
+    if precision not in precisions:
+        return None
+    if options is None:
+        raise InputError(f"precision {precision!r} needs calibration images: pass "
+                         f"{precision}_options={type_name}(calib_dir)", parameter=f"{precision}_options")
+    options.check()
+    return options
 
 
 def check_export_target(out: Path) -> None:
@@ -248,8 +269,7 @@ def build_from_onnx(
     if not plans:
         reasons = "; ".join(f"{FLAVOURS[n].title}: {FLAVOURS[n].build_unavailable()}" for n in names)
         raise BackendUnavailableError(f"cannot build the planned engines here ({reasons})", parameter="directory")
-    job = _ExportJob(out, build, quiet)
-    job.manifest, job.verification, job.engine_plans = manifest, verification, plans
+    job = _ExportJob(out, build, quiet, engine_plans=plans, manifest=manifest, verification=verification)
     job.run(job.engine_steps(), reuse=tuple(p.name for p in out.iterdir() if p.is_file()))
     return job.result()
 
@@ -260,28 +280,28 @@ def verify_engines(export_dir: str | Path, *, quiet: bool = False) -> ExportResu
     one command a GPU owner runs on engines built elsewhere (TensorRT for RTX builds them on any machine)."""
     out = Path(export_dir)
     manifest, verification = _load_export(out, "export_dir")
-    engines = [a for a in manifest.artifacts if a.kind is not None and a.kind.is_engine]
+    engines = [(a, kind, flavour) for a in manifest.artifacts
+               if (kind := a.kind) is not None and (flavour := kind.flavour) is not None]
     if not engines:
         raise ArtifactError(f"the export in {out} holds no engine: build them with smlp-export --from-onnx {out}",
                             parameter="export_dir")
-    runnable, reasons = [], {}
-    for artifact in engines:
-        flavour = artifact.kind.flavour
+    runnable: list[tuple[Artifact, ArtifactKind]] = []
+    reasons: dict[str, str] = {}
+    for artifact, kind, flavour in engines:
         reason = flavour.run_unavailable() or _precision_unavailable(artifact.precision)
         if reason:
             reasons[flavour.title] = reason
         else:
-            runnable.append(artifact)
+            runnable.append((artifact, kind))
     if not runnable:
         raise BackendUnavailableError("no engine of this export runs here: " + "; ".join(reasons.values()),
                                       parameter="export_dir")
-    for artifact in runnable:
+    for artifact, _ in runnable:
         if sha256_file(out / artifact.path) != artifact.sha256:
             raise ArtifactError(f"{out / artifact.path} changed since it was built (sha256 differs): rebuild it with "
                                 f"smlp-export --from-onnx {out}")
-    job = _ExportJob(out, BuildOptions(), quiet)
-    job.manifest, job.verification = manifest, verification
-    steps = [job.verify_step(a.kind) for a in runnable if a.kind is not None]
+    job = _ExportJob(out, BuildOptions(), quiet, manifest=manifest, verification=verification)
+    steps = [job.verify_step(kind) for _, kind in runnable]
     job.run(steps, reuse=tuple(p.name for p in out.iterdir() if p.is_file()))
     return job.result()
 
@@ -312,19 +332,41 @@ class _ExportJob:
 
     The steps write into a staging folder beside the target (``out`` while they run), which replaces the
     target only when every step has passed: an interrupted or failed export leaves the previous one as it was.
+
+    What the steps work on is given (an earlier export's manifest and verification set, for its engines) or made
+    once, by the step that makes it: the PyTorch model, its manifest and verification set (``build_model``, the
+    first step of an export from PyTorch), the ONNX model in memory (``export_onnx``, then ``simplify``). Each is
+    read through a property that names a plan running a step before the one that makes what it needs.
     """
 
-    def __init__(self, target: Path, build: BuildOptions, quiet: bool):
+    def __init__(self, target: Path, build: BuildOptions, quiet: bool, *, engine_plans: Sequence[FlavourPlan] = (),
+                 openvino: openvino_parity.OpenVINOPlan | None = None, manifest: Manifest | None = None,
+                 verification: VerificationSet | None = None):
         self.target, self.out, self.build, self.quiet = target, target, build, quiet
         self.progress = Steps(total=0, quiet=quiet)
-        self.manifest: Manifest | None = None
-        self.model: torch.nn.Module | None = None
-        self.verification: VerificationSet | None = None
-        self.proto: onnx.ModelProto | None = None
+        self.engine_plans = engine_plans  # the engines of each TensorRT flavour
+        self.openvino = openvino  # export_model(openvino=True)
+        self._manifest, self._verification = manifest, verification
+        self._model: SMLPNet | None = None
+        self._proto: onnx.ModelProto | None = None
         self.calib: dict[tuple[Path, int, int], CalibrationSet] = {}  # by folder, samples and seed
-        self.ranges: dict[str, int8.Ranges] = {}  # by precision
-        self.engine_plans: list[FlavourPlan] = []  # the engines of each TensorRT flavour
-        self.openvino: openvino_parity.OpenVINOPlan | None = None  # export_model(openvino=True)
+        self.ranges: dict[str, Ranges] = {}  # by precision
+
+    @property
+    def manifest(self) -> Manifest:
+        return _made(self._manifest, "the manifest")
+
+    @property
+    def verification(self) -> VerificationSet:
+        return _made(self._verification, "the verification set")
+
+    @property
+    def model(self) -> SMLPNet:
+        return _made(self._model, "the PyTorch model")
+
+    @property
+    def proto(self) -> onnx.ModelProto:
+        return _made(self._proto, "the ONNX model")
 
     def run(self, plan: list[Step], *, reuse: tuple[str, ...]) -> None:
         """Run ``plan`` in a staging folder seeded with the ``reuse`` files of the target, then swap it in."""
@@ -365,17 +407,17 @@ class _ExportJob:
     def build_model(self, name: str, num_classes: int, image_size: int, checkpoint: str | Path | None, seed: int,
                     labels: list[str] | None) -> None:
         torch.manual_seed(seed)
-        self.model = create_model(name, num_classes=num_classes, image_size=image_size, checkpoint=checkpoint)
-        self.verification = VerificationSet.create(self.model, self.model.preprocess, seed=seed)
+        model = self._model = create_model(name, num_classes=num_classes, image_size=image_size, checkpoint=checkpoint)
+        self._verification = VerificationSet.create(model, model.preprocess, seed=seed)
         info = ModelInfo(
-            name=self.model.variant, variant=self.model.variant.removeprefix("smlpnet_"), num_classes=num_classes,
-            image_size=image_size, params=count_params(self.model), macs=count_macs(self.model),
+            name=model.variant, variant=model.variant.removeprefix("smlpnet_"), num_classes=num_classes,
+            image_size=image_size, params=count_params(model), macs=count_macs(model),
             checkpoint=Checkpoint(str(checkpoint), sha256_file(checkpoint)) if checkpoint else None,
             seed=None if checkpoint else seed,
         )
         default_labels = IMAGENET_LABELS if num_classes == 1000 else [str(i) for i in range(num_classes)]
-        self.manifest = Manifest(model=info, preprocess=self.model.preprocess, labels=labels or default_labels,
-                                 simplify=SimplifyRecord(False, "skipped (do_simplify=False)"))
+        self._manifest = Manifest(model=info, preprocess=model.preprocess, labels=labels or default_labels,
+                                  simplify=SimplifyRecord(False, "skipped (do_simplify=False)"))
 
     def read_calibration(self, options: int8.CalibrationOptions) -> None:
         """Run before anything is written, so a folder without usable images fails cleanly. INT8 and FP8 drawing
@@ -389,13 +431,13 @@ class _ExportJob:
 
     def export_onnx(self, opset: int) -> None:
         self.verification.save(self.out / VERIFICATION_NAME)
-        self.proto = export_onnx(self.model, self.out / FP32.file_name, opset=opset)
+        self._proto = export_onnx(self.model, self.out / FP32.file_name, opset=opset)
 
     def simplify(self) -> None:
         simplified = simplify(self.proto)
-        self.proto = simplified.model
+        self._proto = simplified.model
         self.manifest.simplify = SimplifyRecord(simplified.simplified, simplified.note)
-        save_model(self.proto, self.out / FP32.file_name)
+        save_model(simplified.model, self.out / FP32.file_name)
         self.say(simplified.note)
 
     def write_fp16(self) -> None:
@@ -414,7 +456,7 @@ class _ExportJob:
         else:
             self.manifest.calibration = record
 
-    def quantize(self, options: int8.Int8Options, target, fp16: bool) -> None:
+    def quantize(self, options: int8.Int8Options, target: Target, fp16: bool) -> None:
         model = int8.quantize(self.out / FP32.file_name, self.ranges["int8"], options, target, fp16=fp16)
         save_model(model, self.out / target.artifact.file_name)
 
@@ -424,22 +466,24 @@ class _ExportJob:
     def verify_steps(self, kind: ArtifactKind, **extra: Any) -> list[Step]:
         """An ONNX file's verification, and with ``openvino`` its parity on OpenVINO."""
         steps = [self.verify_step(kind, **extra)]
-        if self.openvino is not None and self.openvino.applies_to(kind):
-            precisions = ", ".join(self.openvino.precisions_for(kind))
+        openvino = self.openvino
+        if openvino is not None and openvino.applies_to(kind):
+            precisions = ", ".join(openvino.precisions_for(kind))
             steps.append(Step(f"Verifying {kind.file_name} on OpenVINO ({precisions}) against "
                               f"{'ONNX Runtime' if kind.precision == 'int8' else 'PyTorch'}",
-                              partial(self.verify_on_openvino, kind)))
+                              partial(self.verify_on_openvino, kind, openvino)))
         return steps
 
-    def verify_on_openvino(self, kind: ArtifactKind) -> None:
+    def verify_on_openvino(self, kind: ArtifactKind, openvino: openvino_parity.OpenVINOPlan) -> None:
         records = openvino_parity.measure(self.out / kind.file_name, kind, self.verification,
-                                          self.openvino.precisions_for(kind))
-        self.manifest.record(replace(self.manifest.artifact(kind.file_name), backends=records))
+                                          openvino.precisions_for(kind))
+        verified = _made(self.manifest.artifact(kind.file_name), f"the record of {kind.file_name}")
+        self.manifest.record(replace(verified, backends=records))
         for record in records:
             self.say(f"{record.precision}: cosine {record.parity.cosine:.6f}, max|diff| "
                      f"{record.parity.rel_max_abs_diff:.1e} of the scale, top-1 {record.parity.top1_agreement:.0%}")
-        if self.openvino.skipped and kind.precision != "int8":
-            self.say(self.openvino.skipped)
+        if openvino.skipped and kind.precision != "int8":
+            self.say(openvino.skipped)
         openvino_parity.check(records, kind.file_name)
 
     def verify_step(self, kind: ArtifactKind, **extra: Any) -> Step:
@@ -510,7 +554,8 @@ class _ExportJob:
         engines built for GPUs this machine lacks (TensorRT for RTX's, built anywhere) are left to smlp-eval there."""
         manifest = self.manifest
         models = {"pytorch": TorchBackend(self.model, device="cpu").run}
-        runnable, elsewhere = [], []
+        runnable: list[Artifact] = []
+        elsewhere: list[Artifact] = []
         for artifact in manifest.artifacts:
             kind = artifact.kind
             why = kind.flavour.run_unavailable() or _precision_unavailable(kind.precision) \
@@ -530,3 +575,10 @@ class _ExportJob:
         manifest.model.accuracy = replace(scores.pop("pytorch"), dataset=str(folder.root))
         for artifact in runnable:
             artifact.accuracy = scores[artifact.path]
+
+
+def _made(value: T | None, what: str) -> T:
+    """``value``, which an earlier step made; None there is a plan that runs a step before the one it needs."""
+    if value is None:
+        raise RuntimeError(f"an export step needs {what}, which an earlier step makes: the plan is out of order")
+    return value

@@ -26,7 +26,8 @@ def convert_to_fp16(proto: onnx.ModelProto, keep_fp32_ops: tuple[str, ...] = FP1
     converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=list(keep_fp32_ops))
     model = OnnxModel(converted)
     model.topological_sort()  # the converter appends its Cast nodes at the end of the node list
-    return model.model
+    sorted_proto: onnx.ModelProto = model.model  # onnxruntime is untyped
+    return sorted_proto
 
 
 def _with_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:

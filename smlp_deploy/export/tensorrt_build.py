@@ -12,16 +12,20 @@ from __future__ import annotations
 import logging
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..artifacts import INPUT_NAME
 from ..errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
 from ..fileio import write_bytes_atomic
 from ..manifest import BatchProfile
 from ..runtime.backends.tensorrt_backend import (
-    TensorRTMessages, join_messages, load_plugin_libraries, tensorrt_logger,
+    TensorRTMessages,
+    join_messages,
+    load_plugin_libraries,
+    tensorrt_logger,
 )
 from ..runtime.backends.tensorrt_rtx_api import set_compute_capabilities, supported_capabilities
 from ..tensorrt_flavours import TENSORRT_RTX, Flavour, TensorRTModule, current_compute_capability, import_tensorrt

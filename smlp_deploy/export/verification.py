@@ -7,6 +7,7 @@ the same reference without the checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class VerificationSet:
         return self.inputs, self.reference
 
     @classmethod
-    def create(cls, model: torch.nn.Module, preprocess: PreprocessConfig, n_random: int = N_RANDOM, seed: int = 0):
+    def create(cls, model: torch.nn.Module, preprocess: PreprocessConfig, n_random: int = N_RANDOM,
+               seed: int = 0) -> VerificationSet:
         photos = Preprocessor(preprocess).batch(sample_images())
         size = preprocess.input_size
         noise = np.random.default_rng(seed).standard_normal((n_random, 3, size, size)).astype(np.float32)
@@ -52,7 +54,7 @@ class VerificationSet:
                 np.savez(f, inputs=self.inputs, reference=self.reference, n_photos=self.n_photos)
 
     @classmethod
-    def load(cls, path: Path) -> "VerificationSet":
+    def load(cls, path: Path) -> VerificationSet:
         with np.load(path) as data:
             if "n_photos" not in data:
                 raise ArtifactError(f"{path} was written by an older smlp-deploy (no photo count, which INT8 "
@@ -60,7 +62,7 @@ class VerificationSet:
             return cls(data["inputs"], data["reference"], int(data["n_photos"]))
 
 
-def run_in_batches(run, inputs: np.ndarray, max_batch: int | None) -> np.ndarray:
+def run_in_batches(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, max_batch: int | None) -> np.ndarray:
     """Run ``inputs`` through ``run`` in chunks of at most ``max_batch`` (engines have a profile maximum)."""
     step = max_batch or len(inputs)
     return np.concatenate([run(inputs[i : i + step]) for i in range(0, len(inputs), step)])

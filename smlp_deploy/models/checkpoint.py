@@ -48,7 +48,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _refused(path, exc) from exc
-    except Exception as exc:  # noqa: BLE001 - a damaged archive or pickle fails anywhere inside torch.load
+    except Exception as exc:  # any type: a damaged archive or pickle fails anywhere inside torch.load
         raise _unreadable(path, f"{type(exc).__name__}: {_first_line(exc)}") from exc
     return _unwrap(obj, path)
 
@@ -205,7 +205,7 @@ class Architecture:
     grid: int  # token grid side of the first stage (image size / patch size)
 
     @classmethod
-    def of(cls, state_dict: dict[str, torch.Tensor], source: str) -> "Architecture":
+    def of(cls, state_dict: dict[str, torch.Tensor], source: str) -> Architecture:
         if is_authors_format(state_dict):
             blocks = {k.split(".")[1] for k in state_dict if k.startswith("token_mix.")}
             keys = ("to_patch_embedding.0.0.weight", "mlp_head.0.weight", "token_mix.0.1.proj_h.weight")
@@ -224,7 +224,16 @@ class Architecture:
         return None
 
 
-def infer_model_args(path: str | Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class ModelArgs:
+    """The :func:`~smlp_deploy.models.create_model` arguments that fit a checkpoint."""
+
+    name: str
+    num_classes: int
+    image_size: int
+
+
+def infer_model_args(path: str | Path) -> ModelArgs:
     """``create_model`` arguments (name, num_classes, image_size) that fit the checkpoint at ``path``."""
     found = Architecture.of(read_state_dict(path), str(path))
     name = found.variant()
@@ -233,7 +242,7 @@ def infer_model_args(path: str | Path) -> dict[str, object]:
             f"checkpoint {str(path)!r} (width {found.width}, {found.n_blocks} blocks) matches no known sMLPNet variant"
         )
     size = found.grid * VARIANTS[name].config.patch_size
-    return {"name": name, "num_classes": found.num_classes, "image_size": size}
+    return ModelArgs(name, found.num_classes, size)
 
 
 def _check_architecture(model: SMLPNet, found: Architecture, source: str) -> None:

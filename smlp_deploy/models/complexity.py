@@ -6,13 +6,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .smlpnet import SMLPNet
+
 
 def count_params(model: nn.Module) -> int:
     """Number of learnable parameters (BatchNorm running statistics are buffers and not counted)."""
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, image_size: int | None = None) -> int:
+def count_macs(model: SMLPNet, image_size: int | None = None) -> int:
     """Multiply-accumulates for one image, counted by PyTorch's FLOP counter over convs and matmuls.
 
     Element-wise work (norms, GELU, additions) is left out, as in the paper's GMACs column.
@@ -20,6 +22,7 @@ def count_macs(model: nn.Module, image_size: int | None = None) -> int:
     size = image_size or model.image_size
     param = next(model.parameters())
     x = torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    counter = FlopCounterMode(display=False)  # its __enter__ is untyped: the counter is used by its own name
+    with counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() // 2

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 
-@lru_cache(maxsize=None)
+@cache
 def _imagenet_rows() -> tuple[tuple[str, str], ...]:
     text = resources.files(__package__).joinpath("imagenet_classes.tsv").read_text(encoding="utf-8")
     return tuple(tuple(line.split("\t", 1)) for line in text.splitlines())  # type: ignore[misc]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from ..preprocess_config import PreprocessConfig
 from .checkpoint import load_checkpoint
 from .smlpnet import SMLPNet, SMLPNetConfig
 from .variants import VARIANTS, resolve_name
@@ -32,9 +31,7 @@ def create_model(
     """
     variant = VARIANTS[resolve_name(name)]
     check_image_size(image_size, variant.config)
-    model = SMLPNet(variant.config, num_classes=num_classes, image_size=image_size)
-    model.variant = variant.name
-    model.preprocess = PreprocessConfig.for_image_size(image_size)
+    model = SMLPNet(variant.config, num_classes=num_classes, image_size=image_size, variant=variant.name)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..preprocess_config import PreprocessConfig
+
 
 @dataclass(frozen=True)
 class SMLPNetConfig:
@@ -182,11 +184,14 @@ class Head(nn.Module):
 class SMLPNet(nn.Module):
     """sMLPNet for square inputs of ``image_size`` pixels (the token-mixing weights are sized by it)."""
 
-    def __init__(self, config: SMLPNetConfig, *, num_classes: int = 1000, image_size: int = 224, in_chans: int = 3):
+    def __init__(self, config: SMLPNetConfig, *, num_classes: int = 1000, image_size: int = 224, in_chans: int = 3,
+                 variant: str = "smlpnet"):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
         self.image_size = image_size
+        self.variant = variant  # the registered name (create_model's), "smlpnet" for a configuration of one's own
+        self.preprocess = PreprocessConfig.for_image_size(image_size)  # the evaluation transform of its inputs
         dims, sizes = config.stage_dims(), config.stage_sizes(image_size)
         n_blocks = sum(config.depths)
         # Linear decay of the drop-path rate over all blocks, as in the paper's training recipe.

@@ -8,15 +8,17 @@ defaults at the artifact's own input size are used, with a warning.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, overload
 
 import numpy as np
+from PIL import Image
 
+from ..artifacts import kind_of
 from ..errors import Arg, ArtifactError, InputError
 from ..fileio import sha256_file
-from ..artifacts import kind_of
 from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
 from ..models.labels import imagenet_labels
 from ..preprocess_config import PreprocessConfig
@@ -164,7 +166,7 @@ class Classifier:
         return f"{self.precision} computed in {computes}"
 
     def __repr__(self) -> str:
-        imagenet = self.manifest is None and len(self.labels) == 1000 or (
+        imagenet = (self.manifest is None and len(self.labels) == 1000) or (
             self.manifest is not None and self.manifest.labels == IMAGENET_LABELS)
         labels = "ImageNet" if imagenet else ", ".join(self.labels[:3]) + (", ..." if len(self.labels) > 3 else "")
         return (f"Classifier({str(self.path)!r}: backend {self.backend.name}, device {self.backend.device}, "
@@ -175,7 +177,17 @@ class Classifier:
         items, _ = _as_items(images)
         return self._run(items)
 
-    def predict(self, images, topk: int = 5) -> Prediction | list[Prediction]:
+    @overload
+    def predict(self, images: list[Any] | tuple[Any, ...], topk: int = 5) -> list[Prediction]: ...
+
+    @overload
+    def predict(self, images: str | Path | bytes | bytearray | memoryview | BinaryIO | Image.Image,
+                topk: int = 5) -> Prediction: ...
+
+    @overload
+    def predict(self, images: Any, topk: int = 5) -> Prediction | list[Prediction]: ...  # arrays: by their shape
+
+    def predict(self, images: Any, topk: int = 5) -> Prediction | list[Prediction]:
         """Top-``topk`` predictions: one ``Prediction`` for one image, a list (in order) for a list or a batch."""
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
             raise InputError(f"topk must be a positive integer, got {topk!r}", parameter="topk")
@@ -219,7 +231,7 @@ class Classifier:
     def __enter__(self) -> Classifier:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

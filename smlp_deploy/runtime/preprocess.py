@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import ImageError
 from ..preprocess_config import PreprocessConfig
 
-ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
+ImageSource = str | Path | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
 SOURCES_ACCEPTED = ("a path, encoded bytes, a binary file object, a PIL image, or a uint8 array (HxW, HxWx1, "
                     "HxWx3 RGB, HxWx4 RGBA)")
 
@@ -150,8 +151,8 @@ class Preprocessor:
         w, h = image.size
         size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
         crop = self.config.input_size
-        left = int(round((size[0] - crop) / 2.0))
-        top = int(round((size[1] - crop) / 2.0))
+        left = round((size[0] - crop) / 2.0)
+        top = round((size[1] - crop) / 2.0)
         if size == image.size:
             return image.crop((left, top, left + crop, top + crop))
         sx, sy = w / size[0], h / size[1]
@@ -167,7 +168,7 @@ class Preprocessor:
         """One image (path, bytes, file object, PIL image or uint8 array) -> float32 array [3, H, W]."""
         return self.to_array(self.resize_crop(self.load(source, name)))
 
-    def batch(self, sources: list[ImageSource]) -> np.ndarray:
+    def batch(self, sources: Sequence[ImageSource]) -> np.ndarray:
         """Several images -> float32 batch [N, 3, H, W]; errors name the image's index in the batch."""
         out = np.empty((len(sources), 3, self.config.input_size, self.config.input_size), dtype=np.float32)
         for i, source in enumerate(sources):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ class ClassifierModel:
         batches = [_input(request, INPUT_NAME) for request in requests]
         try:
             logits = self.classifier.logits(np.concatenate(batches))
-            results: list[np.ndarray | Exception] = np.split(logits, np.cumsum([len(b) for b in batches])[:-1])
+            results: Sequence[np.ndarray | Exception] = np.split(logits, np.cumsum([len(b) for b in batches])[:-1])
         except InputError:  # rare (NaN in a request): answer each request on its own
             results = [_attempt(self.classifier.logits, batch) for batch in batches]
         return [_response(OUTPUT_NAME, result) for result in results]
@@ -87,7 +88,7 @@ def _input(request: Any, name: str) -> np.ndarray:
     return np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
 
 
-def _attempt(step, batch: np.ndarray) -> np.ndarray | InputError:
+def _attempt(step: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray | InputError:
     try:
         return step(batch)
     except InputError as exc:
@@ -108,22 +109,22 @@ def _response(name: str, result: np.ndarray | Exception) -> Any:
 # numpy's capsule destructor reports "PyCapsule_GetPointer called with incorrect name" once per output tensor
 # (the stub frees the tensor itself; outputs are exact). The stub process runs this model alone, so the model
 # filters that one report and passes every other to the hook it found, which finalize() puts back.
-_previous_hook = None
+class _CapsuleReportFilter:
+    """``sys.unraisablehook`` while the model is loaded: drops the capsule report, passes the others on."""
+
+    def __init__(self, previous: Callable[[sys.UnraisableHookArgs], object]) -> None:
+        self.previous = previous
+
+    def __call__(self, report: sys.UnraisableHookArgs) -> None:
+        if not (report.exc_type is ValueError and "PyCapsule_GetPointer" in str(report.exc_value)):
+            self.previous(report)
 
 
 def _quiet_dlpack_capsule_warning() -> None:
-    global _previous_hook
-    if _previous_hook is None:
-        _previous_hook = sys.unraisablehook
-        sys.unraisablehook = _unraisable_hook
-
-
-def _unraisable_hook(report: Any) -> None:
-    if not (report.exc_type is ValueError and "PyCapsule_GetPointer" in str(report.exc_value)):
-        (_previous_hook or sys.__unraisablehook__)(report)
+    if not isinstance(sys.unraisablehook, _CapsuleReportFilter):
+        sys.unraisablehook = _CapsuleReportFilter(sys.unraisablehook)
 
 
 def _restore_unraisable_hook() -> None:
-    global _previous_hook
-    if _previous_hook is not None:
-        sys.unraisablehook, _previous_hook = _previous_hook, None
+    if isinstance(sys.unraisablehook, _CapsuleReportFilter):
+        sys.unraisablehook = sys.unraisablehook.previous

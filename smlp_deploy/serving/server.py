@@ -73,10 +73,14 @@ def find_tritonserver() -> TritonInstall:
     return install
 
 
+LOG_NAME = "tritonserver.log"  # in the server's scratch folder, unless log_file names another
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]  # (host, port) for an IPv4 socket
+        return port
 
 
 class LocalTritonServer:
@@ -95,7 +99,7 @@ class LocalTritonServer:
         self.log_file = Path(log_file) if log_file else None
         self.startup_timeout = startup_timeout
         self.exit_timeout = exit_timeout
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._scratch: Path | None = None
         self.shm_prefix = f"smlp_triton_{os.getpid()}_{id(self):x}_"  # the Python backend's shared memory
 
@@ -114,22 +118,22 @@ class LocalTritonServer:
     def start(self) -> LocalTritonServer:
         """Start the server and wait until every model is ready; on failure nothing is left running."""
         install = find_tritonserver()
-        self._scratch = Path(tempfile.mkdtemp(prefix="smlp-triton-"))
+        scratch = self._scratch = Path(tempfile.mkdtemp(prefix="smlp-triton-"))
         try:
-            log = self.log_file or self._scratch / "tritonserver.log"
+            log = self.log_file or scratch / LOG_NAME
             with open(log, "wb") as sink:
-                self.process = subprocess.Popen(self._command(install), env=self._environment(install), stdout=sink,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True,
-                                                preexec_fn=_die_with_parent if _prctl else None)  # noqa: PLW1509
-            self._wait_ready(log)
+                process = self.process = subprocess.Popen(
+                    self._command(install, scratch), env=self._environment(install), stdout=sink,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                    preexec_fn=_die_with_parent if _prctl else None)  # noqa: PLW1509
+            self._wait_ready(process, log)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _command(self, install: TritonInstall) -> list[str]:
-        backends = self._scratch / "backends"
+    def _command(self, install: TritonInstall, scratch: Path) -> list[str]:
+        backends = scratch / "backends"
         (backends / "python").mkdir(parents=True)
         # The wheel keeps the stub apart from the backend; Triton looks for it in the backend's folder.
         for item in [*install.python_backend.iterdir(), install.stub]:
@@ -154,11 +158,11 @@ class LocalTritonServer:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
-    def _wait_ready(self, log: Path) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes], log: Path) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BackendUnavailableError(f"tritonserver exited with status {self.process.returncode} while "
+            if process.poll() is not None:
+                raise BackendUnavailableError(f"tritonserver exited with status {process.returncode} while "
                                               f"loading {self.repository}:\n{_tail(log)}")
             if self.ready():
                 return
@@ -168,16 +172,20 @@ class LocalTritonServer:
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
+                status: int = response.status
+                return status == 200
         except (urllib.error.URLError, OSError):
             return False
 
     def wait(self) -> int:
         """Block until the server exits on its own; returns its exit status."""
+        if self.process is None:
+            raise SmlpDeployError("tritonserver is not running: start() it first")
         return self.process.wait()
 
     def log_tail(self) -> str:
-        return _tail(self.log_file or self._scratch / "tritonserver.log")
+        log = self.log_file or (self._scratch / LOG_NAME if self._scratch else None)
+        return _tail(log) if log else "(no log: tritonserver has not been started)"
 
     def stop(self) -> int | None:
         """SIGTERM to the server's process group (the server and its stubs), SIGKILL after ``exit_timeout`` + 10 s;
@@ -203,7 +211,7 @@ class LocalTritonServer:
     def __enter__(self) -> LocalTritonServer:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -216,7 +224,8 @@ def _die_with_parent() -> None:
 
     It runs between fork and exec, where only async-signal-safe work is safe in a threaded parent (tritonclient's
     gRPC runs threads): a call through a function pointer resolved beforehand imports and locks nothing."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _prctl is not None:  # only passed to Popen where it is
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -9,8 +9,8 @@ __getattr__, __dir__, __all__ = attach(__name__, __file__)
 if TYPE_CHECKING:
     from .base import Backend
     from .factory import load_backend
-    from .registry import BACKENDS, BackendInfo, LoadOptions
     from .onnxruntime_backend import OnnxRuntimeBackend
     from .openvino_backend import OpenVINOBackend
+    from .registry import BACKENDS, BackendInfo, LoadOptions
     from .tensorrt_backend import TensorRTBackend
     from .torch_backend import TorchBackend

@@ -10,6 +10,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class Backend(ABC):
             raise InputError(f"{self.source} takes float32 batches [N, 3, H, W], got a {what}")
         expected = ("N", *(d if d is not None else "?" for d in self.input_shape))
         fits = batch.ndim == 1 + len(self.input_shape) and batch.shape[0] >= 1 and all(
-            d is None or d == n for d, n in zip(self.input_shape, batch.shape[1:])
+            d is None or d == n for d, n in zip(self.input_shape, batch.shape[1:], strict=True)
         )
         if not fits:
             raise InputError(f"batch of shape {list(batch.shape)} does not fit {self.source}, which takes "
@@ -83,7 +84,7 @@ class Backend(ABC):
         """Release device resources; the backend is unusable afterwards (subclasses call this last)."""
         self.closed = True
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

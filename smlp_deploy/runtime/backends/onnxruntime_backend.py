@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import Arg, ArtifactError, BackendUnavailableError
 from ...filekind import file_kind
 from .base import Backend, parse_device
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 DEVICES = ("cpu", "cuda")
@@ -24,10 +28,11 @@ Provider = str | tuple[str, dict[str, str]]
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
-    return ort.get_available_providers()
+    providers: list[str] = ort.get_available_providers()
+    return providers
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None) -> ort.SessionOptions:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -73,7 +78,8 @@ class OnnxRuntimeBackend(Backend):
         self.num_classes = graph_output.shape[-1] if isinstance(graph_output.shape[-1], int) else None
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0].astype(np.float32, copy=False)
+        outputs: list[np.ndarray] = self.session.run([self.output_name], {self.input_name: batch})
+        return outputs[0].astype(np.float32, copy=False)
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider} ({self.path.name})"

@@ -24,11 +24,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import Arg, ArtifactError, BackendUnavailableError, InputError
 from .base import Backend
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's element type names
 DEVICE = "CPU"
@@ -91,7 +95,8 @@ class OpenVINOBackend(Backend):
         # The call is synchronous, so the request may read the caller's batch in place (as a compiled model called
         # as a function does); share_outputs=False (the default) copies the logits out of the request, which the
         # next call reuses.
-        return request.infer({0: batch}, share_inputs=True)[self._output].astype(np.float32, copy=False)
+        logits: np.ndarray = request.infer({0: batch}, share_inputs=True)[self._output]
+        return logits.astype(np.float32, copy=False)
 
     def describe(self) -> str:
         quantized = "int8, float parts " if self.quantized else ""
@@ -103,7 +108,7 @@ class OpenVINOBackend(Backend):
         super().close()
 
 
-def cpu_capabilities(core=None) -> list[str]:
+def cpu_capabilities(core: ov.Core | None = None) -> list[str]:
     """What OpenVINO's CPU plugin says this CPU computes natively: FP32, BF16, INT8, ..."""
     if core is None:
         import openvino as ov
@@ -112,7 +117,7 @@ def cpu_capabilities(core=None) -> list[str]:
     return list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
 
 
-def _precision_name(element_type) -> str:
+def _precision_name(element_type: ov.Type) -> str:
     name = element_type.get_type_name()  # "f32", "bf16"
     return next((ours for ours, theirs in PRECISIONS.items() if theirs == name), name)
 

@@ -73,16 +73,14 @@ def _tensorrt_loader(flavour: Flavour) -> Callable[[Path, LoadOptions], Backend]
 
 
 def _load_torch(path: Path, options: LoadOptions) -> Backend:
-    from ...models.checkpoint import infer_model_args
+    from ...models.checkpoint import ModelArgs, infer_model_args
     from ...models.registry import create_model
     from .torch_backend import TorchBackend
 
     info = options.model_info
-    if info is not None:
-        args = {"name": info.name, "num_classes": info.num_classes, "image_size": info.image_size}
-    else:
-        args = infer_model_args(path)
-    return TorchBackend(create_model(**args, checkpoint=path), device=options.device)
+    args = ModelArgs(info.name, info.num_classes, info.image_size) if info is not None else infer_model_args(path)
+    model = create_model(args.name, num_classes=args.num_classes, image_size=args.image_size, checkpoint=path)
+    return TorchBackend(model, device=options.device)
 
 
 def _load_openvino(path: Path, options: LoadOptions) -> Backend:

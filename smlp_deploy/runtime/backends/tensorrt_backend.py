@@ -37,7 +37,12 @@ import numpy as np
 
 from ...errors import Arg, ArtifactError, InputError, Words
 from ...tensorrt_flavours import (
-    TENSORRT_RTX, Flavour, TensorRTModule, check_engine_header, current_compute_capability, import_tensorrt,
+    TENSORRT_RTX,
+    Flavour,
+    TensorRTModule,
+    check_engine_header,
+    current_compute_capability,
+    import_tensorrt,
 )
 from .base import Backend, DeviceTimes
 from .tensorrt_rtx_api import RtxRuntime, check_validity

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -12,11 +14,12 @@ class TorchBackend(Backend):
     """Eager PyTorch; inference mode needs no per-thread state, so one instance serves all threads."""
 
     name = "torch"
+    device: torch.device
 
     def __init__(self, model: torch.nn.Module, *, device: str | None = None, dtype: torch.dtype = torch.float32):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        self.model = model.eval().to(self.device, dtype)
+        self.model: Callable[[torch.Tensor], torch.Tensor] = model.eval().to(self.device, dtype)  # or compiled
         self.source = getattr(model, "variant", "the PyTorch model")
         size = getattr(model, "image_size", None)
         self.input_shape = (3, size, size)
