@@ -18,8 +18,8 @@ from smlp_deploy.errors import ArtifactError, BackendUnavailableError, InputErro
 from smlp_deploy.export import export_model
 from smlp_deploy.manifest import MANIFEST_NAME
 from smlp_deploy.models import create_model
-from smlp_deploy.runtime import load_backend
 from smlp_deploy.runtime import classifier as classifier_module
+from smlp_deploy.runtime import load_backend
 from smlp_deploy.runtime.backends.onnxruntime_backend import CPU, CUDA, available_providers, execution_providers
 from smlp_deploy.runtime.backends.registry import BACKENDS
 
@@ -91,7 +91,7 @@ def test_a_backend_is_a_context_manager_and_refuses_to_run_once_closed(export_di
     with load_backend(export_dir / "model.onnx") as backend:
         assert backend.run(batch).shape == (1, 1000) and not backend.closed
     assert backend.closed
-    with pytest.raises(InputError, match="model.onnx was closed: open it again"):
+    with pytest.raises(InputError, match=r"model\.onnx was closed: open it again"):
         backend.run(batch)
 
 

@@ -17,7 +17,7 @@ from smlp_deploy import Classifier, Prediction, SmlpDeployError
 from smlp_deploy.cli.predict import main as predict_main
 from smlp_deploy.environment import import_problem
 from smlp_deploy.errors import ArtifactError, BackendUnavailableError, ImageError, InputError
-from smlp_deploy.export import BatchProfile, BuildOptions, THRESHOLDS, compare, export_model
+from smlp_deploy.export import THRESHOLDS, BatchProfile, BuildOptions, compare, export_model
 from smlp_deploy.models import create_model
 from smlp_deploy.runtime import load_backend
 from smlp_deploy.tensorrt_flavours import FLAVOURS, HEADER_BYTES
@@ -113,7 +113,7 @@ def test_threads_give_the_sequential_results(classifier, photos):
     sequential = [classifier.logits(chunk) for chunk in items]
     with ThreadPoolExecutor(max_workers=4) as pool:
         threaded = list(pool.map(classifier.logits, items))
-    for a, b in zip(sequential, threaded):
+    for a, b in zip(sequential, threaded, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -308,7 +308,7 @@ def test_predict_cli_classifies_what_it_can_and_names_each_missing_input(export_
     table = capsys.readouterr().out
     assert "does not exist" in table and "2 image(s) with onnxruntime" in table and "1 could not be read" in table
     for given in ([str(empty)], [str(missing), str(empty)]):
-        with pytest.raises(InputError, match="^no images to classify: ") as info:
+        with pytest.raises(InputError, match=r"^no images to classify: ") as info:
             predict_main([model, *given])
         assert info.value.parameter == "images"
 

@@ -179,7 +179,7 @@ def test_verification_set_from_an_older_export_is_named(exported, tmp_path):
     assert current.n_photos == 5 and len(current.for_precision("int8")[0]) == 5
     old = tmp_path / "verification.npz"
     np.savez(old, inputs=current.inputs, reference=current.reference)
-    with pytest.raises(ArtifactError, match="older smlp-deploy.*export again with smlp_deploy.export.export_model") \
+    with pytest.raises(ArtifactError, match=r"older smlp-deploy.*export again with smlp_deploy\.export\.export_model") \
             as info:
         VerificationSet.load(old)
     assert "export again with smlp-export to" in info.value.render({})  # as smlp-export --from-onnx says it

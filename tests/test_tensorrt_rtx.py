@@ -195,7 +195,7 @@ def test_fp8_for_a_compute_capability_without_it_is_refused_before_any_work(tmp_
 def test_the_library_itself_refuses_fp8_for_ampere(exported, tmp_path):
     """Why the export refuses first: TensorRT for RTX's optimizer stops at the FP8 types for sm86, after parsing."""
     variant, out, _ = exported
-    with pytest.raises(SmlpDeployError, match="Cannot compile for target.s. sm86, because the model contains "
+    with pytest.raises(SmlpDeployError, match=r"Cannot compile for target\(s\) sm86, because the model contains "
                                               "HW-specific datatypes: fp8_e4m3"):
         build_engine(TENSORRT_RTX, out / "model.fp8.onnx", tmp_path / "engine.fp8.rtx.plan", SIZES[variant],
                      BuildOptions(compute_capabilities=("8.6",)))

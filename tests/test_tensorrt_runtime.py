@@ -151,7 +151,7 @@ def test_a_bad_engine_reports_its_own_messages_only(export_dir, tmp_path):
 def test_no_plugin_library_unless_named(export_dir, tmp_path):
     backend = load_backend(export_dir / "engine.fp32.plan")
     assert backend._plugins == [] and backend._runtime.engine_host_code_allowed is False
-    with pytest.raises(InputError, match="plugin library .*missing.so' does not exist") as error:
+    with pytest.raises(InputError, match=r"plugin library .*missing\.so' does not exist") as error:
         load_backend(export_dir / "engine.fp32.plan", plugin_libraries=[tmp_path / "missing.so"])
     assert error.value.parameter == "plugin_libraries"
 

@@ -116,8 +116,8 @@ def test_repository_for_every_artifact_parses_with_tritons_schema(export_dir, tm
 
 
 def test_an_rtx_engine_is_refused_for_tritons_tensorrt_backend(export_dir, tmp_path):
-    with pytest.raises(InputError, match="engine.fp16.rtx.plan is a TensorRT for RTX engine, which Triton's own "
-                                         "backends do not load .* serve it through the Python backend") as error:
+    with pytest.raises(InputError, match=r"engine\.fp16\.rtx\.plan is a TensorRT for RTX engine, which Triton's own "
+                                         r"backends do not load .* serve it through the Python backend") as error:
         write_triton_repository(export_dir, tmp_path, artifact="engine.fp16.rtx.plan")
     assert error.value.parameter == "backend" and not list(tmp_path.iterdir())
 
@@ -238,7 +238,7 @@ def test_bad_options_name_the_argument(export_dir, tmp_path, options, parameter,
 
 
 def test_not_an_export(tmp_path):
-    with pytest.raises(ArtifactError, match="has no manifest.json") as error:
+    with pytest.raises(ArtifactError, match=r"has no manifest\.json") as error:
         write_triton_repository(tmp_path, tmp_path / "repo")
     assert error.value.parameter == "export_dir"
 

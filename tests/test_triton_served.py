@@ -140,7 +140,7 @@ def test_64_concurrent_requests_are_exact_and_batched(served, photos64):
     client = served.http(concurrency=64)
     pending = [client.async_infer(served.name, [tensor_input(httpclient, x[None])]) for x in photos64]
     by_http = [request.get_result(timeout=TIMEOUT_S) for request in pending]
-    for i, (a, b) in enumerate(zip(by_grpc, by_http)):
+    for i, (a, b) in enumerate(zip(by_grpc, by_http, strict=True)):
         assert_logits_equal(a.as_numpy("logits")[0], expected[i])
         assert_logits_equal(b.as_numpy("logits")[0], expected[i])
     after = batch_counts(served)
