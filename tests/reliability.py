@@ -34,11 +34,15 @@ from smlp_deploy.samples import sample_images
 SIZE = 64  # the test variant at 64 px: a whole export takes seconds
 EXPORT_ARGS = ("--variant", "test", "--image-size", str(SIZE))
 ROOT = Path(__file__).resolve().parent.parent
+# Python code that gives a child the Ctrl-C a terminal gives it: a shell that starts a job in the background (`make
+# test &`, nohup, some CI runners) makes it ignore SIGINT, its children inherit that, and Python then never raises
+# KeyboardInterrupt, so every test that sends SIGINT would fail.
+CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
 
 
 def export_command(out: Path, *args: str) -> list[str]:
     """smlp-export in a fresh interpreter (unbuffered, so its progress lines arrive as they are printed)."""
-    run = "import sys; from smlp_deploy.cli.export import entry_point; sys.exit(entry_point())"
+    run = CTRL_C_AS_IN_A_TERMINAL + "from smlp_deploy.cli.export import entry_point; raise SystemExit(entry_point())"
     return [sys.executable, "-u", "-c", run, *EXPORT_ARGS, "--out", str(out), *args]
 
 

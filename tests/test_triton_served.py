@@ -29,6 +29,7 @@ from smlp_deploy.samples import sample_images
 from smlp_deploy.serving import LocalTritonServer, find_tritonserver, write_triton_repository
 
 from .conftest import SKIMAGE_DATA
+from .reliability import CTRL_C_AS_IN_A_TERMINAL
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc,http] (extra 'serve')")
 httpclient = pytest.importorskip("tritonclient.http", reason="needs tritonclient[grpc,http] (extra 'serve')")
@@ -269,8 +270,9 @@ def read_until(process: subprocess.Popen, pattern: str, timeout: float) -> str:
 def test_smlp_serve_prints_urls_serves_and_stops_cleanly(export_dir, tmp_path, stop):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    command = [sys.executable, "-c", "from smlp_deploy.cli.serve import entry_point; raise SystemExit(entry_point())",
-               str(export_dir), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    run = CTRL_C_AS_IN_A_TERMINAL + "from smlp_deploy.cli.serve import entry_point; raise SystemExit(entry_point())"
+    command = [sys.executable, "-c", run, str(export_dir), "--http-port", "0", "--grpc-port", "0",
+               "--metrics-port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TMPDIR": str(scratch)})
     try:
