@@ -386,7 +386,8 @@ def test_killed_run_resumes_with_only_the_missing_rows(ray_env, artifact, images
 
 
 @needs_ray
-def test_an_existing_cluster_by_address_and_a_callers_dataset(ray_env, artifact, images, reference, tmp_path):
+def test_an_existing_cluster_by_address_and_a_callers_dataset(ray_env, artifact, images, reference, random_export,
+                                                              tmp_path):
     """``ray start --head`` (127.0.0.1): a call joins it by address and leaves it running; a caller's own
     connection and Dataset are used and left open; a worker's warnings reach the caller; resources the cluster
     cannot free end in an error, not a hang."""
@@ -418,9 +419,8 @@ def test_an_existing_cluster_by_address_and_a_callers_dataset(ray_env, artifact,
             assert predict_dataset(dataset, artifact, output=tmp_path / "b.parquet", resume=True, **RUN).images == 0
 
             # What loading the model warns in a worker reaches the caller, once.
-            export_model("test", image_size=64, out_dir=tmp_path / "random", seed=3, quiet=True)
             with pytest.warns(UserWarning, match=r"random weights \(seed 3\)") as warned:
-                predict_dataset(listing, tmp_path / "random" / "model.onnx", output=tmp_path / "r.jsonl", **RUN)
+                predict_dataset(listing, random_export / "model.onnx", output=tmp_path / "r.jsonl", **RUN)
             assert len([w for w in warned if "random weights" in str(w.message)]) == 1
 
             # Two replicas holding both CPUs, and read_text needing a third: Ray would wait forever.

@@ -332,13 +332,12 @@ def test_the_bundled_photos_folder_is_printed_for_commands(photos):
     assert done.stdout == f"{photos[0].parent}\n" and {p.parent for p in photos} == {photos[0].parent}
 
 
-def test_random_weights_are_said_once(tmp_path, photos):
-    export_model("test", image_size=SIZE, out_dir=tmp_path / "random", seed=3, quiet=True)
+def test_random_weights_are_said_once(random_export, photos):
     with pytest.warns(UserWarning, match=r"exported without a checkpoint: its predictions come from random weights "
                                          r"\(seed 3\)"):
-        Classifier(tmp_path / "random" / "model.onnx")
+        Classifier(random_export / "model.onnx")
     run = "import sys; from smlp_deploy.cli.predict import entry_point; sys.exit(entry_point())"
-    done = subprocess.run([sys.executable, "-c", run, str(tmp_path / "random" / "model.onnx"), str(photos[0].parent)],
+    done = subprocess.run([sys.executable, "-c", run, str(random_export / "model.onnx"), str(photos[0].parent)],
                           capture_output=True, text=True, check=True)
     assert done.stderr.count("random weights") == 1 and done.stderr.startswith("warning: ")
 

@@ -14,13 +14,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from smlp_deploy import Classifier, doctor
 from smlp_deploy.batch.output import open_sink
 from smlp_deploy.errors import SmlpDeployError
 from smlp_deploy.evaluation import class_indices
-from smlp_deploy.export import export_model
 from smlp_deploy.manifest import IMAGENET_LABELS
 from smlp_deploy.models import create_model
 from smlp_deploy.runtime import load_backend
@@ -35,12 +33,11 @@ PYTHON_WORDS = re.compile(r"=True\b|=False\b|=None\b|\b[a-z_][a-z0-9_]*=(?!=)|\b
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, Path]:
-    """Real files for real mistakes: an export and its checkpoint, bad model files, image folders, outputs."""
+def files(checkpoint_export, tmp_path_factory) -> dict[str, Path]:
+    """Real files for real mistakes: an export and its checkpoint (conftest's), bad model files, image folders,
+    outputs."""
     root = tmp_path_factory.mktemp("cli")
-    torch.save(create_model("test", image_size=SIZE).state_dict(), root / "weights.pth")
-    export = root / "export"
-    export_model("test", checkpoint=root / "weights.pth", image_size=SIZE, out_dir=export, quiet=True)
+    export = checkpoint_export.export
     photos = root / "photos"
     photos.mkdir()
     for photo in sample_images()[:2]:
@@ -67,7 +64,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     write_triton_repository(export, root / "repository")
     open_sink(root / "done.jsonl", resume=False).close(discard_if_empty=False)
     return {"root": root, "export": export, "photos": photos, "empty": root / "empty", "labeled": labeled,
-            "unlisted": unlisted, "weights": root / "weights.pth"}
+            "unlisted": unlisted, "weights": checkpoint_export.weights}
 
 
 def case(command: str, *args: str, expect: str | tuple[str, ...], status: int = 2):

@@ -22,9 +22,8 @@ from .conftest import assert_steps_counted
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    return export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=out, quiet=True)
+def exported(fp16_export):
+    return fp16_export
 
 
 def test_manifest_meets_the_contract(exported):
@@ -149,11 +148,12 @@ def test_cli_summary_and_errors(tmp_path, capsys, monkeypatch):
     assert "multiple of 32" in capsys.readouterr().err
 
 
-def test_tiny_fp16_export(tmp_path):
-    """The README's main job on the real tiny variant, end to end on the CPU."""
-    result = export_model("tiny", precisions=("fp16",), out_dir=tmp_path, quiet=True)
-    assert result.reports["model.fp16.onnx"].cosine >= 0.999
-    assert result.manifest.model.params == 24_123_584
+@pytest.mark.xdist_group("tiny")
+def test_tiny_fp16_export(every_precision_tiny):
+    """The README's main job on the real tiny variant, end to end on the CPU (the suite's one tiny export, which
+    test_tensorrt_rtx.py and test_tensorrt_support.py read too)."""
+    assert every_precision_tiny.reports["model.fp16.onnx"].cosine >= 0.999
+    assert every_precision_tiny.manifest.model.params == 24_123_584
 
 
 @pytest.mark.tensorrt

@@ -111,10 +111,8 @@ def test_full_tmpfs_and_read_only_mount(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def onnx_classifier(tmp_path_factory):
-    out = tmp_path_factory.mktemp("load") / "export"
-    export_model("test", image_size=64, out_dir=out, quiet=True)
-    with Classifier(out / "model.onnx") as classifier:
+def onnx_classifier(random_export):
+    with Classifier(random_export / "model.onnx") as classifier:
         yield classifier
 
 

@@ -22,7 +22,6 @@ import pytest
 
 from smlp_deploy import Classifier
 from smlp_deploy.errors import BackendUnavailableError
-from smlp_deploy.export import export_model
 from smlp_deploy.models import PreprocessConfig
 from smlp_deploy.runtime import Preprocessor
 from smlp_deploy.samples import sample_images
@@ -66,17 +65,16 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("served") / "export"
-    export_model("test", image_size=64, out_dir=out, quiet=True)
-    return out
+def export_dir(random_export) -> Path:
+    return random_export
 
 
 @pytest.fixture(scope="module")
-def served(export_dir) -> Served:
-    repository = write_triton_repository(export_dir, export_dir.parent / "repo", backend="python", max_batch_size=16,
+def served(export_dir, tmp_path_factory) -> Served:
+    root = tmp_path_factory.mktemp("served")
+    repository = write_triton_repository(export_dir, root / "repo", backend="python", max_batch_size=16,
                                          max_queue_delay_us=2000)
-    with LocalTritonServer(repository.path, log_file=export_dir.parent / "tritonserver.log") as server, \
+    with LocalTritonServer(repository.path, log_file=root / "tritonserver.log") as server, \
             Classifier(export_dir / "model.onnx") as classifier:
         yield Served(server, repository.classifier.name, repository.image_model.name, classifier)
 
