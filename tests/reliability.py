@@ -34,11 +34,15 @@ from smlp_deploy.samples import sample_images
 SIZE = 64  # the test variant at 64 px: a whole export takes seconds
 EXPORT_ARGS = ("--variant", "test", "--image-size", str(SIZE))
 ROOT = Path(__file__).resolve().parent.parent
+# Python code that gives a child the Ctrl-C a terminal gives it: a shell that starts a job in the background (`make
+# test &`, nohup, some CI runners) makes it ignore SIGINT, its children inherit that, and Python then never raises
+# KeyboardInterrupt, so every test that sends SIGINT would fail.
+CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
 
 
 def export_command(out: Path, *args: str) -> list[str]:
     """smlp-export in a fresh interpreter (unbuffered, so its progress lines arrive as they are printed)."""
-    run = "import sys; from smlp_deploy.cli.export import entry_point; sys.exit(entry_point())"
+    run = CTRL_C_AS_IN_A_TERMINAL + "from smlp_deploy.cli.export import entry_point; raise SystemExit(entry_point())"
     return [sys.executable, "-u", "-c", run, *EXPORT_ARGS, "--out", str(out), *args]
 
 
@@ -92,7 +96,7 @@ def export_with_file_limit(out: Path, args: tuple[str, ...], limit_bytes: int) -
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     done = subprocess.run(export_command(out, *args), capture_output=True, text=True, preexec_fn=limit,
-                          timeout=300, cwd=ROOT)
+                          timeout=300, cwd=ROOT, check=False)
     return Outcome(done.returncode, done.stderr)
 
 
@@ -101,7 +105,7 @@ def namespace_unavailable_reason() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
     done = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     return done.stderr.strip() or None if done.returncode else None
 
 
@@ -129,7 +133,7 @@ print(json.dumps({{"full": [full.returncode, full.stderr], "read_only": [read_on
 """
     (workdir / "mnt").mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["unshare", "-rm", sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+                          timeout=600, cwd=ROOT, check=False)
     if done.returncode:
         raise RuntimeError(f"the mount namespace run failed: {done.stderr[-2000:]}")
     found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -188,7 +192,7 @@ def _interruption_section(tmp: Path) -> str:
             rows.append(f"| {sig.name} | [{at_step}/12] | {outcome.returncode} | {'yes' if intact else 'NO'} | "
                         f"{'yes' if predicts else 'NO'} | {', '.join(debris(out)) or '-'} |")
     rerun = subprocess.run(export_command(out, *int8, "--seed", "5", "--quiet"), capture_output=True, text=True,
-                           cwd=ROOT)
+                           cwd=ROOT, check=False)
     return ("## Interrupted exports\n\nAn INT8 export (`smlp-export --variant test --image-size 64 --fp16 --int8 "
             "--int8-target both --calib-dir <bundled photos>`, 12 steps) into a folder holding an earlier export, "
             "interrupted as each step starts. *Intact*: every file of the earlier export byte-identical afterwards; "
@@ -218,11 +222,33 @@ def _storage_section(tmp: Path) -> str:
     return "## Full disk and read-only folders\n\n" + "\n".join(lines) + "\n"
 
 
-def _fuzz_section(tmp: Path, examples: int) -> str:
-    """Random values through each entry point; every outcome must be a result or a documented error."""
+def _outcomes(strategy, call, examples: int) -> dict[str, int]:
+    """How ``examples`` values drawn from ``strategy`` end when passed to ``call``: a result, a documented error
+    (SmlpDeployError) or another exception."""
     from hypothesis import HealthCheck, given, settings
 
-    from smlp_deploy import Classifier, SmlpDeployError
+    from smlp_deploy import SmlpDeployError
+
+    counts = {"result": 0, "documented error": 0, "other exception": 0}
+
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(value=strategy)
+    def run(value):
+        try:
+            call(value)
+            counts["result"] += 1
+        except SmlpDeployError:
+            counts["documented error"] += 1
+        except Exception:  # counted: the report shows whether any escaped
+            counts["other exception"] += 1
+
+    run()
+    return counts
+
+
+def _fuzz_section(tmp: Path, examples: int) -> str:
+    """Random values through each entry point; every outcome must be a result or a documented error."""
+    from smlp_deploy import Classifier
     from smlp_deploy.export import export_model
     from smlp_deploy.preprocess_config import PreprocessConfig
     from smlp_deploy.runtime.preprocess import Preprocessor
@@ -233,24 +259,11 @@ def _fuzz_section(tmp: Path, examples: int) -> str:
     preprocess = Preprocessor(PreprocessConfig.for_image_size(SIZE))
     rows = []
     for name, strategy, call in (
-        ("`Classifier.predict`", ANY, lambda v: classifier.predict(v)),
+        ("`Classifier.predict`", ANY, classifier.predict),
         ("`Classifier.logits`", ANY, classifier.logits),
         ("`Preprocessor` (any mode, 1 px to 3000 px strips)", images(max_side=400), preprocess),
     ):
-        counts = {"result": 0, "documented error": 0, "other exception": 0}
-
-        @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        @given(value=strategy)
-        def run(value):
-            try:
-                call(value)
-                counts["result"] += 1
-            except SmlpDeployError:
-                counts["documented error"] += 1
-            except Exception:  # noqa: BLE001 -- counted: the report shows whether any escaped
-                counts["other exception"] += 1
-
-        run()
+        counts = _outcomes(strategy, call, examples)
         rows.append(f"| {name} | {sum(counts.values())} | {counts['result']} | {counts['documented error']} | "
                     f"{counts['other exception']} |")
     return ("## Inputs\n\nValues drawn by the strategies of `tests/test_inputs.py` (None, numbers, text, bytes, "
@@ -267,7 +280,8 @@ def _load_section(tmp: Path) -> str:
     classifier = Classifier(tmp / "load" / "model.onnx")
     items = [photo_items()[i % 4] for i in range(1000)]
     sequential = [classifier.logits(item) for item in items]
-    same = all(np.array_equal(a, b) for a, b in zip(sequential, predict_in_threads(classifier, items, threads=8)))
+    threaded = predict_in_threads(classifier, items, threads=8)
+    same = all(np.array_equal(a, b) for a, b in zip(sequential, threaded, strict=True))
     before, after = memory_growth(classifier, photo_items(), 10_000)
     return (f"## Load\n\n* 8 threads sharing one Classifier (`model.onnx`, ONNX Runtime CPU), 1,000 predictions: "
             f"identical to the sequential results: {same}\n* 10,000 predictions after 200 warm-up ones: resident "
@@ -306,8 +320,8 @@ def write_report(path: Path, examples: int) -> None:
                 f"{smlp_deploy.__version__}, {time.strftime('%Y-%m-%d')}, {len(os.sched_getaffinity(0))} cores). "
                 "The same helpers back `tests/test_reliability.py`, `tests/test_inputs.py` and "
                 "`tests/test_classifier.py`, which assert what this page reports.\n"]
-    with tempfile.TemporaryDirectory(prefix="smlp-reliability-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="smlp-reliability-") as folder:
+        tmp = Path(folder)
         sections += [_fuzz_section(tmp, examples), _interruption_section(tmp / "kill"),
                      _storage_section(tmp / "storage"), _load_section(tmp), _shape_cost_section()]
     path.write_text("\n".join(sections))

@@ -15,11 +15,10 @@ import torch
 
 from smlp_deploy import Classifier
 from smlp_deploy.errors import ArtifactError, BackendUnavailableError, InputError
-from smlp_deploy.export import export_model
 from smlp_deploy.manifest import MANIFEST_NAME
 from smlp_deploy.models import create_model
-from smlp_deploy.runtime import load_backend
 from smlp_deploy.runtime import classifier as classifier_module
+from smlp_deploy.runtime import load_backend
 from smlp_deploy.runtime.backends.onnxruntime_backend import CPU, CUDA, available_providers, execution_providers
 from smlp_deploy.runtime.backends.registry import BACKENDS
 
@@ -28,11 +27,16 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("backends") / "export"
-    export_model("test", image_size=SIZE, out_dir=out, quiet=True)
-    torch.save(create_model("test", image_size=SIZE).state_dict(), out.parent / "model.pt")  # a lone checkpoint
-    return out
+def export_dir(random_export) -> Path:
+    return random_export
+
+
+@pytest.fixture(scope="module")
+def lone_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint with no export beside it."""
+    path = tmp_path_factory.mktemp("backends") / "model.pt"
+    torch.save(create_model("test", image_size=SIZE).state_dict(), path)
+    return path
 
 
 @pytest.mark.parametrize("device, expected", [
@@ -72,12 +76,15 @@ def test_what_a_session_runs_on_is_read_back_from_it(export_dir):
             assert default.provider == CPU
 
 
-@pytest.mark.parametrize("path", ["export/model.onnx", "model.pt"])
+@pytest.mark.parametrize("name, backend", [("model.onnx", "onnxruntime"), ("model.pt", "torch")])
 @pytest.mark.parametrize("device", ["banana", "gpu", "cuda:one"])
-def test_every_backend_refuses_a_device_it_does_not_take_before_loading(export_dir, path, device):
-    with pytest.raises(InputError, match=f"device {device!r} is not one backend '(onnxruntime|torch)' runs on: it "
+def test_every_backend_refuses_a_device_it_does_not_take_before_loading(export_dir, lone_checkpoint, name, backend,
+                                                                        device):
+    """Each file's own backend refuses it: an exported ONNX model and a lone checkpoint."""
+    path = export_dir / name if name == "model.onnx" else lone_checkpoint
+    with pytest.raises(InputError, match=f"device {device!r} is not one backend {backend!r} runs on: it "
                                          "takes cpu, cuda, cuda:N") as error:
-        Classifier(export_dir.parent / path, device=device)
+        Classifier(path, device=device)
     assert error.value.parameter == "device"
 
 
@@ -91,7 +98,7 @@ def test_a_backend_is_a_context_manager_and_refuses_to_run_once_closed(export_di
     with load_backend(export_dir / "model.onnx") as backend:
         assert backend.run(batch).shape == (1, 1000) and not backend.closed
     assert backend.closed
-    with pytest.raises(InputError, match="model.onnx was closed: open it again"):
+    with pytest.raises(InputError, match=r"model\.onnx was closed: open it again"):
         backend.run(batch)
 
 

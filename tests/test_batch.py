@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from smlp_deploy import Classifier
 from smlp_deploy.batch import plan_replicas, predict_dataset
 from smlp_deploy.batch.inputs import image_paths
 from smlp_deploy.cli.predict import main as predict_main
-from smlp_deploy import Classifier
 from smlp_deploy.errors import ImageError, InputError, OutputError, SmlpDeployError
 from smlp_deploy.export import export_model
 from smlp_deploy.samples import sample_images
@@ -326,11 +326,11 @@ def test_a_clean_cli_run_prints_none_of_rays_own_messages(ray_env, artifact, tmp
         (images / photo.name).write_bytes(photo.read_bytes())
     command = [str(Path(sys.executable).parent / "smlp-predict"), str(artifact), str(images), "--ray"]
     quiet = subprocess.run([*command, "--output", str(tmp_path / "quiet.jsonl")], capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300, check=False)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     assert "1 replica(s) of onnxruntime" in quiet.stdout
     loud = subprocess.run([*command, "--output", str(tmp_path / "loud.jsonl"), "--verbose"], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert loud.returncode == 0 and "core_worker.cc" in loud.stderr, loud.stderr
     assert rows_of(tmp_path / "quiet.jsonl") == rows_of(tmp_path / "loud.jsonl")
 
@@ -386,7 +386,8 @@ def test_killed_run_resumes_with_only_the_missing_rows(ray_env, artifact, images
 
 
 @needs_ray
-def test_an_existing_cluster_by_address_and_a_callers_dataset(ray_env, artifact, images, reference, tmp_path):
+def test_an_existing_cluster_by_address_and_a_callers_dataset(ray_env, artifact, images, reference, random_export,
+                                                              tmp_path):
     """``ray start --head`` (127.0.0.1): a call joins it by address and leaves it running; a caller's own
     connection and Dataset are used and left open; a worker's warnings reach the caller; resources the cluster
     cannot free end in an error, not a hang."""
@@ -418,9 +419,8 @@ def test_an_existing_cluster_by_address_and_a_callers_dataset(ray_env, artifact,
             assert predict_dataset(dataset, artifact, output=tmp_path / "b.parquet", resume=True, **RUN).images == 0
 
             # What loading the model warns in a worker reaches the caller, once.
-            export_model("test", image_size=64, out_dir=tmp_path / "random", seed=3, quiet=True)
             with pytest.warns(UserWarning, match=r"random weights \(seed 3\)") as warned:
-                predict_dataset(listing, tmp_path / "random" / "model.onnx", output=tmp_path / "r.jsonl", **RUN)
+                predict_dataset(listing, random_export / "model.onnx", output=tmp_path / "r.jsonl", **RUN)
             assert len([w for w in warned if "random weights" in str(w.message)]) == 1
 
             # Two replicas holding both CPUs, and read_text needing a third: Ray would wait forever.
@@ -471,7 +471,7 @@ def test_replicas_on_openvino_in_bf16(ray_env, artifact, tmp_path):
                               **RUN)
     assert summary.model.startswith("openvino") and f"CPU {precision} (model.onnx)" in summary.model
     with Classifier(artifact, backend="openvino", precision=precision) as classifier:
-        expected = dict(zip(photos, classifier.predict(photos, topk=TOPK)))
+        expected = dict(zip(photos, classifier.predict(photos, topk=TOPK), strict=True))
     rows = rows_of(output)
     assert sorted(row["path"] for row in rows) == sorted(photos)
     for row in rows:

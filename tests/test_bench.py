@@ -16,14 +16,9 @@ from smlp_deploy.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    from smlp_deploy.export import Int8Options, export_model
-    from smlp_deploy.samples import sample_images
-
-    out = tmp_path_factory.mktemp("bench") / "export"
-    export_model("test", image_size=64, precisions=("fp32", "fp16", "int8"), out_dir=out, quiet=True,
-                 int8_options=Int8Options(sample_images()[0].parent, targets=("tensorrt", "cpu")))
-    return out
+def artifacts(every_precision_64):
+    """The test variant in every precision, INT8 in both forms (conftest's)."""
+    return every_precision_64.out_dir
 
 
 def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeypatch):

@@ -15,7 +15,13 @@ from PIL import Image
 
 from smlp_deploy import Classifier
 from smlp_deploy.calibration import (
-    METHODS, TARGETS, calibrated_tensors, compute_ranges, get_method, load_calibration_set, quantize_qdq,
+    METHODS,
+    TARGETS,
+    calibrated_tensors,
+    compute_ranges,
+    get_method,
+    load_calibration_set,
+    quantize_qdq,
     read_cache,
 )
 from smlp_deploy.cli.eval import entry_point as eval_entry_point
@@ -130,7 +136,7 @@ def test_tensorrt_form(exported):
 def test_cpu_form(exported):
     """ONNX Runtime's CPU form: uint8 activations, int8 weights, int32 biases, float32 float parts."""
     model = onnx.load(str(exported.out_dir / "model.int8.cpu.onnx"))
-    initializers, producer, _ = graph_index(model)
+    initializers, _, _ = graph_index(model)
     activation_types, weight_types, bias_types = set(), set(), set()
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear":
@@ -236,7 +242,7 @@ def test_smlp_eval_reports_each_artifact(exported, digits, capsys, monkeypatch):
     assert eval_entry_point() == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["artifact"] for r in rows] == paths
-    for row, name in zip(rows, names):
+    for row, name in zip(rows, names, strict=True):
         assert {k: row[k] for k in ("top1", "top5", "n_images")} == recorded[name]
 
     monkeypatch.setattr("sys.argv", ["smlp-eval", paths[0], "--data", str(next(digits["test"].glob("0/*.png")))])
@@ -269,9 +275,10 @@ def test_stale_and_foreign_caches(exported, tmp_path):
 
     foreign = tmp_path / "notes.json"
     foreign.write_text('{"results": [1, 2]}')
-    for bad in (foreign, exported.out_dir / "model.onnx"):
+    for bad, message in ((foreign, "is not an smlp-deploy calibration cache"),
+                         (exported.out_dir / "model.onnx", "cannot be read as a calibration cache")):
         before = bad.read_bytes()
-        with pytest.raises(CalibrationError, match="not an smlp-deploy calibration cache|cannot be read"):
+        with pytest.raises(CalibrationError, match=message):
             read_cache(bad, key, tensors)
         assert bad.read_bytes() == before
 
@@ -396,11 +403,11 @@ def test_sampling_is_deterministic(digits):
 
 def test_cli_names_the_flag_of_a_bad_setting(tmp_path, capsys, monkeypatch):
     """The library names the API parameter; the command line names its flag for it."""
-    with pytest.raises(CalibrationError, match="^calibration folder .* does not exist$") as info:
+    with pytest.raises(CalibrationError, match=r"^calibration folder .* does not exist$") as info:
         Int8Options(tmp_path / "nowhere").check()
     assert info.value.parameter == "calib_dir"
     (tmp_path / "photo.jpg").write_bytes(b"")
-    with pytest.raises(CalibrationError, match="^calibration folder .* is a file, not a folder$"):
+    with pytest.raises(CalibrationError, match=r"^calibration folder .* is a file, not a folder$"):
         Int8Options(tmp_path / "photo.jpg").check()
     assert export_cli(monkeypatch, "--int8", "--calib-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)) == 2
     assert "error: --calib-dir: calibration folder" in capsys.readouterr().err

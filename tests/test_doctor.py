@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import smlp_deploy
 from smlp_deploy import checkup
@@ -20,7 +20,6 @@ from smlp_deploy.cli import bench as bench_cli
 from smlp_deploy.cli import export as export_cli
 from smlp_deploy.cli.doctor import CAPABILITIES, main
 from smlp_deploy.environment import extra_requirements, import_problem, unmet
-from smlp_deploy.export import export_model
 from smlp_deploy.imagefolder import find_images
 from smlp_deploy.manifest import BatchProfile
 from smlp_deploy.records import from_json, to_json
@@ -179,15 +178,14 @@ def test_make_gpu_check_stops_at_the_doctor_without_a_gpu(report):
     assert "== [2/3]" not in output and "-m pip install" not in output  # make echoes each command it runs
 
 
-def test_the_gpu_check_summary_reads_real_reports(report, tmp_path):
+def test_the_gpu_check_summary_reads_real_reports(report, random_export, tmp_path):
     """The summary make gpu-check prints, built from a real export's manifest and a real benchmark report."""
-    export = export_model("test", image_size=64, out_dir=tmp_path / "export", quiet=True)
-    bench = run_benchmark(BenchConfig(artifacts=export.out_dir, backends=("torch", "onnxruntime"), batch_sizes=(1,),
+    bench = run_benchmark(BenchConfig(artifacts=random_export, backends=("torch", "onnxruntime"), batch_sizes=(1,),
                                       iters=5, warmup=1, device="cpu", threads=1), log=lambda _: None)
     write_json(bench, tmp_path / "bench.json")
     steps = [Step("GPU tests", ["pytest"], tmp_path / "log", 0, 12.0, "3 passed"),
              Step("benchmark", ["smlp-bench"], tmp_path / "log", 1, 5.0, "error: boom")]
-    summary = format_summary(report, steps, export.out_dir, tmp_path / "bench.json")
+    summary = format_summary(report, steps, random_export, tmp_path / "bench.json")
     assert f"smlp-deploy {report.smlp_deploy}" in summary
     assert "| GPU tests | ok: 3 passed | 12 |" in summary and "| benchmark | FAILED (1): error: boom | 5 |" in summary
     assert "| model.onnx | 1.000000 | 100% |" in summary

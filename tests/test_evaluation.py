@@ -10,7 +10,6 @@ import pytest
 from smlp_deploy.cli.eval import main as eval_main
 from smlp_deploy.errors import InputError
 from smlp_deploy.evaluation import class_indices
-from smlp_deploy.export import export_model
 from smlp_deploy.manifest import IMAGENET_LABELS
 from smlp_deploy.samples import sample_images
 
@@ -48,13 +47,12 @@ def test_sorted_order_is_suggested_only_where_it_is_offered():
         class_indices(["my cats"], IMAGENET_LABELS, 1000, sortable=False)
 
 
-def test_smlp_eval_maps_label_folders_to_imagenet_indices(tmp_path, capsys):
-    export_model("test", image_size=64, out_dir=tmp_path / "export", quiet=True)
+def test_smlp_eval_maps_label_folders_to_imagenet_indices(random_export, tmp_path, capsys):
     data = tmp_path / "val"
     for name, photo in (("tabby", "chelsea.jpg"), ("missile", "rocket.jpg")):
         (data / name).mkdir(parents=True)
         shutil.copy(next(p for p in sample_images() if p.name == photo), data / name)
-    artifact = str(tmp_path / "export" / "model.onnx")
+    artifact = str(random_export / "model.onnx")
     assert eval_main([artifact, "--data", str(data), "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["n_images"] == 2
     (data / "my cats").mkdir()

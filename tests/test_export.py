@@ -22,9 +22,8 @@ from .conftest import assert_steps_counted
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    return export_model("test", image_size=64, precisions=("fp32", "fp16"), out_dir=out, quiet=True)
+def exported(fp16_export):
+    return fp16_export
 
 
 def test_manifest_meets_the_contract(exported):
@@ -149,11 +148,12 @@ def test_cli_summary_and_errors(tmp_path, capsys, monkeypatch):
     assert "multiple of 32" in capsys.readouterr().err
 
 
-def test_tiny_fp16_export(tmp_path):
-    """The quick start's main job on the real tiny variant, end to end on the CPU."""
-    result = export_model("tiny", precisions=("fp16",), out_dir=tmp_path, quiet=True)
-    assert result.reports["model.fp16.onnx"].cosine >= 0.999
-    assert result.manifest.model.params == 24_123_584
+@pytest.mark.xdist_group("tiny")
+def test_tiny_fp16_export(every_precision_tiny):
+    """The quick start's main job on the real tiny variant, end to end on the CPU (the suite's one tiny export, which
+    test_tensorrt_rtx.py and test_tensorrt_support.py read too)."""
+    assert every_precision_tiny.reports["model.fp16.onnx"].cosine >= 0.999
+    assert every_precision_tiny.manifest.model.params == 24_123_584
 
 
 @pytest.mark.tensorrt
@@ -179,7 +179,7 @@ def test_verification_set_from_an_older_export_is_named(exported, tmp_path):
     assert current.n_photos == 5 and len(current.for_precision("int8")[0]) == 5
     old = tmp_path / "verification.npz"
     np.savez(old, inputs=current.inputs, reference=current.reference)
-    with pytest.raises(ArtifactError, match="older smlp-deploy.*export again with smlp_deploy.export.export_model") \
+    with pytest.raises(ArtifactError, match=r"older smlp-deploy.*export again with smlp_deploy\.export\.export_model") \
             as info:
         VerificationSet.load(old)
     assert "export again with smlp-export to" in info.value.render({})  # as smlp-export --from-onnx says it

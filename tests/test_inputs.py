@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from smlp_deploy import Classifier, SmlpDeployError
-from smlp_deploy.export import export_model
 from smlp_deploy.preprocess_config import PreprocessConfig
 from smlp_deploy.runtime.preprocess import Preprocessor
 
@@ -66,10 +65,8 @@ ANY = st.one_of(ANY_ONE, st.lists(ANY_ONE, max_size=4), st.tuples(ANY_ONE, ANY_O
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    out = tmp_path_factory.mktemp("inputs") / "export"
-    export_model("test", image_size=64, out_dir=out, quiet=True)
-    with Classifier(out / "model.onnx") as clf:
+def classifier(random_export):
+    with Classifier(random_export / "model.onnx") as clf:
         yield clf
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smlp_deploy.artifacts import ARTIFACTS, FORMATS, format_of, kind_of, onnx_artifact
-from smlp_deploy.errors import ArtifactError
+from smlp_deploy.errors import ArtifactError, SmlpDeployError
 from smlp_deploy.manifest import FORMAT_VERSION, MANIFEST_NAME, BatchProfile, Manifest
 from smlp_deploy.preprocess_config import PreprocessConfig
 from smlp_deploy.runtime.backends.registry import default_backend
@@ -102,9 +102,9 @@ def test_the_artifact_table_is_consistent():
 
 def test_batch_profile_parsing():
     assert BatchProfile.parse("1:8:32") == BatchProfile(1, 8, 32)
-    with pytest.raises(Exception, match="min:opt:max"):
+    with pytest.raises(SmlpDeployError, match="min:opt:max"):
         BatchProfile.parse("8")
-    with pytest.raises(Exception, match="min <= opt <= max"):
+    with pytest.raises(SmlpDeployError, match="min <= opt <= max"):
         BatchProfile.parse("8:4:32")
 
 

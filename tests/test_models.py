@@ -8,7 +8,12 @@ import torch
 
 from smlp_deploy.errors import CheckpointError, InputError
 from smlp_deploy.models import (
-    PreprocessConfig, count_macs, count_params, create_model, imagenet_labels, imagenet_wnids,
+    PreprocessConfig,
+    count_macs,
+    count_params,
+    create_model,
+    imagenet_labels,
+    imagenet_wnids,
 )
 
 from .authors_reference import AuthorsSMLPNet, randomize
@@ -40,7 +45,7 @@ def test_aliases_eval_mode_and_preprocess_config():
 
 
 def test_unknown_name_and_bad_image_size():
-    with pytest.raises(InputError, match="unknown model 'huge'.*smlpnet_tiny"):
+    with pytest.raises(InputError, match=r"unknown model 'huge'.*smlpnet_tiny"):
         create_model("huge")
     with pytest.raises(InputError, match="multiple of 32"):
         create_model("test", image_size=100)

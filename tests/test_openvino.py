@@ -155,7 +155,7 @@ def test_eight_threads_sharing_one_classifier_equal_sequential_use(export_dir, p
         sequential = [clf.logits(chunk) for chunk in items]
         with ThreadPoolExecutor(max_workers=8) as pool:
             threaded = list(pool.map(clf.logits, items))
-    for a, b in zip(sequential, threaded):
+    for a, b in zip(sequential, threaded, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

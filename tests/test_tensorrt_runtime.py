@@ -14,9 +14,6 @@ import pytest
 
 from smlp_deploy import Classifier
 from smlp_deploy.errors import ArtifactError, InputError
-from smlp_deploy.export import export_model
-from smlp_deploy.export.tensorrt_build import BuildOptions
-from smlp_deploy.manifest import BatchProfile
 from smlp_deploy.runtime.backends import load_backend
 from smlp_deploy.runtime.backends.tensorrt_backend import TensorRTMessages
 
@@ -26,16 +23,10 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
+def export_dir(fp16_export):
     """The test variant at 64 px, FP32 and FP16, with the engines of every flavour that builds here (batch profile
-    1:4:8)."""
-    from smlp_deploy.tensorrt_flavours import TENSORRT
-
-    out = tmp_path_factory.mktemp("trt") / "export"
-    build = BuildOptions(BatchProfile(1, 4, 8), workspace_mib=1024)
-    export_model("test", image_size=SIZE, precisions=("fp32", "fp16"), out_dir=out, build=build, quiet=True,
-                 flavours=("tensorrt",) if TENSORRT.build_unavailable() is None else None)
-    return out
+    1:4:8): conftest's fp16_export."""
+    return fp16_export.out_dir
 
 
 def test_messages_are_kept_per_thread_and_per_call(caplog):
@@ -151,7 +142,7 @@ def test_a_bad_engine_reports_its_own_messages_only(export_dir, tmp_path):
 def test_no_plugin_library_unless_named(export_dir, tmp_path):
     backend = load_backend(export_dir / "engine.fp32.plan")
     assert backend._plugins == [] and backend._runtime.engine_host_code_allowed is False
-    with pytest.raises(InputError, match="plugin library .*missing.so' does not exist") as error:
+    with pytest.raises(InputError, match=r"plugin library .*missing\.so' does not exist") as error:
         load_backend(export_dir / "engine.fp32.plan", plugin_libraries=[tmp_path / "missing.so"])
     assert error.value.parameter == "plugin_libraries"
 

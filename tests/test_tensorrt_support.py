@@ -30,28 +30,35 @@ from .tensorrt_tables import BINDINGS_JSON, OPERATORS_JSON, TRTEXEC_JSON, load_o
 
 TABLES = load_operator_tables()
 VARIANTS = ("test", "tiny", "small", "base")
+# xdist groups: the tiny graphs are read from the tiny export its other readers share; small and base (26 s and 28 s
+# to make) each run on a worker of their own choosing.
+GROUPS = {"tiny": "tiny", "small": "graphs-small", "base": "graphs-base"}
 FORMS = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.fp32-parts.onnx", "model.fp8.onnx",
          "model.fp8.fp32-parts.onnx")
 
 
-def write_graphs(variant: str, out: Path, *, cpu_form: bool = False) -> dict[str, onnx.ModelProto]:
+def write_graphs(variant: str, out: Path, *, cpu_form: bool = False, fp32: Path | None = None
+                 ) -> dict[str, onnx.ModelProto]:
     """The graphs an export writes for ``variant`` at 224 (random weights), made by the export's own steps without
     its parity checks: FP32 simplified, FP16, and the TensorRT INT8 and FP8 forms with fp32 and with fp16 float
     parts (``quantize(..., fp16=True)`` is the first through ``convert_to_fp16``), calibrated on the bundled photos
-    with minmax (ranges do not change the graph); with ``cpu_form``, ONNX Runtime's INT8 form too."""
-    torch.manual_seed(0)
-    fp32 = out / "model.onnx"
-    save_model(simplify(export_onnx(create_model(variant), out / "exported.onnx")).model, fp32)
+    with minmax (ranges do not change the graph); with ``cpu_form``, ONNX Runtime's INT8 form too. ``fp32``: the
+    simplified FP32 model of an export of ``variant`` at 224, taken as it is instead of exported again."""
+    if fp32 is None:
+        torch.manual_seed(0)
+        fp32 = out / "model.onnx"
+        save_model(simplify(export_onnx(create_model(variant), out / "exported.onnx")).model, fp32)
     graphs = {"model.onnx": onnx.load(str(fp32))}
     graphs["model.fp16.onnx"] = convert_to_fp16(graphs["model.onnx"])
+    # The caches in ``out``, never beside a shared export's model.onnx.
     options = Int8Options(sample_images()[0].parent, samples=len(sample_images()), method="minmax",
-                          targets=tuple(TARGETS))
+                          targets=tuple(TARGETS), cache=out / "calibration.cache.json")
     preprocess = PreprocessConfig()
     ranges, _ = calibrate(fp32, read_calibration_images(options, preprocess, quiet=True), preprocess, options,
                           say=lambda _: None, quiet=True)
     graphs["model.int8.fp32-parts.onnx"] = quantize(fp32, ranges, options, TARGETS["tensorrt"], fp16=False)
     graphs["model.int8.onnx"] = convert_to_fp16(graphs["model.int8.fp32-parts.onnx"])
-    fp8_options = fp8.Fp8Options(options.calib_dir, samples=options.samples)
+    fp8_options = fp8.Fp8Options(options.calib_dir, samples=options.samples, cache=out / "calibration.fp8.cache.json")
     fp8_ranges, _ = calibrate(fp32, read_calibration_images(fp8_options, preprocess, quiet=True), preprocess,
                               fp8_options, say=lambda _: None, quiet=True)
     graphs["model.fp8.fp32-parts.onnx"] = fp8.quantize(fp32, fp8_ranges, fp16=False)
@@ -61,9 +68,16 @@ def write_graphs(variant: str, out: Path, *, cpu_form: bool = False) -> dict[str
     return graphs
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=pytest.mark.xdist_group(GROUPS[v])) if v in GROUPS else v
+                                        for v in VARIANTS])
 def graphs(request, tmp_path_factory):
-    return request.param, write_graphs(request.param, tmp_path_factory.mktemp(request.param))
+    """The test variant's are ``test_graphs``; the tiny variant's FP32 model is the one the suite's tiny export
+    wrote (conftest's every_precision_tiny); small and base are exported here."""
+    variant = request.param
+    if variant == "test":
+        return variant, request.getfixturevalue("test_graphs")
+    fp32 = request.getfixturevalue("every_precision_tiny").out_dir / "model.onnx" if variant == "tiny" else None
+    return variant, write_graphs(variant, tmp_path_factory.mktemp(variant), fp32=fp32)
 
 
 @pytest.mark.parametrize("table", TABLES, ids=[f"trt{t.release}" for t in TABLES])

@@ -15,34 +15,32 @@ from smlp_deploy.artifacts import ARTIFACTS
 from smlp_deploy.cli.triton import entry_point
 from smlp_deploy.cli.triton import main as triton_main
 from smlp_deploy.errors import ArtifactError, InputError, OutputError
-from smlp_deploy.export import BatchProfile, BuildOptions, Fp8Options, Int8Options, export_model
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.manifest import MANIFEST_NAME, Artifact, Manifest
 from smlp_deploy.models.labels import imagenet_labels
-from smlp_deploy.samples import sample_images
 from smlp_deploy.serving import write_triton_repository
 from smlp_deploy.serving.repository import PLATFORMS
+
+from .conftest import ENGINE_PROFILE
 
 mc = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (extra 'serve')")
 text_format = pytest.importorskip("google.protobuf.text_format")
 
-PROFILE = BatchProfile(1, 4, 16)
+PROFILE = ENGINE_PROFILE  # 1:4:16
 NAME = "smlpnet_test"
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    """Every artifact kind: ONNX FP32/FP16/INT8 (both targets)/FP8 from a real export, and the engines of both
-    TensorRT flavours (TensorRT for RTX builds them here).
+def export_dir(every_precision_64, tmp_path_factory) -> Path:
+    """Every artifact kind: ONNX FP32/FP16/INT8 (both targets)/FP8 from a real export (a copy of conftest's
+    every_precision_64, engines for PROFILE), and the engines of both TensorRT flavours (TensorRT for RTX builds
+    them here).
 
     Where a flavour cannot build them (TensorRT without a GPU), the engines are recorded as files whose bytes stand
     in for a plan, with the profile the export would have built: the repository writer copies an engine as opaque
     bytes and reads its profile from the manifest, which is what these tests check. On a GPU host they are real."""
     out = tmp_path_factory.mktemp("triton") / "export"
-    export_model("test", image_size=64, precisions=("fp32", "fp16", "int8", "fp8"), out_dir=out, quiet=True,
-                 build=BuildOptions(PROFILE),
-                 int8_options=Int8Options(sample_images()[0].parent, samples=5, targets=("tensorrt", "cpu")),
-                 fp8_options=Fp8Options(sample_images()[0].parent, samples=5))
+    shutil.copytree(every_precision_64.out_dir, out)
     manifest = Manifest.load(out / MANIFEST_NAME)
     for engine in [k for k in ARTIFACTS.values() if k.is_engine and not manifest.artifact(k.file_name)]:
         data = f"stands in for a {engine.description} plan".encode()
@@ -116,8 +114,8 @@ def test_repository_for_every_artifact_parses_with_tritons_schema(export_dir, tm
 
 
 def test_an_rtx_engine_is_refused_for_tritons_tensorrt_backend(export_dir, tmp_path):
-    with pytest.raises(InputError, match="engine.fp16.rtx.plan is a TensorRT for RTX engine, which Triton's own "
-                                         "backends do not load .* serve it through the Python backend") as error:
+    with pytest.raises(InputError, match=r"engine\.fp16\.rtx\.plan is a TensorRT for RTX engine, which Triton's own "
+                                         r"backends do not load .* serve it through the Python backend") as error:
         write_triton_repository(export_dir, tmp_path, artifact="engine.fp16.rtx.plan")
     assert error.value.parameter == "backend" and not list(tmp_path.iterdir())
 
@@ -238,7 +236,7 @@ def test_bad_options_name_the_argument(export_dir, tmp_path, options, parameter,
 
 
 def test_not_an_export(tmp_path):
-    with pytest.raises(ArtifactError, match="has no manifest.json") as error:
+    with pytest.raises(ArtifactError, match=r"has no manifest\.json") as error:
         write_triton_repository(tmp_path, tmp_path / "repo")
     assert error.value.parameter == "export_dir"
 

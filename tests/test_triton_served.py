@@ -22,13 +22,13 @@ import pytest
 
 from smlp_deploy import Classifier
 from smlp_deploy.errors import BackendUnavailableError
-from smlp_deploy.export import export_model
 from smlp_deploy.models import PreprocessConfig
 from smlp_deploy.runtime import Preprocessor
 from smlp_deploy.samples import sample_images
 from smlp_deploy.serving import LocalTritonServer, find_tritonserver, write_triton_repository
 
 from .conftest import SKIMAGE_DATA
+from .reliability import CTRL_C_AS_IN_A_TERMINAL
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc,http] (extra 'serve')")
 httpclient = pytest.importorskip("tritonclient.http", reason="needs tritonclient[grpc,http] (extra 'serve')")
@@ -65,17 +65,16 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("served") / "export"
-    export_model("test", image_size=64, out_dir=out, quiet=True)
-    return out
+def export_dir(random_export) -> Path:
+    return random_export
 
 
 @pytest.fixture(scope="module")
-def served(export_dir) -> Served:
-    repository = write_triton_repository(export_dir, export_dir.parent / "repo", backend="python", max_batch_size=16,
+def served(export_dir, tmp_path_factory) -> Served:
+    root = tmp_path_factory.mktemp("served")
+    repository = write_triton_repository(export_dir, root / "repo", backend="python", max_batch_size=16,
                                          max_queue_delay_us=2000)
-    with LocalTritonServer(repository.path, log_file=export_dir.parent / "tritonserver.log") as server, \
+    with LocalTritonServer(repository.path, log_file=root / "tritonserver.log") as server, \
             Classifier(export_dir / "model.onnx") as classifier:
         yield Served(server, repository.classifier.name, repository.image_model.name, classifier)
 
@@ -140,7 +139,7 @@ def test_64_concurrent_requests_are_exact_and_batched(served, photos64):
     client = served.http(concurrency=64)
     pending = [client.async_infer(served.name, [tensor_input(httpclient, x[None])]) for x in photos64]
     by_http = [request.get_result(timeout=TIMEOUT_S) for request in pending]
-    for i, (a, b) in enumerate(zip(by_grpc, by_http)):
+    for i, (a, b) in enumerate(zip(by_grpc, by_http, strict=True)):
         assert_logits_equal(a.as_numpy("logits")[0], expected[i])
         assert_logits_equal(b.as_numpy("logits")[0], expected[i])
     after = batch_counts(served)
@@ -269,8 +268,9 @@ def read_until(process: subprocess.Popen, pattern: str, timeout: float) -> str:
 def test_smlp_serve_prints_urls_serves_and_stops_cleanly(export_dir, tmp_path, stop):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    command = [sys.executable, "-c", "from smlp_deploy.cli.serve import entry_point; raise SystemExit(entry_point())",
-               str(export_dir), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    run = CTRL_C_AS_IN_A_TERMINAL + "from smlp_deploy.cli.serve import entry_point; raise SystemExit(entry_point())"
+    command = [sys.executable, "-c", run, str(export_dir), "--http-port", "0", "--grpc-port", "0",
+               "--metrics-port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TMPDIR": str(scratch)})
     try:

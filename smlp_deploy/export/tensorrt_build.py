@@ -9,6 +9,7 @@ loaded unless named in ``BuildOptions.plugin_libraries``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shlex
 import time
@@ -65,7 +66,23 @@ def build_engine(
     on_progress: Callable[[str], None] | None = None,
 ) -> EngineInfo:
     """Build and write ``engine_path`` from ``onnx_path`` with ``flavour``; the parser's errors (node, op, reason)
-    and the builder's messages are reported in full."""
+    and the builder's messages are reported in full.
+
+    Python's cyclic garbage collector is paused for the build: the builder calls back into Python (its logger, its
+    progress monitor) while holding a lock that an IBuilder's destructor takes, so a collection there that frees an
+    earlier builder left in a reference cycle (a failed build's traceback) deadlocks the process (seen with TensorRT
+    for RTX 1.7: a pytest worker hung in IBuilder's destructor under Builder(); tests/test_tensorrt_rtx.py)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_engine(flavour, onnx_path, engine_path, image_size, options, on_progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _build_engine(flavour: Flavour, onnx_path: Path, engine_path: Path, image_size: int, options: BuildOptions,
+                  on_progress: Callable[[str], None] | None) -> EngineInfo:
     reason = flavour.build_unavailable()
     if reason:
         raise BackendUnavailableError(f"cannot build a {flavour.title} engine: {reason}")
