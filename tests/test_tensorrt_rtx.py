@@ -131,8 +131,12 @@ from smlp_deploy.tensorrt_flavours import TENSORRT_RTX, import_tensorrt
 
 api = import_tensorrt(TENSORRT_RTX)
 record = TensorRTMessages.record
-def allocating(self, level, message):
-    allocated = [[] for _ in range(200_000)]
+first = True
+def allocating(self, level, message):  # the first message comes from Builder(), which holds the lock
+    global first
+    if first:
+        first = False
+        allocated = [[] for _ in range(200_000)]
     record(self, level, message)
 TensorRTMessages.record = allocating
 gc.collect()
