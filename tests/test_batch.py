@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,13 +98,17 @@ def reference(artifact, images) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def ray_env(tmp_path_factory):
+def ray_env():
     """Environment for every Ray started here, set before Ray is first imported: 127.0.0.1 only, no auth token
-    written to ~/.ray, no usage stats, session files under the test's temporary folder."""
-    root = tmp_path_factory.mktemp("ray")
-    # Ray's Unix sockets live at <root>/ray/session_<date>_<pid>/sockets/plasma_store (66 characters after root).
-    assert len(str(root)) + 66 <= 107, f"{root} is too long for Ray's Unix socket paths (107 bytes)"
-    with pytest.MonkeyPatch.context() as env:
+    written to ~/.ray, no usage stats, session files in a temporary folder of their own, removed after.
+
+    Ray's Unix sockets live at <root>/ray/session_<date>_<pid>/sockets/plasma_store (66 characters after root), and
+    a socket path has at most 107 bytes: pytest's own folders are too deep under xdist (popen-gw1/...), so the root
+    is a short one in the system's temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="ray", ignore_cleanup_errors=True) as short, \
+            pytest.MonkeyPatch.context() as env:
+        root = Path(short)
+        assert len(str(root)) + 66 <= 107, f"{root} is too long for Ray's Unix socket paths (107 bytes)"
         for name, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
                             "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(root)}.items():
             env.setenv(name, value)
