@@ -160,9 +160,9 @@ def _cpu_report(extras: list[Extra]) -> CpuReport:
     bf16_needs = openvino_needs or ("" if bf16 and (not capabilities or "BF16" in capabilities) else
                                     "this CPU has no bf16 instructions (AVX-512 BF16 or AMX-BF16): use fp32, or int8")
     return CpuReport(cpu_model(), isa, installed_version("openvino"), capabilities, [
-        CpuPrecision("fp32", "onnxruntime (the default for .onnx), or openvino precision=fp32",
+        CpuPrecision("fp32", "onnxruntime (the default for .onnx), or openvino in fp32",
                      first("AVX-512", "AVX2"), onnxruntime),
-        CpuPrecision("bf16", "openvino precision=bf16 on model.onnx (ONNX Runtime has no bf16 kernels on x86)", bf16,
+        CpuPrecision("bf16", "openvino in bf16, on model.onnx (ONNX Runtime has no bf16 kernels on x86)", bf16,
                      bf16_needs),
         CpuPrecision("int8", "model.int8.cpu.onnx on onnxruntime or openvino",
                      first("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI") or first("AVX-512", "AVX2"), onnxruntime),

@@ -14,6 +14,8 @@ from smlp_deploy.samples import sample_images
 
 from .reliability import snapshot
 
+# Python's words in what a command prints: keyword arguments (name=value, =True), module paths.
+PYTHON_WORDS = re.compile(r"=True\b|=False\b|=None\b|\b[a-z_][a-z0-9_]*=(?!=)|\bsmlp_deploy\.")
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 CALIB = sample_images()[0].parent  # the bundled photos, as calibration images
 # The engines of the every-precision exports: a profile of their own (not the default 1:8:32), so that what reads

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import shutil
 import tempfile
 import zipfile
@@ -26,10 +25,10 @@ from smlp_deploy.samples import sample_images
 from smlp_deploy.serving import write_triton_repository
 from smlp_deploy.tensorrt_flavours import TENSORRT
 
+from .conftest import PYTHON_WORDS
+
 SIZE = 64
 COMMANDS = ("export", "predict", "eval", "bench", "triton", "serve", "doctor")
-# Python's words in a message: keyword arguments (name=value, =True), module paths.
-PYTHON_WORDS = re.compile(r"=True\b|=False\b|=None\b|\b[a-z_][a-z0-9_]*=(?!=)|\bsmlp_deploy\.")
 
 
 @pytest.fixture(scope="module")
