@@ -9,11 +9,14 @@ loaded unless named in ``BuildOptions.plugin_libraries``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import shlex
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,23 +69,43 @@ def build_engine(
     on_progress: Callable[[str], None] | None = None,
 ) -> EngineInfo:
     """Build and write ``engine_path`` from ``onnx_path`` with ``flavour``; the parser's errors (node, op, reason)
-    and the builder's messages are reported in full.
+    and the builder's messages are reported in full. Ctrl-C cancels the build (KeyboardInterrupt)."""
+    interrupted = threading.Event()
+    with _python_safe_for_callbacks(interrupted):
+        return _build_engine(flavour, onnx_path, engine_path, image_size, options, on_progress, interrupted)
 
-    Python's cyclic garbage collector is paused for the build: the builder calls back into Python (its logger, its
-    progress monitor) while holding a lock that an IBuilder's destructor takes, so a collection there that frees an
-    earlier builder left in a reference cycle (a failed build's traceback) deadlocks the process (seen with TensorRT
-    for RTX 1.7: a pytest worker hung in IBuilder's destructor under Builder(); tests/test_tensorrt_rtx.py)."""
+
+@contextlib.contextmanager
+def _python_safe_for_callbacks(interrupted: threading.Event) -> Iterator[None]:
+    """What the builder's calls back into Python (its logger, its progress monitor) need, both seen with TensorRT
+    for RTX 1.7 (tests/test_tensorrt_rtx.py):
+
+    * Python's cyclic garbage collector paused: the builder calls back while holding a lock that an IBuilder's
+      destructor takes, so a collection there that frees an earlier builder left in a reference cycle (a failed
+      build's traceback) deadlocks the process (a pytest worker hung in IBuilder's destructor under Builder()).
+    * Ctrl-C only sets ``interrupted`` (in the main thread, where it would raise KeyboardInterrupt): the library
+      catches and drops an exception raised in a callback ("Exception caught in log(): KeyboardInterrupt"), so a
+      Ctrl-C landing there was lost and the build ran on. The progress monitor cancels the build when it is set,
+      and KeyboardInterrupt is raised once the builder has returned."""
     collecting = gc.isenabled()
     gc.disable()
+    takes_ctrl_c = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if takes_ctrl_c:
+        signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
     try:
-        return _build_engine(flavour, onnx_path, engine_path, image_size, options, on_progress)
+        yield
     finally:
+        if takes_ctrl_c:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if collecting:
             gc.enable()
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def _build_engine(flavour: Flavour, onnx_path: Path, engine_path: Path, image_size: int, options: BuildOptions,
-                  on_progress: Callable[[str], None] | None) -> EngineInfo:
+                  on_progress: Callable[[str], None] | None, interrupted: threading.Event) -> EngineInfo:
     reason = flavour.build_unavailable()
     if reason:
         raise BackendUnavailableError(f"cannot build a {flavour.title} engine: {reason}")
@@ -114,12 +137,13 @@ def _build_engine(flavour: Flavour, onnx_path: Path, engine_path: Path, image_si
     if timing_cache is not None:
         config.set_timing_cache(config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else
                                                            b""), False)
-    if on_progress is not None:
-        config.progress_monitor = _progress_monitor(api, on_progress)
+    config.progress_monitor = _progress_monitor(api, on_progress, interrupted)
 
     start = time.perf_counter()
     with messages.capture() as logged:
         plan = builder.build_serialized_network(network, config)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
     if plan is None:
         raise SmlpDeployError(f"{flavour.title} failed to build an engine from {onnx_path.name}: "
                               f"{join_messages(logged)}")
@@ -175,8 +199,10 @@ def _gpu_name() -> str:
     return str(torch.cuda.get_device_name())
 
 
-def _progress_monitor(api: TensorRTModule, report: Callable[[str], None]) -> trt.IProgressMonitor:
-    """An ``IProgressMonitor`` of ``api``'s (the flavour's module) that reports the builder's top-level phases."""
+def _progress_monitor(api: TensorRTModule, report: Callable[[str], None] | None,
+                      interrupted: threading.Event) -> trt.IProgressMonitor:
+    """An ``IProgressMonitor`` of ``api``'s (the flavour's module) that reports the builder's top-level phases, if
+    asked to, and cancels the build once ``interrupted`` is set."""
 
     # mypy cannot take a base class from a module chosen at run time; TensorRTModule types every other use.
     class Monitor(api.IProgressMonitor):  # type: ignore[name-defined,misc]
@@ -184,11 +210,11 @@ def _progress_monitor(api: TensorRTModule, report: Callable[[str], None]) -> trt
             api.IProgressMonitor.__init__(self)
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            if parent_phase is None:
+            if parent_phase is None and report is not None:
                 report(f"{phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            return True  # never cancel
+            return not interrupted.is_set()  # False cancels the build
 
         def phase_finish(self, phase_name: str) -> None:
             pass
