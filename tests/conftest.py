@@ -130,6 +130,17 @@ def pytest_collection_modifyitems(config, items):
     group_by_module(items)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's worker has marked each test's group in its node id
+def pytest_collection_finish(session):
+    """A worker of ``--dist loadgroup`` whose tests carry no group spreads every module over the workers, each
+    making its exports again, without a word (pytest-dev/pytest-xdist#1386): stop instead."""
+    if getattr(session.config.option, "loadgroup", False):  # set in the workers of --dist loadgroup only
+        ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid.rpartition("]")[2]]
+        if ungrouped:
+            raise pytest.UsageError(f"--dist loadgroup is not grouping tests here (pytest {pytest.__version__}; "
+                                    f"{ungrouped[0]} has no group): see pyproject.toml's pin of pytest")
+
+
 def group_by_module(items) -> None:
     """For ``pytest -n 2 --dist loadgroup`` (make test): a test without an ``xdist_group`` mark joins its module's
     group, so a module runs on one worker and its module-scoped fixtures are made once; a mark groups tests across
