@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 import smlp_deploy
 from smlp_deploy import checkup
@@ -156,8 +157,11 @@ def test_extras_come_from_the_package_metadata():
     """The doctor reads each extra's requirements from the installed metadata, so the extras it reports are the
     ones pyproject.toml declares (serve and ray included, once they exist)."""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    def same(requirements: list[str]) -> list[str]:  # as the metadata writes them: specifiers in its own order
+        return sorted(str(Requirement(r)) for r in requirements)
+
     for name, requirements in declared.items():
-        assert sorted(extra_requirements(name) or []) == sorted(r.replace(" ", "") for r in requirements), name
+        assert same(extra_requirements(name) or []) == same(requirements), name
     assert extra_requirements("no-such-extra") is None
     assert unmet(["numpy>=1.0"]) == []
     assert unmet(["numpy>=9999"])[0].startswith("numpy>=9999 (found ")
