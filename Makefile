@@ -49,8 +49,8 @@ $(STUBS)/.patched: tests/tensorrt_stubs.py | venv
 
 # Lint first (the rule set is pyproject.toml's [tool.ruff.lint]); mypy over the whole package runs in the suite
 # (tests/test_typing.py). The suite runs on TEST_WORKERS pytest-xdist workers, a module to a worker (tests/conftest.py
-# groups them, so its module fixtures are made once): on the 2-core CI machine 349 s with 2 against 544 s with none,
-# measured back to back on 2026-12-01 (TEST_WORKERS=0 runs it in one process).
+# groups them, so its module fixtures are made once): on the 2-core CI machine pytest took 339 s with 2 against 495 s
+# in one process, run back to back on 2026-12-01 (TEST_WORKERS=0 runs it in one process).
 TEST_WORKERS ?= 2
 test: $(VENV)/.test-extras $(STUBS)/.patched
 	@echo "== building the documentation site (mkdocs build --strict: a broken link or a missing page fails)"
