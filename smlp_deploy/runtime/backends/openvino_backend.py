@@ -8,8 +8,9 @@ bf16 results without a word. Here the precision is always set, and read back fro
   at batch 1 and 8, docs/cpu.md); a CPU without bf16 is a :class:`BackendUnavailableError`, never a silent
   fallback. Its parity is measured at export time (``smlp-export --openvino``).
 
-The export's batch dimension is dynamic and compiled once: a compile per batch size would be 6-12% faster
-(docs/benchmarks/openvino_cpu.py shapes) at a compile and memory of its own for every size a caller sends.
+The export's batch dimension is dynamic and compiled once: a compile per batch size would be 9-14% faster, at a
+compile and memory of its own for every size a caller sends; bounding the dimension instead gains nothing
+(docs/benchmarks/openvino_cpu.py shapes, docs/cpu.md).
 
 INT8 Q/DQ graphs (``model.int8.cpu.onnx``) run their quantized ops in int8 either way; ``precision`` sets their
 float parts. ``describe()`` says what the compiled model computes in.
