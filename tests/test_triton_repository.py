@@ -20,6 +20,7 @@ from smlp_deploy.manifest import MANIFEST_NAME, Artifact, Manifest
 from smlp_deploy.models.labels import imagenet_labels
 from smlp_deploy.serving import write_triton_repository
 from smlp_deploy.serving.repository import PLATFORMS
+from smlp_deploy.tensorrt_flavours import TENSORRT_RTX
 
 from .conftest import ENGINE_PROFILE
 
@@ -283,6 +284,17 @@ def test_the_python_backend_opens_the_artifact_with_the_backend_and_precision_as
     config = parse(repository.classifier.directory / "config.pbtxt")
     assert {k: v.string_value for k, v in config.parameters.items()} == {
         "artifact": "model.onnx", "backend": "openvino", "precision": "bf16"}
+
+
+@pytest.mark.skipif(TENSORRT_RTX.build_unavailable() is not None, reason="needs TensorRT for RTX's engines, built here")
+def test_the_python_backend_checks_the_exports_file_from_any_folder(export_dir, tmp_path, monkeypatch):
+    """The classifier backend's file check reads the export's engine, not a file of that name in the working
+    folder (where there is none: it raised FileNotFoundError before)."""
+    monkeypatch.chdir(tmp_path)
+    repository = write_triton_repository(export_dir, tmp_path / "repository", artifact="engine.fp16.rtx.plan",
+                                         backend="python", classifier_backend="tensorrt-rtx", image_input=False)
+    config = parse(repository.classifier.directory / "config.pbtxt")
+    assert config.parameters["backend"].string_value == "tensorrt-rtx"
 
 
 @pytest.mark.parametrize("options, parameter, message", [

@@ -113,7 +113,7 @@ def write_triton_repository(
     entry, kind = _verified_artifact(export_dir, manifest, artifact)
     name = name or manifest.model.name
     _check_options(name, backend, device, kind, tensorrt_accelerator, instances, max_queue_delay_us)
-    _check_runtime(backend, classifier_backend, precision, kind, entry)
+    _check_runtime(backend, classifier_backend, precision, kind, entry, export_dir / entry.path)
     batch = _batch_limit(entry, max_batch_size)
     labels = label_names(manifest.labels)
     if any("\n" in label or "\r" in label for label in labels):
@@ -241,9 +241,10 @@ def _check_options(name: str, backend: str | None, device: str | None, kind: Art
 
 
 def _check_runtime(backend: str | None, classifier_backend: str | None, precision: str | None, kind: ArtifactKind,
-                   entry: Artifact) -> None:
-    """What runs the artifact inside the server: Triton's OpenVINO backend in bf16, or a Classifier's backend (in the
-    Python backend) in a precision it takes; a precision whose parity the export did not record is warned about."""
+                   entry: Artifact, path: Path) -> None:
+    """What runs the artifact (``path``) inside the server: Triton's OpenVINO backend in bf16, or a Classifier's
+    backend (in the Python backend) in a precision it takes; a precision whose parity the export did not record is
+    warned about."""
     if backend is None and (classifier_backend or precision):
         raise InputError("classifier_backend and precision apply to ", Arg("backend", "python"), " (precision also to ",
                          Arg("backend", "openvino"), "): the artifact's own Triton backend runs it as it is",
@@ -257,7 +258,7 @@ def _check_runtime(backend: str | None, classifier_backend: str | None, precisio
                              "Pass ", Arg("precision", "bf16"), " (FP32 where the server's CPU has no bf16), or serve "
                              "FP32 on Triton's ONNX Runtime backend (the default) or with ", Arg("backend", "python"),
                              " ", Arg("classifier_backend", "openvino"), parameter="precision")
-        BACKENDS["openvino"].check_file(Path(kind.file_name))
+        BACKENDS["openvino"].check_file(path)
     if backend == "python" and (classifier_backend or precision):
         info = BACKENDS.get(classifier_backend or "")
         if classifier_backend and (info is None or kind.format not in info.formats):
@@ -269,7 +270,7 @@ def _check_runtime(backend: str | None, classifier_backend: str | None, precisio
             raise InputError(f"precision {precision!r} applies to classifier_backend {', '.join(takes)}",
                              parameter="precision")
         if info is not None:
-            info.check_file(Path(kind.file_name))
+            info.check_file(path)
     runs_on = "openvino" if backend == "openvino" else classifier_backend
     offered = BACKENDS[runs_on].precisions if runs_on else ()
     computes = precision or (offered[0] if offered else None)
