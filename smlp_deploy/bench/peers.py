@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError
 from ..runtime.backends.base import Backend
+from ..runtime.backends.openvino_backend import precision_name
 
 
 class OpenVINODirect(Backend):
@@ -27,8 +28,7 @@ class OpenVINODirect(Backend):
         self.path, self.source = path, path.name
         self.version = ov.get_version().split("-")[0]
         self.compiled = ov.Core().compile_model(str(path), "CPU", self.HINTS[precision])
-        computes = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.compute_precision = {"f32": "fp32"}.get(computes, computes)
+        self.compute_precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if precision != "int8" and self.compute_precision != precision:  # OpenVINO keeps f32 on CPUs without bf16
             raise BackendUnavailableError(f"OpenVINO compiles {path.name} in {self.compute_precision} on this CPU, "
                                           f"not {precision}")

@@ -22,7 +22,7 @@ from ..environment import cpu_model
 from ..errors import BackendUnavailableError, ParityError
 from ..manifest import BackendParity
 from ..runtime.backends.factory import load_backend
-from ..runtime.backends.openvino_backend import OpenVINOBackend
+from ..runtime.backends.openvino_backend import OpenVINOBackend, cpu_capabilities
 from ..runtime.backends.registry import BACKENDS
 from .parity import SAME_GRAPH, THRESHOLDS, compare
 from .verification import VerificationSet, run_in_batches
@@ -43,8 +43,6 @@ class OpenVINOPlan:
         reason = BACKENDS[BACKEND].unavailable()
         if reason:
             raise BackendUnavailableError(f"openvino parity cannot be measured here: {reason}", parameter="openvino")
-        from ..runtime.backends.openvino_backend import cpu_capabilities
-
         capabilities = cpu_capabilities()
         if "BF16" in capabilities:
             return cls(("fp32", "bf16"), None)

@@ -16,6 +16,7 @@ import shlex
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +160,7 @@ def _build_engine(flavour: Flavour, onnx_path: Path, engine_path: Path, image_si
 
 def distinct(messages: list[str]) -> str:
     """Messages once each, with their counts: the builder repeats a warning for every layer it applies to."""
-    counts: dict[str, int] = {}
-    for message in messages:
-        text = message.strip()
-        counts[text] = counts.get(text, 0) + 1
+    counts = Counter(message.strip() for message in messages)
     return "; ".join(f"{text} (x{n})" if n > 1 else text for text, n in counts.items())
 
 

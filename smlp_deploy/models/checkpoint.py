@@ -178,7 +178,7 @@ def check_keys(model: SMLPNet, state_dict: dict[str, torch.Tensor], source: str)
         hint, parameter = (f"\n  The checkpoint has {fc.shape[0]} classes: use ", Arg("num_classes", fc.shape[0]),
                            "."), "num_classes"
     raise CheckpointError(
-        f"checkpoint {source!r} does not fit {getattr(model, 'variant', 'the model')}:"
+        f"checkpoint {source!r} does not fit {model.variant}:"
         + _listing("missing", missing)
         + _listing("unexpected", unexpected)
         + _listing("mis-shaped", misshaped),
@@ -253,7 +253,7 @@ def _check_architecture(model: SMLPNet, found: Architecture, source: str) -> Non
     fix = (": use ", Arg("variant", short_name(guess))) if guess else (": it matches no known variant",)
     raise CheckpointError(
         f"checkpoint {source!r} is for another variant (width {found.width}, {found.n_blocks} blocks) than "
-        f"{getattr(model, 'variant', 'sMLPNet')} (width {ours[0]}, {ours[1]} blocks)", *fix, parameter="variant",
+        f"{model.variant} (width {ours[0]}, {ours[1]} blocks)", *fix, parameter="variant",
     )
 
 

@@ -37,6 +37,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # environment.cpu_cores(), written out: environment can import torch, which no ONNX backend may reach
     options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     options.log_severity_level = 3  # errors only: ORT warns about every fp16 fallback on CPU
     return options

@@ -68,7 +68,7 @@ class OpenVINOBackend(Backend):
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable, invalid or unsupported models
             raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by OpenVINO: "
                                 f"{_last_line(exc)}") from exc
-        self.compute_precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.compute_precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if self.compute_precision != precision:  # OpenVINO keeps f32 where the CPU lacks what was hinted
             raise BackendUnavailableError(f"OpenVINO compiled {self.path.name} in {self.compute_precision}, not the "
                                           f"{precision} asked for", parameter="precision")
@@ -118,7 +118,8 @@ def cpu_capabilities(core: ov.Core | None = None) -> list[str]:
     return list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
 
 
-def _precision_name(element_type: ov.Type) -> str:
+def precision_name(element_type: ov.Type) -> str:
+    """Our name of an OpenVINO element type ("fp32" for f32), the type's own name otherwise."""
     name = element_type.get_type_name()  # "f32", "bf16"
     return next((ours for ours, theirs in PRECISIONS.items() if theirs == name), name)
 
