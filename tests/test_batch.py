@@ -33,10 +33,10 @@ from smlp_deploy.export import export_model
 from smlp_deploy.samples import sample_images
 
 from .conftest import SKIMAGE_DATA
+from .digits import CHECKPOINT as DIGITS
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="needs the ray extra: pip install 'smlp-deploy[ray]' (make test installs it)")
-DIGITS = Path(__file__).parent / "data" / "smlpnet_digits.pth"
 TOPK = 3
 GENERATED = 270
 RUN = dict(topk=TOPK, batch_size=8, no_progress_timeout_s=120, quiet=True)  # a stall fails the test in 2 min
@@ -47,7 +47,7 @@ RUN = dict(topk=TOPK, batch_size=8, no_progress_timeout_s=120, quiet=True)  # a 
 def artifact(tmp_path_factory) -> Path:
     """The trained digits model (10 classes, 64x64) as an ONNX export: real weights, so top-k is well defined."""
     out = tmp_path_factory.mktemp("batch") / "export"
-    export_model("test", checkpoint=DIGITS, num_classes=10, image_size=64, out_dir=out, quiet=True)
+    export_model("test", checkpoint=DIGITS, num_classes=10, image_size=64, out_dir=out, quiet=True, flavours=())
     return out / "model.onnx"
 
 

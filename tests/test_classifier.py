@@ -20,14 +20,14 @@ from smlp_deploy.errors import ArtifactError, BackendUnavailableError, ImageErro
 from smlp_deploy.export import THRESHOLDS, BatchProfile, BuildOptions, compare, export_model
 from smlp_deploy.models import create_model
 from smlp_deploy.runtime import load_backend
+from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
 from smlp_deploy.tensorrt_flavours import FLAVOURS, HEADER_BYTES
 
 from .conftest import photo_batch
 
 SIZE = 64
 OPENVINO = import_problem("openvino")
-BF16 = OPENVINO or (None if "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-                    else "this CPU has no bf16 instructions")
+BF16 = OPENVINO or (None if "BF16" in cpu_capabilities() else "this CPU has no bf16 instructions")
 
 
 @pytest.fixture(scope="module")
