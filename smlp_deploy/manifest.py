@@ -155,6 +155,13 @@ class Artifact:
         """Its recorded parity on ``backend`` computing in ``precision``, if the export measured it."""
         return next((c for c in self.backends or [] if (c.backend, c.precision) == (backend, precision)), None)
 
+    def unmeasured_on(self, backend: str, precision: str) -> str | None:
+        """Why ``backend`` computing in ``precision`` (not the artifact's own) is unverified, to follow a sentence
+        naming the run; None where it is the artifact's precision or the export measured it."""
+        if precision == self.precision or self.parity_on(backend, precision) is not None:
+            return None
+        return "whose parity its export did not measure: re-export with smlp-export --openvino to check and record it"
+
 
 VERIFIED = "verified"  # an engine's parity was checked on a GPU, against the PyTorch logits of the export
 UNVERIFIED = "built, not yet verified on a GPU"

@@ -126,11 +126,9 @@ class Classifier:
         """A backend computing in a precision of its own choosing (OpenVINO bf16) is said so unless the export
         recorded its parity in that precision."""
         computes, artifact = self.backend.compute_precision, manifest.artifact(self.path.name)
-        if computes is None or artifact is None or computes == artifact.precision:
-            return
-        if artifact.parity_on(self.backend.name, computes) is None:
-            warnings.warn(f"{self.path.name} runs on {self.backend.name} as {self.runs_in}, whose parity its export "
-                          "did not measure: re-export with smlp-export --openvino to check and record it", stacklevel=4)
+        unmeasured = artifact.unmeasured_on(self.backend.name, computes) if computes and artifact else None
+        if unmeasured:
+            warnings.warn(f"{self.path.name} runs on {self.backend.name} as {self.runs_in}, {unmeasured}", stacklevel=4)
 
     def _defaults(self) -> tuple[PreprocessConfig, list[str]]:
         """Without a manifest: ImageNet preprocessing at the input size the artifact declares, ImageNet labels

@@ -274,9 +274,9 @@ def _check_runtime(backend: str | None, classifier_backend: str | None, precisio
     runs_on = "openvino" if backend == "openvino" else classifier_backend
     offered = BACKENDS[runs_on].precisions if runs_on else ()
     computes = precision or (offered[0] if offered else None)
-    if runs_on and computes and computes != entry.precision and entry.parity_on(runs_on, computes) is None:
-        warnings.warn(f"{entry.path} will be served on {runs_on} in {computes}, whose parity its export did not "
-                      "measure: re-export with smlp-export --openvino to check and record it", stacklevel=3)
+    unmeasured = entry.unmeasured_on(runs_on, computes) if runs_on and computes else None
+    if unmeasured:
+        warnings.warn(f"{entry.path} will be served on {runs_on} in {computes}, {unmeasured}", stacklevel=3)
 
 
 def _batch_limit(entry: Artifact, max_batch_size: int | None) -> BatchProfile:
