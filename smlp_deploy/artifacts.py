@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tensorrt_flavours import FLAVOURS, Flavour
+from .tensorrt.flavours import FLAVOURS, Flavour
 
 INPUT_NAME = "input"  # [N, 3, H, W] float32, the one input of every artifact
 OUTPUT_NAME = "logits"  # [N, classes] float32

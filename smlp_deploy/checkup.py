@@ -11,14 +11,13 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from . import __version__
 from .artifacts import runs_precision
+from .cpu import BF16_FEATURES, bf16_missing, cpu_features, cpu_model, openvino_cpu_capabilities
 from .environment import (
     DISTRIBUTION,
     Gpu,
-    cpu_features,
-    cpu_model,
     extra_requirements,
+    find_tritonserver,
     gpus,
     import_problem,
     installed_version,
@@ -28,7 +27,8 @@ from .environment import (
     unmet,
 )
 from .errors import SmlpDeployError
-from .tensorrt_flavours import FLAVOURS, Flavour
+from .tensorrt.flavours import FLAVOURS, Flavour
+from .version import __version__
 
 EXTRAS = ("trt", "rtx", "gpu", "bench", "serve", "ray", "openvino")
 # The libraries an extra brings, checked by importing them: that finds a broken install too, and a TensorRT from
@@ -51,6 +51,16 @@ class Extra:
     def install(self) -> str:
         return f"pip install '{DISTRIBUTION}[{self.name}]'"
 
+    @property
+    def needs(self) -> str:
+        """What is missing and how to get it; empty where its libraries import."""
+        if not self.missing:
+            return ""
+        if not self.declared:
+            return f"not part of {DISTRIBUTION} {__version__} (it has no [{self.name}] extra)"
+        verb = "cannot import" if self.name in EXTRA_LIBRARIES else "missing"
+        return f"{verb} {', '.join(self.missing)}: {self.install}"
+
 
 @dataclass(frozen=True)
 class Capability:
@@ -67,6 +77,7 @@ class TensorRTReport:
 
     flavour: str
     version: str | None
+    missing: str | None  # why its library cannot be imported here, with the install
     builder: str | None  # why no builder can be created here
     runner: str | None  # why its engines cannot run here
 
@@ -123,6 +134,19 @@ class DoctorReport:
     def cpu_only(self) -> bool:
         return self.cuda_unavailable is not None
 
+    @property
+    def gpu_needs(self) -> str:
+        """Why torch cannot use a GPU here, with what to install where a GPU is there; empty where it can."""
+        if self.cuda_unavailable is None:
+            return ""
+        if not self.gpus:
+            return f"no NVIDIA GPU here (nvidia-smi finds none; {self.cuda_unavailable})"
+        if self.torch_cuda is None:
+            return (f"{self.cuda_unavailable}, but this machine has {self.gpus[0].name}: install a CUDA build of "
+                    "torch into this environment (pip install torch --index-url https://download.pytorch.org/whl/"
+                    f"cuXYZ for a CUDA version driver {self.driver or '?'} supports; see pytorch.org/get-started)")
+        return self.cuda_unavailable
+
 
 def doctor() -> DoctorReport:
     """Inspect this machine (imports torch, and TensorRT and ONNX Runtime where installed)."""
@@ -144,33 +168,28 @@ def _cpu_report(extras: list[Extra]) -> CpuReport:
     """The CPU's instruction sets (its flags), OpenVINO's view of it, and what each precision runs on here."""
     isa = cpu_features()
     openvino = next(e for e in extras if e.name == "openvino")
-    capabilities: list[str] = []
-    if not openvino.missing:
-        from .runtime.backends.openvino_backend import cpu_capabilities
-
-        capabilities = cpu_capabilities()
-    openvino_needs = _extra_needs(openvino)
+    capabilities = None if openvino.missing else openvino_cpu_capabilities()
 
     def first(*names: str) -> str | None:
         return next((n for n in names if n in isa), None)
 
     onnxruntime = "" if installed_version("onnxruntime") or installed_version("onnxruntime-gpu") else \
         f"onnxruntime missing: pip install '{DISTRIBUTION}'"
-    bf16 = first("AMX-BF16", "AVX-512 BF16")
-    bf16_needs = openvino_needs or ("" if bf16 and (not capabilities or "BF16" in capabilities) else
-                                    "this CPU has no bf16 instructions (AVX-512 BF16 or AMX-BF16): use fp32, or int8")
-    return CpuReport(cpu_model(), isa, installed_version("openvino"), capabilities, [
+    missing = bf16_missing(capabilities)
+    bf16_needs = openvino.needs or (f"{missing}: use fp32, or int8" if missing else "")
+    return CpuReport(cpu_model(), isa, installed_version("openvino"), capabilities or [], [
         CpuPrecision("fp32", "onnxruntime (the default for .onnx), or openvino in fp32",
                      first("AVX-512", "AVX2"), onnxruntime),
-        CpuPrecision("bf16", "openvino in bf16, on model.onnx (ONNX Runtime has no bf16 kernels on x86)", bf16,
-                     bf16_needs),
+        CpuPrecision("bf16", "openvino in bf16, on model.onnx (ONNX Runtime has no bf16 kernels on x86)",
+                     first(*BF16_FEATURES), bf16_needs),
         CpuPrecision("int8", "model.int8.cpu.onnx on onnxruntime or openvino",
                      first("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI") or first("AVX-512", "AVX2"), onnxruntime),
     ])
 
 
 def _tensorrt_report(flavour: Flavour) -> TensorRTReport:
-    return TensorRTReport(flavour.name, flavour.version(), flavour.builder_problem(), flavour.run_unavailable())
+    return TensorRTReport(flavour.name, flavour.version(), flavour.missing(), flavour.builder_problem(),
+                          flavour.run_unavailable())
 
 
 def _extra(name: str) -> Extra:
@@ -184,15 +203,14 @@ def _extra(name: str) -> Extra:
 
 def _capabilities(report: DoctorReport) -> list[Capability]:
     extras = {e.name: e for e in report.extras}
-    gpu = _gpu_needs(report)
+    gpu = report.gpu_needs
     missing_core = [name for name in CORE if installed_version(name) is None]
     core = f"{', '.join(missing_core)} missing: pip install '{DISTRIBUTION}'" if missing_core else ""
     builders = {FLAVOURS[t.flavour]: t.builder or "" for t in report.tensorrt}
     # Without a GPU, the GPU is said once (capability "gpu") and each flavour adds only its library.
-    runners = {f: _join(gpu, f.missing() or "") if gpu else t.runner or "" for t in report.tensorrt
-               for f in [FLAVOURS[t.flavour]]}
+    runners = {FLAVOURS[t.flavour]: _join(gpu, t.missing or "") if gpu else t.runner or "" for t in report.tensorrt}
     build = "" if not all(builders.values()) else _join(*(f"{f.title}: {why}" for f, why in builders.items()))
-    run = "" if not all(runners.values()) else _join(*(f.missing() or "" for f in runners)) if gpu else \
+    run = "" if not all(runners.values()) else _join(*(t.missing or "" for t in report.tensorrt)) if gpu else \
         _join(*(f"{f.title}: {why}" for f, why in runners.items()))
     ort_gpu = _onnxruntime_gpu_needs(report, extras["gpu"])
     compile_needs = "" if installed_version("triton") else "torch.compile on GPUs needs triton: pip install triton"
@@ -213,8 +231,8 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
                    "calibration pass on ONNX Runtime's CUDA provider", not (gpu or ort_gpu), _join(gpu, ort_gpu)),
         Capability("bench-gpu", "GPU benchmark matrix", "smlp-bench: TensorRT engines fp32/fp16/int8 (and fp8 on "
                    "GPUs with FP8), ONNX Runtime CUDA, eager fp16, torch.compile; --plot",
-                   not (gpu or run or ort_gpu or compile_needs or _extra_needs(extras["bench"])),
-                   _join(gpu, run, ort_gpu, compile_needs, _extra_needs(extras["bench"]))),
+                   not (gpu or run or ort_gpu or compile_needs or extras["bench"].needs),
+                   _join(gpu, run, ort_gpu, compile_needs, extras["bench"].needs)),
         _with_extra("serve", "serving (Triton)", "smlp-triton, smlp-serve", extras["serve"], _tritonserver_needs()),
         _with_extra("ray", "batch inference on Ray", "smlp-predict --ray", extras["ray"]),
         _with_extra("openvino", "ONNX files on OpenVINO (CPU)", "Classifier(path, backend='openvino'), --backend "
@@ -226,15 +244,13 @@ def _capabilities(report: DoctorReport) -> list[Capability]:
 
 def _with_extra(key: str, name: str, commands: str, extra: Extra, *more_needs: str) -> Capability:
     """Commands that need an extra: ready where its libraries import (and whatever else they need is there)."""
-    needs = _join(_extra_needs(extra), *more_needs)
+    needs = _join(extra.needs, *more_needs)
     return Capability(key, name, commands, not needs, needs)
 
 
 def _tritonserver_needs() -> str:
     """smlp-serve's local server (nvidia-pytriton's wheel, installed apart: it pins numpy<2), located as smlp-serve
     locates it, never imported."""
-    from .serving.server import find_tritonserver
-
     try:
         find_tritonserver()
     except SmlpDeployError as error:
@@ -253,27 +269,6 @@ def _fp8_needs(report: DoctorReport) -> str:
             "12.1)")
 
 
-def _gpu_needs(report: DoctorReport) -> str:
-    if report.cuda_unavailable is None:
-        return ""
-    if not report.gpus:
-        return f"no NVIDIA GPU here (nvidia-smi finds none; {report.cuda_unavailable})"
-    if report.torch_cuda is None:
-        return (f"{report.cuda_unavailable}, but this machine has {report.gpus[0].name}: install a CUDA build of "
-                "torch into this environment (pip install torch --index-url https://download.pytorch.org/whl/cuXYZ "
-                f"for a CUDA version driver {report.driver or '?'} supports; see pytorch.org/get-started)")
-    return report.cuda_unavailable
-
-
-def _extra_needs(extra: Extra) -> str:
-    if not extra.missing:
-        return ""
-    if not extra.declared:
-        return f"not part of {DISTRIBUTION} {__version__} (it has no [{extra.name}] extra)"
-    verb = "cannot import" if extra.name in EXTRA_LIBRARIES else "missing"
-    return f"{verb} {', '.join(extra.missing)}: {extra.install}"
-
-
 def _onnxruntime_gpu_needs(report: DoctorReport, extra: Extra) -> str:
     if CUDA_PROVIDER in report.onnxruntime_providers:
         return ""
@@ -281,58 +276,8 @@ def _onnxruntime_gpu_needs(report: DoctorReport, extra: Extra) -> str:
         return ("onnxruntime and onnxruntime-gpu are both installed and share the onnxruntime module, so the CPU "
                 "build hides the CUDA provider (microsoft/onnxruntime#26996): pip uninstall -y onnxruntime && "
                 f"pip install --force-reinstall --no-deps onnxruntime-gpu=={report.onnxruntime_gpu}")
-    return _extra_needs(extra) or f"onnxruntime-gpu {report.onnxruntime_gpu} offers no {CUDA_PROVIDER}"
+    return extra.needs or f"onnxruntime-gpu {report.onnxruntime_gpu} offers no {CUDA_PROVIDER}"
 
 
 def _join(*needs: str) -> str:
     return "; ".join(dict.fromkeys(n for n in needs if n))
-
-
-def format_report(report: DoctorReport) -> str:
-    """The report as a person reads it."""
-    gpus = [f"GPU {g.index}: {g.name}, compute capability {g.compute_capability}"
-            + (" (FP8)" if g.compute_capability != "?" and runs_precision(g.compute_capability, "fp8") else "")
-            + f", {g.memory_gib} GiB"
-            + ("" if g.usable_by_torch else " (torch cannot use it)") for g in report.gpus]
-    providers = ", ".join(report.onnxruntime_providers) or "none"
-    machine = [
-        ("smlp-deploy", report.smlp_deploy),
-        ("python", f"{report.python} ({report.platform})"),
-        ("torch", f"{report.torch or 'not installed'}" + (f", CUDA {report.torch_cuda}" if report.torch_cuda else
-                                                           ", CPU build")),
-        ("GPUs", "; ".join(gpus) or "none (nvidia-smi finds no NVIDIA GPU)"),
-        ("driver", report.driver or "-"),
-        *((FLAVOURS[t.flavour].title, (t.version or "not installed") + ("" if t.version is None else
-                                                                           f", builder: {t.builder or 'ok'}"))
-          for t in report.tensorrt),
-        ("ONNX Runtime", (f"{report.onnxruntime_gpu or report.onnxruntime or 'not installed'}"
-                          f"{' (onnxruntime-gpu)' if report.onnxruntime_gpu else ''}, providers: {providers}")),
-        ("onnxsim", report.onnxsim or "not installed"),
-    ]
-    undeclared = f" (its libraries; {DISTRIBUTION} {__version__} declares no such extra)"
-    extras = [(f"[{e.name}]", _extra_needs(e) or "installed" + ("" if e.declared else undeclared))
-              for e in report.extras]
-    gpu = _gpu_needs(report)
-    blocked = [c for c in report.capabilities if gpu and c.needs.startswith(gpu)]
-    capabilities = [(c.name, "ready" if c.ready else f"no: {c.needs}") for c in report.capabilities if c not in blocked]
-    without_gpu = [(c.name, "no" + (f"; also {rest}" if (rest := c.needs[len(gpu):].lstrip("; ")) else ""))
-                   for c in blocked]
-    cpu = report.cpu
-    openvino = [("OpenVINO's view", f"{cpu.openvino}: {', '.join(cpu.openvino_capabilities)}")] if cpu.openvino else []
-    cpu_lines = [("model", cpu.model), ("instructions", ", ".join(cpu.instructions) or "none known"), *openvino,
-                 *((p.precision, f"{p.paths}: {p.instructions}" + (f" (no: {p.needs})" if p.needs else "")
-                    if p.instructions else f"no: {p.needs}") for p in cpu.precisions)]
-    width = max(len(k) for k, _ in machine + extras + capabilities + without_gpu + cpu_lines)
-    lines = ["machine"] + [f"  {k:<{width}}  {v}" for k, v in machine]
-    lines += ["CPU"] + [f"  {k:<{width}}  {v}" for k, v in cpu_lines]
-    lines += ["extras"] + [f"  {k:<{width}}  {v}" for k, v in extras]
-    lines += ["capabilities"] + [f"  {k:<{width}}  {v}" for k, v in capabilities]
-    if blocked:  # the reason is said once, then what it blocks
-        lines += [f"{gpu[0].upper()}{gpu[1:]}, so:"] + [f"  {k:<{width}}  {v}" for k, v in without_gpu]
-    if report.cpu_only:
-        builds = [FLAVOURS[t.flavour].title for t in report.tensorrt if t.builder is None]
-        here = f"; {' and '.join(builds)} engines are built here" if builds else ""
-        lines += ["", ("This machine is CPU-only: ONNX export, FP16, INT8 and FP8 ONNX, ONNX Runtime and the CPU "
-                       f"benchmark work here{here}; running TensorRT engines and the GPU benchmark need an NVIDIA GPU "
-                       "(there: make gpu-check).")]
-    return "\n".join(lines)

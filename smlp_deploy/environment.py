@@ -1,4 +1,5 @@
-"""What this machine has: CPU, GPUs, library versions, the package's extras, and whether torch can use a GPU.
+"""What this machine has: GPUs, library versions, the package's extras, whether torch can use a GPU, and where
+the local tritonserver is (the CPU: ``smlp_deploy.cpu``).
 
 Neutral ground: the manifest records the versions, the TensorRT flavours ask whether a GPU is usable, the
 benchmark saves all of it beside its figures, ``smlp-doctor`` reports it. Heavy libraries are imported only
@@ -8,14 +9,18 @@ inside the functions.
 from __future__ import annotations
 
 import importlib
-import os
+import importlib.util
 import platform
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .cpu import cpu_cores, cpu_model
+from .errors import BackendUnavailableError
 
 DISTRIBUTION = "smlp-deploy"
 
@@ -76,38 +81,6 @@ def import_problem(module: str) -> str | None:
     except Exception as exc:  # a broken install raises whatever its import does, not only ImportError
         return f"{module} ({exc})"
     return None
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (its affinity), the thread count every backend is pinned to."""
-    return len(os.sched_getaffinity(0))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# The x86 instruction sets the CPU paths use, by their /proc/cpuinfo flag: FP32 kernels (AVX2, AVX-512), bf16
-# (AVX-512 BF16, AMX-BF16: OpenVINO), INT8 dot products (VNNI, AMX-INT8: ONNX Runtime's and OpenVINO's INT8).
-CPU_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX-BF16",
-                "avx512_fp16": "AVX-512 FP16", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
-                "amx_int8": "AMX-INT8"}
-
-
-def cpu_features() -> list[str]:
-    """The instruction sets of :data:`CPU_FEATURES` this CPU has (Linux: /proc/cpuinfo's flags; elsewhere none)."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return [name for flag, name in CPU_FEATURES.items() if flag in flags]
 
 
 @dataclass(frozen=True)
@@ -205,3 +178,47 @@ def onnxruntime_providers() -> list[str]:
 def capture() -> dict[str, Any]:
     return {"cpu": cpu_model(), "cpu_cores": cpu_cores(), "os": platform.platform(), "gpu": gpu_info(),
             "versions": library_versions()}
+
+
+# The local Triton server (smlp-serve): the tritonserver in nvidia-pytriton's wheel, which pins numpy<2, so it is
+# installed without its dependencies into a folder of its own inside the environment (see smlp_deploy.serving).
+TRITON_PACKAGE = "nvidia-pytriton==0.7.0"
+TRITON_FOLDER = "tritonserver"  # under sys.prefix: where triton_install_command() puts the wheel
+
+
+def triton_install_command() -> str:
+    return f"pip install --no-deps --target {Path(sys.prefix) / TRITON_FOLDER} {TRITON_PACKAGE}"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """The files of the wheel's server: the binary, its Python backend, the stub for this Python, the libraries."""
+
+    binary: Path
+    python_backend: Path
+    stub: Path
+    libraries: Path
+
+
+def find_tritonserver() -> TritonInstall:
+    """The server of nvidia-pytriton's wheel: in ``<sys.prefix>/tritonserver`` (see :func:`triton_install_command`),
+    else an importable ``pytriton`` package, located without importing it."""
+    package = Path(sys.prefix) / TRITON_FOLDER / "pytriton"
+    if not package.is_dir():
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise BackendUnavailableError(f"no tritonserver: nvidia-pytriton is not installed "
+                                          f"({triton_install_command()}; it needs Linux x86-64 with glibc >= 2.35)")
+        package = Path(spec.submodule_search_locations[0])
+    root = package / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(root / "bin" / "tritonserver", root / "backends" / "python",
+                            root / "python_backend_stubs" / version / "triton_python_backend_stub",
+                            root.parent.parent / "nvidia_pytriton.libs")
+    missing = [str(p) for p in (install.binary, install.python_backend, install.stub, install.libraries)
+               if not p.exists()]
+    if missing:
+        raise BackendUnavailableError(f"the tritonserver of {TRITON_PACKAGE} is incomplete (no {', '.join(missing)}); "
+                                      "its Python stubs cover Python 3.8 to 3.13: reinstall with "
+                                      f"{triton_install_command()}")
+    return install

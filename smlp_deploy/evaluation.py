@@ -1,4 +1,5 @@
-"""Accuracy on a labeled image folder (ImageNet validation layout): top-1 and top-5 for one or more models.
+"""Accuracy on a labeled image folder (ImageNet validation layout): top-1 and top-5 for one or more models, and
+for every artifact of an export that runs here.
 
 Images are decoded and preprocessed once per batch and fed to every model, so comparing precisions costs one
 decode pass.
@@ -7,15 +8,21 @@ decode pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from .errors import Arg, InputError
 from .imagefolder import LabeledFolder
-from .manifest import IMAGENET_LABELS, Accuracy
+from .manifest import IMAGENET_LABELS, Accuracy, Artifact, Manifest
 from .models.labels import imagenet_labels, imagenet_wnids
+from .models.smlpnet import SMLPNet
 from .progress import progress_bar
+from .runtime.backends.factory import load_backend
+from .runtime.backends.torch_backend import TorchBackend
 from .runtime.preprocess import Preprocessor
+from .tensorrt.capabilities import engine_unavailable
 
 Logits = Callable[[np.ndarray], np.ndarray]  # [N, 3, H, W] float32 -> [N, classes]
 
@@ -110,3 +117,29 @@ def evaluate(
             hits5[name] += int(np.sum(np.any(top5 == expected, axis=1)))
     n = len(targets)
     return {name: Accuracy(hits1[name] / n, hits5[name] / n, n) for name in models}
+
+
+def evaluate_artifacts(model: SMLPNet, manifest: Manifest, export_dir: Path, folder: LabeledFolder, *,
+                       say: Callable[[str], None], quiet: bool) -> None:
+    """Top-1/top-5 of the PyTorch ``model`` and of every artifact of the export in ``export_dir`` that runs here,
+    on ``folder``, written into ``manifest``; engines built for GPUs this machine lacks (TensorRT for RTX's, built
+    anywhere) are left to smlp-eval there."""
+    runnable: list[Artifact] = []
+    elsewhere: list[Artifact] = []
+    for artifact in manifest.artifacts:
+        kind = artifact.kind
+        (elsewhere if kind is not None and engine_unavailable(kind) else runnable).append(artifact)
+    if elsewhere:
+        say(f"not evaluated here (no GPU that runs them): {', '.join(a.path for a in elsewhere)}")
+    models: dict[str, Logits] = {"pytorch": TorchBackend(model, device="cpu").run}
+    backends = {a.path: load_backend(export_dir / a.path, model_info=manifest.model) for a in runnable}
+    models.update({name: backend.run_all for name, backend in backends.items()})
+    indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes, sortable=False)
+    try:
+        scores = evaluate(models, folder, Preprocessor(manifest.preprocess), indices, quiet=quiet)
+    finally:
+        for backend in backends.values():
+            backend.close()  # engines hold GPU memory
+    manifest.model.accuracy = replace(scores.pop("pytorch"), dataset=str(folder.root))
+    for artifact in runnable:
+        artifact.accuracy = scores[artifact.path]

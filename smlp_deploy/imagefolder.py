@@ -17,6 +17,11 @@ def not_a_folder(path: Path) -> str | None:
     return "is a file, not a folder" if path.exists() else "does not exist"
 
 
+def holds_no_images(folder: str | Path, what: str = "folder") -> str:
+    """The words for a ``what`` (a folder, a calibration folder) in which :func:`find_images` found nothing."""
+    return f"{what} {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}, searched recursively)"
+
+
 def find_images(root: str | Path) -> list[Path]:
     """Every file with an image suffix under ``root`` (recursive, case-insensitive), in sorted order."""
     root = Path(root)

@@ -26,7 +26,7 @@ from .errors import ArtifactError, SmlpDeployError
 from .fileio import write_json_atomic
 from .preprocess_config import PreprocessConfig
 from .records import RecordError, from_json, to_json
-from .tensorrt_flavours import TENSORRT
+from .tensorrt.flavours import TENSORRT
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 5

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +24,24 @@ CALIB = sample_images()[0].parent  # the bundled photos, as calibration images
 # The engines of the every-precision exports: a profile of their own (not the default 1:8:32), so that what reads
 # it back (Triton's max_batch_size, preferred batch sizes) is seen to read it.
 ENGINE_PROFILE = BatchProfile(1, 4, 16)
+
+
+@contextlib.contextmanager
+def ray_environment() -> Iterator[Path]:
+    """Environment for every Ray started inside, set before Ray is first imported: 127.0.0.1 only, no auth token
+    written to ~/.ray, no usage stats, session files in a temporary folder of their own (yielded), removed after.
+
+    Ray's Unix sockets live at <root>/ray/session_<date>_<pid>/sockets/plasma_store (66 characters after root), and
+    a socket path has at most 107 bytes: pytest's own folders are too deep under xdist (popen-gw1/...), so the root
+    is a short one in the system's temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="ray", ignore_cleanup_errors=True) as short, \
+            pytest.MonkeyPatch.context() as env:
+        root = Path(short)
+        assert len(str(root)) + 66 <= 107, f"{root} is too long for Ray's Unix socket paths (107 bytes)"
+        for name, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+                            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(root)}.items():
+            env.setenv(name, value)
+        yield root
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +176,7 @@ def skip_without_gpu(items) -> None:
     or ``cuda`` run unchanged on a GPU host and are skipped, with why, elsewhere."""
     import torch
 
-    from smlp_deploy.tensorrt_flavours import FLAVOURS
+    from smlp_deploy.tensorrt.flavours import FLAVOURS
 
     cuda = None if torch.cuda.is_available() else "no CUDA GPU"
     for item in items:

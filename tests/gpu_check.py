@@ -25,12 +25,13 @@ from pathlib import Path
 
 from smlp_deploy.artifacts import runs_precision
 from smlp_deploy.bench.results import BenchReport
-from smlp_deploy.checkup import DoctorReport, doctor, format_report
+from smlp_deploy.checkup import DoctorReport, doctor
+from smlp_deploy.cli.doctor import format_report
 from smlp_deploy.environment import gpu_slug
 from smlp_deploy.manifest import MANIFEST_NAME, Manifest
 from smlp_deploy.records import from_json, to_json
 from smlp_deploy.samples import sample_images
-from smlp_deploy.tensorrt_flavours import Flavour, flavour_for_compute_capability
+from smlp_deploy.tensorrt.flavours import Flavour, flavour_for_compute_capability
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent

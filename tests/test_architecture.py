@@ -11,83 +11,44 @@ from pathlib import Path
 
 import pytest
 
-import smlp_deploy
+from .import_graph import ARCHITECTURE, MODULES, ROOT, graph, import_base, layer_of, read_layers
 
-PACKAGE = Path(smlp_deploy.__file__).parent
-ROOT = "smlp_deploy"
-# Lowest first: a module may import from its own layer and the layers before it, never from a later one.
-# The package's own __init__ is the facade over all of them and stands outside the layers.
-LAYERS = [
-    {"_lazy", "errors", "fileio", "filekind", "records", "tensorrt_flavours", "artifacts", "preprocess_config",
-     "environment", "manifest", "progress", "imagefolder", "samples"},
-    {"models"},
-    {"runtime"},
-    {"calibration", "evaluation"},
-    {"export"},
-    {"bench"},
-    {"serving", "batch"},
-    {"checkup"},
-    {"cli"},
-]
-
-
-def module_name(path: Path) -> str:
-    parts = [ROOT, *path.relative_to(PACKAGE).with_suffix("").parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-
-
-def is_package(name: str) -> bool:
-    return MODULES[name].name == "__init__.py"
-
-
-def ancestors(name: str) -> set[str]:
-    parts = name.split(".")
-    return {".".join(parts[:i]) for i in range(1, len(parts))}
-
-
-def imported_modules(name: str) -> set[str]:
-    """Every module of the package that importing ``name``, or calling into it, can import: imports at any
-    depth (inside functions too: a lazy import is still a dependency), plus the ``__init__`` of each package on
-    the way that is not already being imported (one of ``name``'s own ancestors)."""
-    package = name if is_package(name) else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(MODULES[name].read_text())):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            if target in MODULES:
-                found |= {target} | {a for a in ancestors(target) if a in MODULES}
-    return found - ancestors(name) - {name, ROOT}
-
-
-GRAPH = {name: imported_modules(name) for name in MODULES}
+# Lowest first: a module may import from its own layer and the layers before it, never from a later one. The
+# table in docs/architecture.md is the rule: changing a layer is changing that page. The package's own __init__ is
+# the facade over all of them and stands outside the layers.
+LAYERS = [units for units, _ in read_layers()]
+GRAPH = graph()
 
 
 def layer(name: str) -> int:
-    top = name.split(".")[1]
-    return next(i for i, members in enumerate(LAYERS) if top in members)
+    return layer_of(name, LAYERS)
 
 
-def test_every_module_has_a_layer():
-    unplaced = {name.split(".")[1] for name in MODULES if name != ROOT} - set().union(*LAYERS)
-    assert not unplaced, f"add {unplaced} to LAYERS"
+def test_the_layer_table_names_every_unit_once():
+    """docs/architecture.md's table places each top-level module and package of smlp_deploy in one layer, and
+    names nothing that does not exist."""
+    units = {name.split(".")[1] for name in MODULES if name != ROOT}
+    listed = [unit for members in LAYERS for unit in members]
+    assert not units - set(listed), f"add {units - set(listed)} to the table in {ARCHITECTURE}"
+    assert not set(listed) - units, f"{set(listed) - units} in {ARCHITECTURE} are not in the package"
+    assert len(listed) == len(set(listed)), f"a unit is in two layers of {ARCHITECTURE}"
 
 
 def test_imports_point_down_the_layers():
     upward = [f"{source} -> {target}" for source, targets in GRAPH.items() if source != ROOT
               for target in targets if layer(target) > layer(source)]
     assert not upward, "imports against the layering:\n" + "\n".join(sorted(upward))
+
+
+def test_no_module_imports_the_package_face():
+    """The face (``smlp_deploy/__init__.py``) re-exports what users call; a module that takes a name from it climbs
+    above every layer (``from .. import __version__`` did)."""
+    climbing = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and name != ROOT and import_base(name, node) == ROOT:
+                climbing += [f"{name}: {alias.name}" for alias in node.names if f"{ROOT}.{alias.name}" not in MODULES]
+    assert not climbing, climbing
 
 
 def test_no_import_cycle_between_modules():
@@ -178,4 +139,47 @@ def test_no_backend_imports_torch_unless_it_runs_pytorch(backend):
 def test_import_smlp_deploy_loads_nothing_else():
     script = "import sys, smlp_deploy; print(sorted(m for m in sys.modules if m.startswith(('smlp', 'numpy'))))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.strip() == "['smlp_deploy', 'smlp_deploy._lazy']"
+    assert done.stdout.strip() == "['smlp_deploy', 'smlp_deploy._lazy', 'smlp_deploy.version']"
+
+
+TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
+
+
+def imports_tensorrt(name: str) -> list[str]:
+    """Where the module's own code imports TensorRT of either flavour: import statements at any depth (type-checking
+    ones too), and ``importlib.import_module`` or ``__import__`` called with the module's name."""
+    found = []
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            targets = [node.module or ""]
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("importlib.import_module", "__import__"):
+            targets = [a.value for a in node.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        else:
+            continue
+        found += [f"line {node.lineno}: {target}" for target in targets if target.split(".")[0] in TENSORRT_MODULES]
+    return found
+
+
+def test_only_the_tensorrt_package_imports_tensorrt():
+    inside = f"{ROOT}.tensorrt"
+    outside = {name: where for name in MODULES if name != inside and not name.startswith(inside + ".")
+               if (where := imports_tensorrt(name))}
+    assert not outside, outside
+    assert imports_tensorrt(f"{ROOT}.tensorrt.flavours")  # the seam: the check sees its import of either module
+
+
+def test_no_module_is_over_350_lines():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > 350}
+    assert not long, f"split these modules: {long}"
+
+
+def test_redrawing_a_saved_benchmark_loads_no_torch(tmp_path):
+    """``smlp-bench --from-json`` only reads and writes files: no torch, no model, no runtime."""
+    report = Path(__file__).parent.parent / "docs" / "benchmarks" / "cpu-2core-tiny.json"
+    script = ("import sys\nfrom smlp_deploy.cli.bench import main\n"
+              f"assert main(['--from-json', {str(report)!r}, '--csv', {str(tmp_path / 'r.csv')!r}]) == 0\n"
+              "print(sorted(m for m in ('torch', 'onnxruntime', 'smlp_deploy.models.smlpnet') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]" and (tmp_path / "r.csv").stat().st_size > 0

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from smlp_deploy.errors import ImageError, InputError, OutputError, SmlpDeployEr
 from smlp_deploy.export import export_model
 from smlp_deploy.samples import sample_images
 
-from .conftest import SKIMAGE_DATA
+from .conftest import SKIMAGE_DATA, ray_environment
 from .digits import CHECKPOINT as DIGITS
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -99,19 +98,8 @@ def reference(artifact, images) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def ray_env():
-    """Environment for every Ray started here, set before Ray is first imported: 127.0.0.1 only, no auth token
-    written to ~/.ray, no usage stats, session files in a temporary folder of their own, removed after.
-
-    Ray's Unix sockets live at <root>/ray/session_<date>_<pid>/sockets/plasma_store (66 characters after root), and
-    a socket path has at most 107 bytes: pytest's own folders are too deep under xdist (popen-gw1/...), so the root
-    is a short one in the system's temporary folder."""
-    with tempfile.TemporaryDirectory(prefix="ray", ignore_cleanup_errors=True) as short, \
-            pytest.MonkeyPatch.context() as env:
-        root = Path(short)
-        assert len(str(root)) + 66 <= 107, f"{root} is too long for Ray's Unix socket paths (107 bytes)"
-        for name, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-                            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(root)}.items():
-            env.setenv(name, value)
+    """Ray, imported inside conftest's ray_environment (127.0.0.1 only, session files in a short folder)."""
+    with ray_environment():
         import ray
 
         yield ray
@@ -466,9 +454,9 @@ def test_replicas_on_openvino_in_bf16(ray_env, artifact, tmp_path):
     """CPU replicas open the model on OpenVINO in the precision asked for; their rows are single-process
     smlp-predict's with the same backend (bf16 logits differ from FP32 ones, so the reference is bf16 too)."""
     pytest.importorskip("openvino", reason="needs OpenVINO (extra 'openvino')")
-    from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
+    from smlp_deploy.cpu import openvino_cpu_capabilities
 
-    precision = "bf16" if "BF16" in cpu_capabilities() else "fp32"
+    precision = "bf16" if "BF16" in openvino_cpu_capabilities() else "fp32"
     photos = [str(p.absolute()) for p in sample_images()]
     (tmp_path / "list.txt").write_text("\n".join(photos) + "\n")
     output = tmp_path / "out.jsonl"

@@ -139,9 +139,9 @@ def test_cpu_precision_classes_beside_their_peers(artifacts):
     """OpenVINO's fp32, bf16 (on the FP32 file) and int8 (the CPU form) rows beside ONNX Runtime, eager PyTorch in
     bf16 and OpenVINO called directly, all in one interleaved run; what cannot run says why."""
     pytest.importorskip("openvino", reason="needs OpenVINO (extra 'openvino')")
-    from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
+    from smlp_deploy.cpu import openvino_cpu_capabilities
 
-    bf16 = "BF16" in cpu_capabilities()
+    bf16 = "BF16" in openvino_cpu_capabilities()
     report = run_benchmark(BenchConfig(variant="test", backends=("torch", "onnxruntime", "openvino", "openvino-direct"),
                                        precisions=("fp32", "bf16", "int8"), batch_sizes=(2,), artifacts=artifacts,
                                        warmup=1, iters=3, device="cpu", threads=1), log=lambda line: None)

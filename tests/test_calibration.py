@@ -24,14 +24,13 @@ from smlp_deploy.calibration import (
     quantize_qdq,
     read_cache,
 )
+from smlp_deploy.calibration.options import Fp8Options, Int8Options
 from smlp_deploy.cli.eval import entry_point as eval_entry_point
 from smlp_deploy.cli.export import entry_point
 from smlp_deploy.errors import CalibrationError
 from smlp_deploy.export import export_model
-from smlp_deploy.export.fp8 import Fp8Options
-from smlp_deploy.export.int8 import Int8Options
 from smlp_deploy.models import PreprocessConfig
-from smlp_deploy.tensorrt_flavours import TENSORRT_RTX
+from smlp_deploy.tensorrt.flavours import TENSORRT_RTX
 from tests.digits import CHECKPOINT, IMAGE_SIZE, NUM_CLASSES, write_digits
 
 from .conftest import assert_steps_counted

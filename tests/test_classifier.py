@@ -15,19 +15,19 @@ from PIL import Image
 
 from smlp_deploy import Classifier, Prediction, SmlpDeployError
 from smlp_deploy.cli.predict import main as predict_main
+from smlp_deploy.cpu import openvino_cpu_capabilities
 from smlp_deploy.environment import import_problem
 from smlp_deploy.errors import ArtifactError, BackendUnavailableError, ImageError, InputError
 from smlp_deploy.export import THRESHOLDS, BatchProfile, BuildOptions, compare, export_model
 from smlp_deploy.models import create_model
 from smlp_deploy.runtime import load_backend
-from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
-from smlp_deploy.tensorrt_flavours import FLAVOURS, HEADER_BYTES
+from smlp_deploy.tensorrt.flavours import FLAVOURS, HEADER_BYTES
 
 from .conftest import photo_batch
 
 SIZE = 64
 OPENVINO = import_problem("openvino")
-BF16 = OPENVINO or (None if "BF16" in cpu_capabilities() else "this CPU has no bf16 instructions")
+BF16 = OPENVINO or (None if "BF16" in openvino_cpu_capabilities() else "this CPU has no bf16 instructions")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from smlp_deploy.models import create_model
 from smlp_deploy.runtime import load_backend
 from smlp_deploy.samples import sample_images
 from smlp_deploy.serving import write_triton_repository
-from smlp_deploy.tensorrt_flavours import TENSORRT
+from smlp_deploy.tensorrt.flavours import TENSORRT
 
-from .conftest import PYTHON_WORDS
+from .conftest import PYTHON_WORDS, ray_environment
 
 SIZE = 64
 COMMANDS = ("export", "predict", "eval", "bench", "triton", "serve", "doctor")
@@ -179,16 +178,10 @@ def test_doctor_require_names_what_is_missing(files, monkeypatch, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")
 def test_ray_resources_are_named_by_their_flags(files, monkeypatch, capsys, tmp_path):
-    """Checked on the local Ray once it runs (its session files in a short folder: Unix socket paths)."""
-    session = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    for name, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-                        "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(session)}.items():
-        monkeypatch.setenv(name, value)
-    try:
+    """Checked on the local Ray once it runs (conftest's ray_environment)."""
+    with ray_environment():
         code, err = run("predict", ("{export}/model.onnx", "{photos}", "--ray", "--output", str(tmp_path / "o.jsonl"),
                                     "--replicas", "64", "--cpus-per-replica", "1"), files, monkeypatch, capsys)
-    finally:
-        shutil.rmtree(session, ignore_errors=True)
     assert code == 2 and "--cpus-per-replica: --replicas 64 x --cpus-per-replica 1.0 needs 64 CPUs" in err, err
     assert not PYTHON_WORDS.findall(err), err
 

@@ -19,12 +19,12 @@ from smlp_deploy.bench.report import write_json
 from smlp_deploy.checkup import DoctorReport
 from smlp_deploy.cli import bench as bench_cli
 from smlp_deploy.cli import export as export_cli
-from smlp_deploy.cli.doctor import CAPABILITIES, main
+from smlp_deploy.cli.doctor import CAPABILITIES, format_report, main
 from smlp_deploy.environment import extra_requirements, import_problem, unmet
 from smlp_deploy.imagefolder import find_images
 from smlp_deploy.manifest import BatchProfile
 from smlp_deploy.records import from_json, to_json
-from smlp_deploy.tensorrt_flavours import FLAVOURS, TENSORRT, TENSORRT_RTX, flavour_for_compute_capability
+from smlp_deploy.tensorrt.flavours import FLAVOURS, TENSORRT, TENSORRT_RTX, flavour_for_compute_capability
 
 from .conftest import PYTHON_WORDS
 from .gpu_check import Step, bench_command, export_command, format_summary, gpu_slug, pytest_command
@@ -63,7 +63,7 @@ def test_every_capability_is_ready_or_says_what_to_do(report):
 
 
 def test_the_report_gives_the_gpu_reason_once_then_what_it_blocks(report):
-    text = checkup.format_report(report)
+    text = format_report(report)
     for capability in report.capabilities:
         assert text.count(f"  {capability.name}  ") == 1, capability.name
     gpu = report.capability("gpu").needs
@@ -78,8 +78,8 @@ def test_the_report_gives_the_gpu_reason_once_then_what_it_blocks(report):
 def test_serving_and_ray_are_judged_by_their_libraries(report, key):
     """Ready exactly where their extra's libraries import (serving: and smlp-serve finds its tritonserver), else
     the install command is named."""
+    from smlp_deploy.environment import find_tritonserver
     from smlp_deploy.errors import SmlpDeployError
-    from smlp_deploy.serving.server import find_tritonserver
 
     usable = all(import_problem(module) is None for module in checkup.EXTRA_LIBRARIES[key])
     if key == "serve":
@@ -103,11 +103,11 @@ def test_an_extra_is_there_when_its_libraries_import(monkeypatch):
     monkeypatch.setitem(checkup.EXTRA_LIBRARIES, "warp", ("json",))
     monkeypatch.setitem(checkup.EXTRA_LIBRARIES, "trt", ("no_such_module_here",))
     undeclared = checkup._extra("warp")
-    assert undeclared == checkup.Extra("warp", False, []) and checkup._extra_needs(undeclared) == ""
+    assert undeclared == checkup.Extra("warp", False, []) and undeclared.needs == ""
     missing = checkup._extra("trt")
-    assert checkup._extra_needs(missing) == ("cannot import no_such_module_here (No module named "
-                                             "'no_such_module_here'): pip install 'smlp-deploy[trt]'")
-    assert checkup._extra_needs(checkup.Extra("warp", False, ["warp (No module named 'warp')"])) == (
+    assert missing.needs == ("cannot import no_such_module_here (No module named "
+                             "'no_such_module_here'): pip install 'smlp-deploy[trt]'")
+    assert checkup.Extra("warp", False, ["warp (No module named 'warp')"]).needs == (
         f"not part of smlp-deploy {smlp_deploy.__version__} (it has no [warp] extra)")
 
 
@@ -129,7 +129,7 @@ def test_fp8_is_judged_by_each_gpus_compute_capability(report):
     records as nvidia-smi and torch would give them on an A10 and an L4 host)."""
     from dataclasses import replace
 
-    from smlp_deploy.checkup import _fp8_needs, format_report
+    from smlp_deploy.checkup import _fp8_needs
     from smlp_deploy.environment import Gpu
 
     a10, l4 = Gpu(0, "NVIDIA A10", "8.6", 22.1, True), Gpu(0, "NVIDIA L4", "8.9", 22.0, True)
@@ -225,7 +225,7 @@ def test_the_gpu_check_commands_are_what_the_clis_accept(tmp_path):
 
 
 def test_the_cpu_section_says_what_each_precision_runs_on(report, capsys):
-    from smlp_deploy.environment import CPU_FEATURES, cpu_features
+    from smlp_deploy.cpu import CPU_FEATURES, cpu_features
 
     cpu = report.cpu
     assert cpu.instructions == cpu_features() and set(cpu.instructions) <= set(CPU_FEATURES.values())

@@ -16,7 +16,7 @@ from smlp_deploy.export.parity import check, compare
 from smlp_deploy.export.verification import VerificationSet
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.runtime.backends import OnnxRuntimeBackend
-from smlp_deploy.tensorrt_flavours import FLAVOURS, TENSORRT
+from smlp_deploy.tensorrt.flavours import FLAVOURS, TENSORRT
 
 from .conftest import assert_steps_counted
 
@@ -189,8 +189,8 @@ def test_a_moved_export_folder_works_where_it_lands(tmp_path, capsys, monkeypatc
     """The CPU-to-GPU workflow: an export copied to another path keeps working there, and what its manifest
     tells a GPU owner to run refers to the folder it is in."""
     from smlp_deploy import Classifier
+    from smlp_deploy.calibration.options import Int8Options
     from smlp_deploy.cli.eval import main as eval_main
-    from smlp_deploy.export.int8 import Int8Options
     from smlp_deploy.samples import sample_images
 
     first = tmp_path / "made-here"

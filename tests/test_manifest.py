@@ -13,7 +13,7 @@ from smlp_deploy.errors import ArtifactError, SmlpDeployError
 from smlp_deploy.manifest import FORMAT_VERSION, MANIFEST_NAME, BatchProfile, Manifest
 from smlp_deploy.preprocess_config import PreprocessConfig
 from smlp_deploy.runtime.backends.registry import default_backend
-from smlp_deploy.tensorrt_flavours import FLAVOURS
+from smlp_deploy.tensorrt.flavours import FLAVOURS
 
 SAMPLES = Path(__file__).parent / "data" / "manifests"
 

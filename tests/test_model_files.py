@@ -15,7 +15,7 @@ import pytest
 from smlp_deploy import Classifier
 from smlp_deploy.errors import ArtifactError, CheckpointError
 from smlp_deploy.models import create_model
-from smlp_deploy.tensorrt_flavours import FLAVOURS
+from smlp_deploy.tensorrt.flavours import FLAVOURS
 
 SIZE = 64
 NOT_A = {".pth": "is not a PyTorch checkpoint", ".pt": "is not a PyTorch checkpoint",

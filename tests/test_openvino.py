@@ -17,6 +17,7 @@ import pytest
 from smlp_deploy import Classifier
 from smlp_deploy.cli.export import main as export_main
 from smlp_deploy.cli.predict import main as predict_main
+from smlp_deploy.cpu import openvino_cpu_capabilities
 from smlp_deploy.errors import ArtifactError, InputError, ParityError
 from smlp_deploy.export import compare
 from smlp_deploy.export.openvino_parity import OpenVINOPlan, check, measure
@@ -24,13 +25,12 @@ from smlp_deploy.export.parity import SAME_GRAPH, THRESHOLDS
 from smlp_deploy.export.verification import VerificationSet
 from smlp_deploy.manifest import MANIFEST_NAME, Manifest
 from smlp_deploy.runtime import load_backend
-from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
 
 from .conftest import SKIMAGE_DATA
 from .digits import CHECKPOINT as DIGITS
 
 ov = pytest.importorskip("openvino", reason="needs OpenVINO (extra 'openvino')")
-CAPABILITIES = cpu_capabilities()
+CAPABILITIES = openvino_cpu_capabilities()
 needs_bf16 = pytest.mark.skipif("BF16" not in CAPABILITIES, reason=f"needs a CPU with bf16 (OpenVINO finds "
                                                                    f"{', '.join(CAPABILITIES)})")
 
@@ -174,9 +174,16 @@ def test_precision_is_checked_before_anything_loads(export_dir):
         assert error.value.parameter == parameter
 
 
-def test_a_broken_onnx_file_is_an_artifact_error(tmp_path):
+def test_a_broken_onnx_file_is_an_artifact_error(tmp_path, export_dir):
+    """A file that is no ONNX model is named for what it is, as ONNX Runtime's is; a damaged one gets OpenVINO's
+    own reason."""
+    text = tmp_path / "notes.onnx"
+    text.write_bytes(b"not an onnx file")
+    with pytest.raises(ArtifactError, match=r"notes\.onnx' is not an ONNX model: it is text \('not an onnx file'\)"):
+        load_backend(text, "openvino")
     broken = tmp_path / "model.onnx"
-    broken.write_bytes(b"not an onnx file")
+    data = (export_dir / "model.onnx").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(ArtifactError, match=r"model\.onnx' cannot be loaded by OpenVINO"):
         load_backend(broken, "openvino")
 

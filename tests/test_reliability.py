@@ -15,7 +15,7 @@ from smlp_deploy import Classifier
 from smlp_deploy.errors import InputError
 from smlp_deploy.export import export_model
 from smlp_deploy.samples import sample_images
-from smlp_deploy.tensorrt_flavours import TENSORRT_RTX
+from smlp_deploy.tensorrt.flavours import TENSORRT_RTX
 
 from .reliability import (
     ROOT,

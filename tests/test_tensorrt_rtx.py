@@ -15,16 +15,16 @@ from onnx import TensorProto, helper
 
 from smlp_deploy import Classifier
 from smlp_deploy.artifacts import ARTIFACTS, engine_kind, onnx_artifact, runs_precision
+from smlp_deploy.calibration.options import Fp8Options
 from smlp_deploy.cli.export import entry_point
 from smlp_deploy.errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
 from smlp_deploy.export import BuildOptions, build_from_onnx, export_model
-from smlp_deploy.export.fp8 import Fp8Options
-from smlp_deploy.export.tensorrt_build import build_engine
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.manifest import UNVERIFIED, Manifest
 from smlp_deploy.runtime.backends import load_backend
 from smlp_deploy.samples import sample_images
-from smlp_deploy.tensorrt_flavours import TENSORRT, TENSORRT_RTX, current_compute_capability, import_tensorrt
+from smlp_deploy.tensorrt.builder import build_engine
+from smlp_deploy.tensorrt.flavours import TENSORRT, TENSORRT_RTX, current_compute_capability, import_tensorrt
 
 from .conftest import ENGINE_PROFILE
 from .reliability import CTRL_C_AS_IN_A_TERMINAL, ROOT, export_command, interrupt_export, snapshot
@@ -125,9 +125,9 @@ def test_a_graph_with_an_op_tensorrt_lacks_gives_the_parser_message(tmp_path):
 COLLECTED_IN_A_CALLBACK = """
 import gc, sys
 from pathlib import Path
-from smlp_deploy.export.tensorrt_build import BuildOptions, build_engine
-from smlp_deploy.runtime.backends.tensorrt_backend import TensorRTMessages
-from smlp_deploy.tensorrt_flavours import TENSORRT_RTX, import_tensorrt
+from smlp_deploy.tensorrt.builder import BuildOptions, build_engine
+from smlp_deploy.tensorrt.messages import TensorRTMessages
+from smlp_deploy.tensorrt.flavours import TENSORRT_RTX, import_tensorrt
 
 api = import_tensorrt(TENSORRT_RTX)
 record = TensorRTMessages.record
@@ -163,8 +163,8 @@ def test_a_collection_inside_a_builder_callback_does_not_deadlock(every_precisio
 CTRL_C_IN_A_CALLBACK = CTRL_C_AS_IN_A_TERMINAL + """
 import os, signal, sys
 from pathlib import Path
-from smlp_deploy.export.tensorrt_build import BuildOptions, build_engine
-from smlp_deploy.tensorrt_flavours import TENSORRT_RTX
+from smlp_deploy.tensorrt.builder import BuildOptions, build_engine
+from smlp_deploy.tensorrt.flavours import TENSORRT_RTX
 
 def ctrl_c(message):  # the builder's first phase, reported from inside its progress monitor
     os.kill(os.getpid(), signal.SIGINT)
@@ -341,7 +341,7 @@ def test_rtx_engines_verify_on_a_gpu_and_keep_their_runtime_cache(exported, tmp_
     _, out, _ = exported
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
-    from smlp_deploy.export.pipeline import verify_engines
+    from smlp_deploy.export.engines import verify_engines
 
     verified = verify_engines(copy, quiet=True)
     runs_fp8 = runs_precision(current_compute_capability(), "fp8")

@@ -15,7 +15,7 @@ import pytest
 from smlp_deploy import Classifier
 from smlp_deploy.errors import ArtifactError, InputError
 from smlp_deploy.runtime.backends import load_backend
-from smlp_deploy.runtime.backends.tensorrt_backend import TensorRTMessages
+from smlp_deploy.tensorrt.messages import TensorRTMessages
 
 from .conftest import photo_batch
 
@@ -45,7 +45,7 @@ def test_messages_are_kept_per_thread_and_per_call(caplog):
             inside.wait()
         seen[name] = captured
 
-    with caplog.at_level(logging.WARNING, logger="smlp_deploy.runtime.backends.tensorrt_backend"):
+    with caplog.at_level(logging.WARNING, logger="smlp_deploy.tensorrt.messages"):
         threads = [threading.Thread(target=call, args=(name,)) for name in ("a", "b")]
         for thread in threads:
             thread.start()

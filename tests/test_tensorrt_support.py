@@ -16,14 +16,15 @@ import torch
 from onnx import helper, numpy_helper
 
 from smlp_deploy.calibration import TARGETS
+from smlp_deploy.calibration.options import Fp8Options, Int8Options
 from smlp_deploy.export import export_model, fp8
-from smlp_deploy.export.int8 import Int8Options, calibrate, quantize, read_calibration_images
+from smlp_deploy.export.int8 import calibrate, quantize, read_calibration_images
 from smlp_deploy.export.onnx_graph import export_onnx, save_model, simplify
 from smlp_deploy.export.precision import convert_to_fp16
-from smlp_deploy.export.tensorrt_build import BuildOptions, trtexec_command
 from smlp_deploy.models import PreprocessConfig, create_model
 from smlp_deploy.samples import sample_images
-from smlp_deploy.tensorrt_flavours import TENSORRT_RTX, import_tensorrt
+from smlp_deploy.tensorrt.builder import BuildOptions, trtexec_command
+from smlp_deploy.tensorrt.flavours import TENSORRT_RTX, import_tensorrt
 
 from .tensorrt_support import binding_problems, check_graph, module_names, trtexec_problems, unknown_names
 from .tensorrt_tables import BINDINGS_JSON, OPERATORS_JSON, TRTEXEC_JSON, load_operator_tables
@@ -58,7 +59,7 @@ def write_graphs(variant: str, out: Path, *, cpu_form: bool = False, fp32: Path 
                           say=lambda _: None, quiet=True)
     graphs["model.int8.fp32-parts.onnx"] = quantize(fp32, ranges, options, TARGETS["tensorrt"], fp16=False)
     graphs["model.int8.onnx"] = convert_to_fp16(graphs["model.int8.fp32-parts.onnx"])
-    fp8_options = fp8.Fp8Options(options.calib_dir, samples=options.samples, cache=out / "calibration.fp8.cache.json")
+    fp8_options = Fp8Options(options.calib_dir, samples=options.samples, cache=out / "calibration.fp8.cache.json")
     fp8_ranges, _ = calibrate(fp32, read_calibration_images(fp8_options, preprocess, quiet=True), preprocess,
                               fp8_options, say=lambda _: None, quiet=True)
     graphs["model.fp8.fp32-parts.onnx"] = fp8.quantize(fp32, fp8_ranges, fp16=False)
@@ -278,7 +279,7 @@ def _trtexec_releases() -> dict[str, set[str]]:
 def test_the_manifest_trtexec_lines_use_options_of_every_release(tmp_path):
     result = export_model("test", image_size=64, precisions=("fp32", "fp16", "fp8"), out_dir=tmp_path, quiet=True,
                           build=BuildOptions(timing_cache=tmp_path / "timing.cache"),
-                          fp8_options=fp8.Fp8Options(sample_images()[0].parent, samples=2))
+                          fp8_options=Fp8Options(sample_images()[0].parent, samples=2))
     lines = [c for c in result.manifest.engine_status("tensorrt").commands if c.startswith("trtexec")]
     assert len(lines) == 3 and "--onnx=model.fp8.onnx --saveEngine=engine.fp8.plan --stronglyTyped" in lines[2]
     for line in lines:
@@ -293,8 +294,10 @@ def test_the_trtexec_check_catches_options_11_removed():
         "--fp16 is not an option of trtexec 11.0, 11.1", "--int8 is not an option of trtexec 11.0, 11.1"]
 
 
-SHARED_MODULES = ("runtime/backends/tensorrt_backend.py", "export/tensorrt_build.py")
-RTX_MODULE = "runtime/backends/tensorrt_rtx_api.py"
+# The modules that call TensorRT's API (tensorrt/capabilities.py and times.py call none of it).
+SHARED_MODULES = ("tensorrt/engine.py", "tensorrt/builder.py", "tensorrt/messages.py", "tensorrt/plugins.py",
+                  "tensorrt/flavours.py")
+RTX_MODULE = "tensorrt/rtx.py"
 PACKAGE = Path(__file__).parent.parent / "smlp_deploy"
 
 
@@ -327,7 +330,7 @@ def test_the_rtx_only_calls_use_names_the_installed_tensorrt_rtx_defines():
     import warnings
 
     from smlp_deploy.errors import Words
-    from smlp_deploy.tensorrt_flavours import Flavour
+    from smlp_deploy.tensorrt.flavours import Flavour
 
     known = set().union(*(dir(o) for o in (Path, str, bytes, dict, OSError, logging, logging.Logger, shlex,
                                            threading, threading.Lock(), warnings, Flavour)))

@@ -20,7 +20,7 @@ from smlp_deploy.manifest import MANIFEST_NAME, Artifact, Manifest
 from smlp_deploy.models.labels import imagenet_labels
 from smlp_deploy.serving import write_triton_repository
 from smlp_deploy.serving.repository import PLATFORMS
-from smlp_deploy.tensorrt_flavours import TENSORRT_RTX
+from smlp_deploy.tensorrt.flavours import TENSORRT_RTX
 
 from .conftest import ENGINE_PROFILE
 

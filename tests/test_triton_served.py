@@ -222,9 +222,9 @@ def processes_mentioning(text: str) -> list[str]:
 def test_openvino_bf16_served_through_the_python_backend(export_dir, tmp_path, photos64):
     """The pip tritonserver has the Python backend only: OpenVINO runs there inside Classifier, in bf16."""
     pytest.importorskip("openvino", reason="needs OpenVINO (extra 'openvino')")
-    from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
+    from smlp_deploy.cpu import openvino_cpu_capabilities
 
-    precision = "bf16" if "BF16" in cpu_capabilities() else "fp32"
+    precision = "bf16" if "BF16" in openvino_cpu_capabilities() else "fp32"
     with pytest.warns(UserWarning, match="whose parity its export did not measure") if precision == "bf16" else \
             contextlib.nullcontext():
         repository = write_triton_repository(export_dir, tmp_path / "repo", backend="python", image_input=False,

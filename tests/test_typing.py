@@ -22,7 +22,8 @@ from .tensorrt_stubs import MARKER, STUBS
 
 ROOT = Path(__file__).parent.parent
 STUBS_DIR = Path(sys.prefix) / "tensorrt-stubs"
-STRICTER = ("smlp_deploy.runtime.backends.tensorrt_backend", "smlp_deploy.export.tensorrt_build")
+STRICTER = ("smlp_deploy.tensorrt.engine", "smlp_deploy.tensorrt.builder", "smlp_deploy.tensorrt.messages",
+            "smlp_deploy.tensorrt.plugins", "smlp_deploy.runtime.backends.tensorrt_backend")
 # Added to pyproject.toml's settings for the package run: every TensorRT object typed, so the checker sees every call.
 OVERRIDE = f"""
 [[tool.mypy.overrides]]

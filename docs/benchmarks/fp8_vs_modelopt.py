@@ -75,8 +75,8 @@ def main() -> None:
 
     from smlp_deploy.calibration import TARGETS, compute_ranges, get_method, load_calibration_set, quantize_qdq
     from smlp_deploy.calibration.fp8 import fp8_calibrated_tensors, quantize_fp8
+    from smlp_deploy.calibration.options import FP8_DEFAULT_METHOD as FP8_METHOD
     from smlp_deploy.export import export_model
-    from smlp_deploy.export.fp8 import DEFAULT_METHOD as FP8_METHOD
     from smlp_deploy.export.precision import convert_to_fp16
     from smlp_deploy.runtime.backends import OnnxRuntimeBackend
     from tests.digits import CHECKPOINT, IMAGE_SIZE, NUM_CLASSES, _scores, load_split, write_digits

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError, Words
-from ..imagefolder import IMAGE_SUFFIXES, find_images
+from ..imagefolder import IMAGE_SUFFIXES, find_images, holds_no_images
 
 # A Dataset can only be passed to the API.
 ACCEPTED = ("a folder of images", Words(", a text file listing image paths (one per line), or a ray.data.Dataset with "
@@ -22,8 +22,7 @@ def image_paths(images: str | Path) -> list[str]:
     if path.is_dir():
         found = [str(p) for p in find_images(path.absolute())]
         if not found:
-            raise InputError(f"image folder {str(path)!r} holds no images (suffixes "
-                             f"{', '.join(sorted(IMAGE_SUFFIXES))})", parameter="images")
+            raise InputError(holds_no_images(path, "image folder"), parameter="images")
         return found
     if not path.is_file():
         raise InputError(f"images {str(path)!r} does not exist: pass ", *ACCEPTED, parameter="images")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runtime.backends.base import DeviceTimes
+from ..tensorrt.times import DeviceTimes
 from .timing import LatencyStats
 
 

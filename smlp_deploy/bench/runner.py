@@ -16,14 +16,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..environment import capture, cpu_cores
+from ..cpu import cpu_cores
+from ..environment import capture
 from ..errors import InputError, SmlpDeployError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..models.complexity import count_macs
 from ..models.registry import create_model
-from ..runtime.backends.base import Backend, DeviceTimes
+from ..runtime.backends.base import Backend
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
+from ..tensorrt.times import DeviceTimes
 from .peak import matmul_probe
 from .results import BenchModel, BenchReport, BenchRow, EndToEnd, Skipped
 from .targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS, Target, resolve

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..artifacts import ARTIFACTS, MIN_COMPUTE_CAPABILITY, ONNX_KINDS, ArtifactKind, onnx_artifact, runs_precision
 from ..artifacts import PRECISIONS as ARTIFACT_PRECISIONS
@@ -24,17 +23,18 @@ from ..environment import import_problem
 from ..runtime.backends.base import Backend
 from ..runtime.backends.factory import load_backend
 from ..runtime.backends.registry import BACKENDS as RUNTIME_BACKENDS
-from ..runtime.backends.torch_backend import TorchBackend
-from ..tensorrt_flavours import current_compute_capability
+from ..tensorrt.flavours import current_compute_capability
 from .peers import OpenVINODirect
 from .results import Skipped
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_BACKENDS = ("torch", "torch.compile")  # run the PyTorch model itself, not an artifact
 PEERS = (OpenVINODirect.name,)
 BACKENDS = (*MODEL_BACKENDS, *PEERS, *(name for name in RUNTIME_BACKENDS if name not in MODEL_BACKENDS))
 DEFAULT_BACKENDS = tuple(name for name in BACKENDS if name != "torch.compile" and name not in PEERS)
 PRECISIONS = tuple(dict.fromkeys((*ARTIFACT_PRECISIONS, *(p for b in RUNTIME_BACKENDS.values() for p in b.precisions))))
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,8 @@ def resolve(
             return skip("fp16 PyTorch needs a CUDA GPU (CPU kernels for half precision are not a deployment path)")
         if backend == "torch.compile" and device != "cuda" and not _cpp_compiler():
             return skip("torch.compile on CPUs needs a C++ compiler at run time (g++ or clang++, or CXX)")
-        dtype = TORCH_DTYPES[precision]
         compile_ = backend == "torch.compile"
-        return [Target(backend, precision, device, None, partial(_torch_backend, model, device, dtype, compile_))]
+        return [Target(backend, precision, device, None, partial(_torch_backend, model, device, precision, compile_))]
     if backend in PEERS:
         return _openvino_direct(precision, artifacts, device)
     info = RUNTIME_BACKENDS[backend]
@@ -136,7 +135,12 @@ def _cpp_compiler() -> str | None:
     return shutil.which(os.environ.get("CXX") or "g++") or shutil.which("clang++")
 
 
-def _torch_backend(model: torch.nn.Module, device: str, dtype: torch.dtype, compile_: bool) -> Backend:
+def _torch_backend(model: torch.nn.Module, device: str, precision: str, compile_: bool) -> Backend:
+    import torch
+
+    from ..runtime.backends.torch_backend import TorchBackend
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     backend = TorchBackend(copy.deepcopy(model), device=device, dtype=dtype)  # .to() converts in place
     if compile_:
         backend.model = torch.compile(backend.model)  # default mode: max-autotune takes minutes per batch size

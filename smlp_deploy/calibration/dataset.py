@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CalibrationError, ImageError
-from ..imagefolder import IMAGE_SUFFIXES, find_images, not_a_folder
+from ..imagefolder import find_images, holds_no_images, not_a_folder
 from ..preprocess_config import PreprocessConfig
 from ..progress import progress_bar
 from ..runtime.preprocess import Preprocessor
@@ -84,10 +84,8 @@ def load_calibration_set(
     check_arguments(root, samples)
     candidates = find_images(root)
     if not candidates:
-        raise CalibrationError(
-            f"calibration folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}, searched "
-            "recursively): calibrate on a folder of images like the ones the model will see", parameter="calib_dir"
-        )
+        raise CalibrationError(f"{holds_no_images(root, 'calibration folder')}: calibrate on a folder of images like "
+                               "the ones the model will see", parameter="calib_dir")
     order = np.random.default_rng(seed).permutation(len(candidates))
     preprocessor = Preprocessor(preprocess)
     wanted = min(samples, len(candidates))

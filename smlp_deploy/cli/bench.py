@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..bench.report import format_report, read_json, write_csv, write_json, write_plot
-from ..bench.runner import BenchConfig, run_benchmark
 from ..bench.targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS
 from ..models.variants import ALIASES, VARIANTS
 from .common import positive_int, run_main
@@ -65,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         report = read_json(args.from_json)
     else:
+        from ..bench.runner import BenchConfig, run_benchmark  # torch: not needed to redraw a saved report
+
         config = BenchConfig(variant=args.variant, backends=args.backends, precisions=args.precisions,
                              batch_sizes=args.batch_sizes, artifacts=args.artifacts, warmup=args.warmup,
                              iters=args.iters, duration_s=args.duration, end_to_end=args.end_to_end,

@@ -10,16 +10,17 @@ from ..artifacts import PRECISIONS
 from ..calibration.dataset import DEFAULT_SAMPLES
 from ..calibration.fp8 import METHODS as FP8_METHODS
 from ..calibration.methods import DEFAULT_METHOD, METHODS
+from ..calibration.options import FP8_DEFAULT_METHOD, Fp8Options, Int8Options
 from ..calibration.quantize import TARGETS
-from ..export import fp8
-from ..export.int8 import Int8Options
+from ..export.engines import build_from_onnx, verify_engines
 from ..export.onnx_graph import DEFAULT_OPSET
-from ..export.pipeline import build_from_onnx, export_model, verify_engines
-from ..export.tensorrt_build import BuildOptions
+from ..export.pipeline import export_model
 from ..manifest import BatchProfile
 from ..models.variants import ALIASES, VARIANTS
-from ..tensorrt_flavours import FLAVOURS, TENSORRT_RTX
+from ..tensorrt.builder import BuildOptions
+from ..tensorrt.flavours import FLAVOURS, TENSORRT_RTX
 from .common import positive_int, run_main
+from .export_summary import export_summary
 
 # The API parameters named in errors, and the flags that set them here.
 FLAGS = {
@@ -55,11 +56,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=positive_int, default=DEFAULT_SAMPLES, metavar="N",
                    help=f"calibration images drawn from --calib-dir (default: {DEFAULT_SAMPLES})")
     p.add_argument("--calib-method", choices=sorted(METHODS),
-                   help=f"activation range method (default: {DEFAULT_METHOD} for INT8, {fp8.DEFAULT_METHOD} for FP8, "
+                   help=f"activation range method (default: {DEFAULT_METHOD} for INT8, {FP8_DEFAULT_METHOD} for FP8, "
                    f"which takes {' or '.join(FP8_METHODS)})")
     p.add_argument("--calib-cache", type=Path, metavar="PATH",
                    help="calibration cache, reused when model, preprocessing, images and method match (default: "
-                   f"calibration.cache.json for INT8, {fp8.CACHE_NAME} for FP8, in the output directory)")
+                   f"{Int8Options.cache_name} for INT8, {Fp8Options.cache_name} for FP8, in the output directory)")
     p.add_argument("--int8-target", default="tensorrt", choices=sorted(TARGETS) + ["both"],
                    help="tensorrt: model.int8.onnx for TensorRT (default); cpu: model.int8.cpu.onnx, the form "
                    "ONNX Runtime runs fastest on x86 CPUs; both")
@@ -113,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         int8 = fp8_options = None
         if args.int8:
             targets = tuple(TARGETS) if args.int8_target == "both" else (args.int8_target,)
-            int8 = Int8Options(args.calib_dir, args.calib_samples, args.calib_method or DEFAULT_METHOD,
-                               args.calib_cache, targets, args.seed)
+            int8 = Int8Options(args.calib_dir, samples=args.calib_samples, method=args.calib_method or DEFAULT_METHOD,
+                               cache=args.calib_cache, seed=args.seed, targets=targets)
         if args.fp8:
-            fp8_options = fp8.Fp8Options(args.calib_dir, args.calib_samples, args.calib_method or fp8.DEFAULT_METHOD,
-                                         args.calib_cache, args.seed)
+            fp8_options = Fp8Options(args.calib_dir, samples=args.calib_samples,
+                                     method=args.calib_method or FP8_DEFAULT_METHOD, cache=args.calib_cache,
+                                     seed=args.seed)
         result = export_model(
             args.variant, precisions=precisions, out_dir=args.out, checkpoint=args.checkpoint,
             image_size=args.image_size, num_classes=args.num_classes, opset=args.opset,
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             int8_options=int8, fp8_options=fp8_options,
             eval_dir=args.eval_dir, openvino=args.openvino, seed=args.seed, quiet=args.quiet,
         )
-    print(result.summary())
+    print(export_summary(result))
     print(f"\nmanifest: {result.manifest_path}")
     return 0
 

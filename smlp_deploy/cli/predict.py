@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import ImageError, InputError
-from ..imagefolder import IMAGE_SUFFIXES, find_images
+from ..imagefolder import find_images, holds_no_images
 from ..progress import format_table
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..runtime.classifier import Classifier, Prediction
@@ -71,7 +71,7 @@ def expand(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
             found = find_images(path)
             files += found
             if not found:
-                unusable.append((path, f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+                unusable.append((path, holds_no_images(path)))
         elif path.exists():
             files.append(path)
         else:

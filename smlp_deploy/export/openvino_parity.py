@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import ArtifactKind
-from ..environment import cpu_model
+from ..cpu import bf16_missing, cpu_model, openvino_cpu_capabilities
 from ..errors import BackendUnavailableError, ParityError
 from ..manifest import BackendParity
 from ..runtime.backends.factory import load_backend
-from ..runtime.backends.openvino_backend import OpenVINOBackend, cpu_capabilities
+from ..runtime.backends.openvino_backend import OpenVINOBackend
 from ..runtime.backends.registry import BACKENDS
 from .parity import SAME_GRAPH, THRESHOLDS, compare
-from .verification import VerificationSet, run_in_batches
+from .verification import VerificationSet
 
 BACKEND = "openvino"
 
@@ -43,11 +43,8 @@ class OpenVINOPlan:
         reason = BACKENDS[BACKEND].unavailable()
         if reason:
             raise BackendUnavailableError(f"openvino parity cannot be measured here: {reason}", parameter="openvino")
-        capabilities = cpu_capabilities()
-        if "BF16" in capabilities:
-            return cls(("fp32", "bf16"), None)
-        return cls(("fp32",), f"bf16 not measured: this CPU has no bf16 instructions (OpenVINO finds "
-                              f"{', '.join(capabilities)})")
+        missing = bf16_missing(openvino_cpu_capabilities())
+        return cls(("fp32",), f"bf16 not measured: {missing}") if missing else cls(("fp32", "bf16"), None)
 
     def applies_to(self, kind: ArtifactKind) -> bool:
         """ONNX files OpenVINO opens: not the TensorRT form of INT8 (the backend refuses it)."""
@@ -66,12 +63,12 @@ def measure(path: Path, kind: ArtifactKind, verification: VerificationSet,
     against = "pytorch"
     if kind.precision == "int8":
         with load_backend(path, "onnxruntime", device="cpu") as onnxruntime:
-            reference, against = run_in_batches(onnxruntime.run, inputs, onnxruntime.max_batch_size), "onnxruntime"
+            reference, against = onnxruntime.run_all(inputs), "onnxruntime"
     records = []
     for precision in precisions:
         with load_backend(path, BACKEND, precision=precision) as backend:
             assert isinstance(backend, OpenVINOBackend), backend  # what the registry's BACKEND entry loads
-            logits = run_in_batches(backend.run, inputs, backend.max_batch_size)
+            logits = backend.run_all(inputs)
             version = backend.version
         thresholds = SAME_GRAPH if against == "onnxruntime" else "fp16" if precision == "bf16" else kind.precision
         records.append(BackendParity(BACKEND, precision, against, thresholds, compare(reference, logits), version,

@@ -7,7 +7,6 @@ the same reference without the checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +59,3 @@ class VerificationSet:
                 raise ArtifactError(f"{path} was written by an older smlp-deploy (no photo count, which INT8 "
                                     "parity needs): export again with ", EXPORT_MODEL, f" to {path.parent}")
             return cls(data["inputs"], data["reference"], int(data["n_photos"]))
-
-
-def run_in_batches(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, max_batch: int | None) -> np.ndarray:
-    """Run ``inputs`` through ``run`` in chunks of at most ``max_batch`` (engines have a profile maximum)."""
-    step = max_batch or len(inputs)
-    return np.concatenate([run(inputs[i : i + step]) for i in range(0, len(inputs), step)])

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from .checkpoint import load_checkpoint
-from .smlpnet import SMLPNet, SMLPNetConfig
+from .config import SMLPNetConfig
+from .smlpnet import SMLPNet
 from .variants import VARIANTS, resolve_name
 
 

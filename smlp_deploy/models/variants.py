@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
-from .smlpnet import SMLPNetConfig
+from .config import SMLPNetConfig
 
 
 @dataclass(frozen=True)

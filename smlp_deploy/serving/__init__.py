@@ -7,5 +7,6 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, __file__)
 
 if TYPE_CHECKING:
+    from ..environment import find_tritonserver
     from .repository import TritonModel, TritonRepository, write_triton_repository
-    from .server import LocalTritonServer, find_tritonserver
+    from .server import LocalTritonServer

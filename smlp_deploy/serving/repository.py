@@ -17,13 +17,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__
 from ..artifacts import ARTIFACTS, FORMATS, INPUT_NAME, OUTPUT_NAME, ArtifactKind
 from ..errors import EXPORT_MODEL, Arg, ArtifactError, InputError, OutputError, Words
 from ..fileio import sha256_file, staged_directory
 from ..manifest import MANIFEST_NAME, Artifact, BatchProfile, Manifest
 from ..runtime.backends.registry import BACKENDS
 from ..runtime.classifier import label_names
+from ..version import __version__
 from .config import DynamicBatching, EnsembleStep, InstanceGroup, ModelConfig, TensorConfig
 from .python_models import ARTIFACT_PARAMETER, BACKEND_PARAMETER, IMAGE_INPUT, PRECISION_PARAMETER
 

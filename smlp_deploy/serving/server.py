@@ -1,10 +1,10 @@
 """A local Triton server: the ``tritonserver`` binary in nvidia-pytriton's wheel, serving a model repository.
 
 That wheel is the only pip-installable Triton (2.51, Python backend only, glibc >= 2.35). It pins numpy<2, so it
-is installed without its dependencies into a folder of its own inside the environment (:func:`install_command`),
-where pip's view of the environment stays clean: only its binaries are used, never its Python package. The
-Python stub embeds this interpreter's libpython and takes its environment from the first ``python3`` on PATH, so
-the models run with this environment's smlp_deploy and numpy.
+is installed without its dependencies into a folder of its own inside the environment, where pip's view of the
+environment stays clean (``smlp_deploy.environment`` finds it there): only its binaries are used, never its Python
+package. The Python stub embeds this interpreter's libpython and takes its environment from the first ``python3`` on
+PATH, so the models run with this environment's smlp_deploy and numpy.
 
 The server listens on 127.0.0.1 unless told otherwise, runs in its own session (Ctrl-C in a terminal reaches the
 caller, which stops it cleanly), receives SIGTERM if the process that started it dies, and :meth:`stop` removes
@@ -14,7 +14,6 @@ everything it made: its processes, its shared-memory regions and its scratch fol
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import shutil
 import signal
@@ -26,53 +25,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..environment import TritonInstall, find_tritonserver
 from ..errors import BackendUnavailableError, SmlpDeployError
 
-SERVER_PACKAGE = "nvidia-pytriton==0.7.0"
-DIST_FOLDER = "tritonserver"  # under sys.prefix: where install_command() puts the wheel
 _PR_SET_PDEATHSIG = 1
-
-
-def install_command() -> str:
-    return f"pip install --no-deps --target {Path(sys.prefix) / DIST_FOLDER} {SERVER_PACKAGE}"
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """The files of the wheel's server: the binary, its Python backend, the stub for this Python, the libraries."""
-
-    binary: Path
-    python_backend: Path
-    stub: Path
-    libraries: Path
-
-
-def find_tritonserver() -> TritonInstall:
-    """The server of nvidia-pytriton's wheel: in ``<sys.prefix>/tritonserver`` (see :func:`install_command`), else an
-    importable ``pytriton`` package, located without importing it."""
-    package = Path(sys.prefix) / DIST_FOLDER / "pytriton"
-    if not package.is_dir():
-        spec = importlib.util.find_spec("pytriton")
-        if spec is None or not spec.submodule_search_locations:
-            raise BackendUnavailableError(f"no tritonserver: nvidia-pytriton is not installed ({install_command()}; "
-                                          "it needs Linux x86-64 with glibc >= 2.35)")
-        package = Path(spec.submodule_search_locations[0])
-    root = package / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    install = TritonInstall(root / "bin" / "tritonserver", root / "backends" / "python",
-                            root / "python_backend_stubs" / version / "triton_python_backend_stub",
-                            root.parent.parent / "nvidia_pytriton.libs")
-    missing = [str(p) for p in (install.binary, install.python_backend, install.stub, install.libraries)
-               if not p.exists()]
-    if missing:
-        raise BackendUnavailableError(f"the tritonserver of {SERVER_PACKAGE} is incomplete (no {', '.join(missing)}); "
-                                      f"its Python stubs cover Python 3.8 to 3.13: reinstall with {install_command()}")
-    return install
-
-
 LOG_NAME = "tritonserver.log"  # in the server's scratch folder, unless log_file names another
 
 

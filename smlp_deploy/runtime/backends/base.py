@@ -9,22 +9,12 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 
 from ...errors import InputError
-
-
-@dataclass(frozen=True)
-class DeviceTimes:
-    """Milliseconds of one call on the GPU, from CUDA events on its stream: host-to-device copy, the engine's
-    own compute, device-to-host copy (trtexec's H2D Latency, GPU Compute Time, D2H Latency)."""
-
-    h2d_ms: float
-    compute_ms: float
-    d2h_ms: float
+from ...tensorrt.times import DeviceTimes
 
 
 class Backend(ABC):
@@ -68,6 +58,11 @@ class Backend(ABC):
         if self.max_batch_size and batch.shape[0] > self.max_batch_size:
             raise InputError(f"batch of {batch.shape[0]} is larger than {self.source} takes "
                              f"(at most {self.max_batch_size}): split it")
+
+    def run_all(self, inputs: np.ndarray) -> np.ndarray:
+        """``inputs`` of any count, run in chunks of at most ``max_batch_size`` (engines have a profile maximum)."""
+        step = self.max_batch_size or len(inputs)
+        return np.concatenate([self.run(inputs[i : i + step]) for i in range(0, len(inputs), step)])
 
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray: ...

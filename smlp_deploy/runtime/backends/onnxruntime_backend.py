@@ -6,15 +6,14 @@ the session it made, never guessed from another library: this module imports no 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...cpu import cpu_cores
 from ...errors import Arg, ArtifactError, BackendUnavailableError
-from ...filekind import file_kind
 from .base import Backend, parse_device
 
 if TYPE_CHECKING:
@@ -37,8 +36,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # environment.cpu_cores(), written out: environment can import torch, which no ONNX backend may reach
-    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.intra_op_num_threads = threads or cpu_cores()
     options.log_severity_level = 3  # errors only: ORT warns about every fp16 fallback on CPU
     return options
 
@@ -53,7 +51,6 @@ class OnnxRuntimeBackend(Backend):
 
         self.path = Path(path)
         self.source = self.path.name
-        check_onnx_file(self.path)
         chosen = execution_providers(device, available_providers())
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=chosen)
@@ -88,14 +85,6 @@ class OnnxRuntimeBackend(Backend):
     def close(self) -> None:
         self.session = None  # its arenas and thread pool go with it
         super().close()
-
-
-def check_onnx_file(path: Path) -> None:
-    """Name what a file that cannot be an ONNX model is; ONNX Runtime says only "Protobuf parsing failed"."""
-    kind = file_kind(path)
-    if kind.name not in ("onnx", "unknown"):
-        raise ArtifactError(f"{str(path)!r} is not an ONNX model: it is {kind.words}. Expected the "
-                            ".onnx file of an export (model.onnx, model.fp16.onnx, ...)")
 
 
 def _ort_reason(exc: Exception, path: Path) -> str:

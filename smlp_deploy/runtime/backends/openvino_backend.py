@@ -22,13 +22,13 @@ with the latency hint: one call at a time uses them all, as ONNX Runtime's intra
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...cpu import bf16_missing, cpu_cores, openvino_cpu_capabilities
 from ...errors import Arg, ArtifactError, BackendUnavailableError, InputError
 from .base import Backend
 
@@ -54,17 +54,16 @@ class OpenVINOBackend(Backend):
         if precision not in PRECISIONS:
             raise InputError(f"OpenVINO computes in {', '.join(PRECISIONS)}, not {precision!r}", parameter="precision")
         core = ov.Core()
-        capabilities = cpu_capabilities(core)
-        if precision == "bf16" and "BF16" not in capabilities:
-            raise BackendUnavailableError(
-                "bf16 needs a CPU with bf16 instructions (AVX-512 BF16 or AMX); OpenVINO finds this CPU "
-                f"({core.get_property(DEVICE, 'FULL_DEVICE_NAME')}) offers {', '.join(capabilities)}: use ",
-                Arg("precision", "fp32"), ", or the INT8 CPU form (model.int8.cpu.onnx)", parameter="precision")
+        missing = bf16_missing(openvino_cpu_capabilities(core)) if precision == "bf16" else None
+        if missing:
+            cpu = core.get_property(DEVICE, "FULL_DEVICE_NAME")
+            raise BackendUnavailableError(f"bf16 cannot run here: {missing} ({cpu}); use ", Arg("precision", "fp32"),
+                                          ", or the INT8 CPU form (model.int8.cpu.onnx)", parameter="precision")
         try:
             model = core.read_model(str(self.path))
             self.compiled = core.compile_model(model, DEVICE, {
                 "INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": threads or len(os.sched_getaffinity(0))})
+                "INFERENCE_NUM_THREADS": threads or cpu_cores()})
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable, invalid or unsupported models
             raise ArtifactError(f"ONNX model {str(self.path)!r} cannot be loaded by OpenVINO: "
                                 f"{_last_line(exc)}") from exc
@@ -107,15 +106,6 @@ class OpenVINOBackend(Backend):
         self._local = threading.local()  # drops every thread's infer request
         self.compiled = None
         super().close()
-
-
-def cpu_capabilities(core: ov.Core | None = None) -> list[str]:
-    """What OpenVINO's CPU plugin says this CPU computes natively: FP32, BF16, INT8, ..."""
-    if core is None:
-        import openvino as ov
-
-        core = ov.Core()
-    return list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
 
 
 def precision_name(element_type: ov.Type) -> str:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ...artifacts import FORMATS, FileFormat, kind_of, onnx_artifact
 from ...environment import import_problem
-from ...errors import InputError
+from ...errors import ArtifactError, InputError
+from ...filekind import file_kind
 from ...manifest import ModelInfo
-from ...tensorrt_flavours import FLAVOURS, Flavour, check_engine_header
+from ...tensorrt.flavours import FLAVOURS, Flavour, check_engine_header
 from .base import Backend
 
 
@@ -89,9 +90,19 @@ def _load_openvino(path: Path, options: LoadOptions) -> Backend:
     return OpenVINOBackend(path, precision=options.precision, threads=options.threads)
 
 
+def _check_onnx_file(path: Path) -> None:
+    """Name what a file that cannot be an ONNX model is; ONNX Runtime says only "Protobuf parsing failed"."""
+    kind = file_kind(path)
+    if kind.name not in ("onnx", "unknown"):
+        raise ArtifactError(f"{str(path)!r} is not an ONNX model: it is {kind.words}. Expected the "
+                            ".onnx file of an export (model.onnx, model.fp16.onnx, ...)")
+
+
 def _check_openvino_file(path: Path) -> None:
-    """The TensorRT form of INT8 (signed activations) comes out wrong from OpenVINO 2026.4: logits at cosine 0.09
-    to PyTorch's on sMLPNet-T's verification photos, where the CPU form gives 0.9997 (tests/test_openvino.py)."""
+    """An ONNX model, and not the TensorRT form of INT8 (signed activations): that comes out wrong from OpenVINO
+    2026.4, logits at cosine 0.09 to PyTorch's on sMLPNet-T's verification photos, where the CPU form gives 0.9997
+    (tests/test_openvino.py)."""
+    _check_onnx_file(path)
     kind = kind_of(path)
     if kind is not None and kind.target == "tensorrt" and not kind.is_engine:
         raise InputError(f"{path.name} is the INT8 Q/DQ form for TensorRT, which OpenVINO does not compute correctly "
@@ -111,7 +122,8 @@ BACKENDS = {
     b.name: b
     for b in (
         BackendInfo("onnxruntime", ("onnx",), ("cpu", "cuda"), ("threads",),
-                    _importable("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"), _load_onnxruntime),
+                    _importable("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"), _load_onnxruntime,
+                    _check_onnx_file),
         *(BackendInfo(f.name, (f.name,), ("cuda",), ("cuda_graphs", "plugin_libraries"), f.run_unavailable,
                       _tensorrt_loader(f), partial(check_engine_header, flavour=f))
           for f in FLAVOURS.values()),

@@ -16,24 +16,20 @@ import shlex
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..artifacts import INPUT_NAME
-from ..errors import ArtifactError, BackendUnavailableError, InputError, SmlpDeployError
+from ..errors import ArtifactError, BackendUnavailableError, SmlpDeployError
 from ..fileio import write_bytes_atomic
 from ..manifest import BatchProfile
-from ..runtime.backends.tensorrt_backend import (
-    TensorRTMessages,
-    join_messages,
-    load_plugin_libraries,
-    tensorrt_logger,
-)
-from ..runtime.backends.tensorrt_rtx_api import set_compute_capabilities, supported_capabilities
-from ..tensorrt_flavours import TENSORRT_RTX, Flavour, TensorRTModule, current_compute_capability, import_tensorrt
+from .capabilities import target_capabilities
+from .flavours import TENSORRT_RTX, Flavour, TensorRTModule, import_tensorrt
+from .messages import TensorRTMessages, distinct, join_messages, tensorrt_logger
+from .plugins import load_plugin_libraries
+from .rtx import set_compute_capabilities
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -158,37 +154,11 @@ def _build_engine(flavour: Flavour, onnx_path: Path, engine_path: Path, image_si
     return EngineInfo(flavour, flavour.version() or "?", targets, gpu, options.profile, seconds)
 
 
-def distinct(messages: list[str]) -> str:
-    """Messages once each, with their counts: the builder repeats a warning for every layer it applies to."""
-    counts = Counter(message.strip() for message in messages)
-    return "; ".join(f"{text} (x{n})" if n > 1 else text for text, n in counts.items())
-
-
 def parser_error(error: trt.ParserError) -> str:
     """One parser error as a person reads it: the node, its op, and the parser's reason."""
     node = error.node_name() or (f"#{error.node()}" if error.node() >= 0 else "")
     where = f"{error.node_operator()} node {node!r}: " if node else ""
     return f"{where}{error.desc()} ({str(error.code()).rpartition('.')[2]})"
-
-
-def target_capabilities(flavour: Flavour, requested: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The compute capabilities an engine of ``flavour`` will run on: the requested ones (checked against what the
-    library can build for, before any work), the flavour's default set, or the GPU it is built on."""
-    if not flavour.builds_without_gpu:
-        if requested:
-            raise InputError(f"{flavour.title} builds for the GPU it runs on ({current_compute_capability()} "
-                             "here); compute capabilities are chosen for TensorRT for RTX engines only",
-                             parameter="compute_capabilities")
-        return (current_compute_capability(),)
-    supported = supported_capabilities()
-    if requested is None:  # the library's own set, written out; 7.5 (Turing) only on request, as NVIDIA advises
-        return tuple(c for c in supported if c != "7.5")
-    unknown = [c for c in requested if c not in supported]
-    if unknown or not requested:
-        raise InputError(f"{flavour.title} {flavour.version()} cannot build for compute capability "
-                         f"{', '.join(unknown) or 'none'}: it builds for {', '.join(supported)} (9.0 and 10.0, "
-                         "H100/H200/B200, take TensorRT engines)", parameter="compute_capabilities")
-    return tuple(c for i, c in enumerate(requested) if c not in requested[:i])
 
 
 def _gpu_name() -> str:

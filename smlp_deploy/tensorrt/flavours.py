@@ -8,8 +8,8 @@
   Spark), and 7.5 on request; not on 9.0 or 10.0.
 
 Both parse the same strongly typed ONNX (precision is in the graph: fp16 casts, Q/DQ) through the same builder,
-parser and runtime API, so one builder (``export.tensorrt_build``) and one engine backend
-(``runtime.backends.tensorrt_backend``) take a :class:`Flavour` and call :func:`import_tensorrt`.
+parser and runtime API, so one builder (``tensorrt.builder``) and one engine runner (``tensorrt.engine``) take a
+:class:`Flavour` and call :func:`import_tensorrt`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
-from .environment import import_problem, installed_version, torch_cuda
-from .errors import EXPORT_MODEL, ArtifactError, BackendUnavailableError, InputError
-from .filekind import file_kind
+from ..environment import import_problem, installed_version, torch_cuda
+from ..errors import EXPORT_MODEL, ArtifactError, BackendUnavailableError, InputError
+from ..filekind import file_kind
 
 if TYPE_CHECKING:
     import tensorrt

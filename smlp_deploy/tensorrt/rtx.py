@@ -1,5 +1,5 @@
 """TensorRT for RTX's own API, which TensorRT's does not have: target compute capabilities for the builder; the
-engine's validity asked before loading, and a runtime cache, for the backend.
+engine's validity asked before loading, and a runtime cache, for the engine runner.
 
 An RTX engine is compiled ahead of time for a set of compute capabilities and finished on the GPU by a
 just-in-time step. :func:`check_validity` asks the runtime whether the engine can run on this GPU with this
@@ -23,11 +23,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...artifacts import runtime_cache_of
-from ...environment import gpu_slug
-from ...errors import ArtifactError, InputError, Words
-from ...fileio import write_bytes_atomic
-from ...tensorrt_flavours import TENSORRT_RTX, import_tensorrt
+from ..artifacts import runtime_cache_of
+from ..environment import gpu_slug
+from ..errors import ArtifactError, InputError, Words
+from ..fileio import write_bytes_atomic
+from .flavours import TENSORRT_RTX, import_tensorrt
 
 if TYPE_CHECKING:
     import tensorrt as trt
