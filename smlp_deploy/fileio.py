@@ -40,7 +40,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+    """Strict JSON: a NaN or infinity is a ValueError here, never a bare ``NaN`` token other parsers refuse."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
 def sha256_file(path: str | Path) -> str:

@@ -48,7 +48,7 @@ from ..tensorrt.flavours import TENSORRT_RTX, current_compute_capability
 from . import fp8, int8, openvino_parity
 from .engine_plan import TIMING_CACHE_NAME, FlavourPlan, engine_status
 from .onnx_graph import export_onnx, save_model, simplify
-from .parity import check, compare
+from .parity import check
 from .precision import convert_to_fp16
 from .verification import VERIFICATION_NAME, VerificationSet
 
@@ -249,14 +249,9 @@ class ExportJob:
         """Run the verification inputs through the artifact, record it with its parity, enforce the thresholds
         (the failing numbers stay on record). An engine keeps the record its build made, now verified here."""
         path = self.out / kind.file_name
-        inputs, reference = self.verification.for_precision(kind.precision)
-        backend = load_backend(path, device="cpu" if kind.format == "onnx" else None)
-        try:
-            logits = backend.run_all(inputs)
+        with load_backend(path, device="cpu" if kind.format == "onnx" else None) as backend:
+            report = self.verification.parity(backend, kind.precision, kind.file_name)
             gpu = gpu_record() if kind.is_engine else None
-        finally:
-            backend.close()
-        report = compare(reference, logits)
         built = self.manifest.artifact(kind.file_name) if kind.is_engine else None
         if built is not None:
             self.manifest.record(replace(built, parity=report, status=VERIFIED, gpu=gpu))

@@ -60,10 +60,11 @@ def measure(path: Path, kind: ArtifactKind, verification: VerificationSet,
     """``path`` on OpenVINO in each of ``precisions``, against PyTorch (float forms) or against ONNX Runtime on the
     same graph (INT8 forms)."""
     inputs, reference = verification.for_precision(kind.precision)
-    against = "pytorch"
+    names, against, reference_name = verification.names(kind.precision), "pytorch", "the PyTorch reference"
     if kind.precision == "int8":
         with load_backend(path, "onnxruntime", device="cpu") as onnxruntime:
             reference, against = onnxruntime.run_all(inputs), "onnxruntime"
+        reference_name = f"{path.name} on ONNX Runtime"
     records = []
     for precision in precisions:
         with load_backend(path, BACKEND, precision=precision) as backend:
@@ -71,8 +72,9 @@ def measure(path: Path, kind: ArtifactKind, verification: VerificationSet,
             logits = backend.run_all(inputs)
             version = backend.version
         thresholds = SAME_GRAPH if against == "onnxruntime" else "fp16" if precision == "bf16" else kind.precision
-        records.append(BackendParity(BACKEND, precision, against, thresholds, compare(reference, logits), version,
-                                     cpu_model()))
+        report = compare(reference, logits, artifact=f"{path.name} on {BACKEND} in {precision}", names=names,
+                         reference_name=reference_name)
+        records.append(BackendParity(BACKEND, precision, against, thresholds, report, version, cpu_model()))
     return records
 
 

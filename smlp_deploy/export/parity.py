@@ -1,7 +1,13 @@
-"""How closely an artifact's logits follow the PyTorch reference, and the thresholds each precision must meet."""
+"""How closely an artifact's logits follow the PyTorch reference, and the thresholds each precision must meet.
+
+Non-finite logits (NaN, inf) are refused before any figure is computed: NaN compares false with everything, so
+a threshold written ``cosine < floor`` would let all-NaN logits through, and the report would hold NaN, which JSON
+cannot (manifest.json is strict JSON).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,12 +16,17 @@ from ..errors import ParityError
 from ..manifest import ParityReport
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityReport:
-    """How closely ``candidate`` logits follow ``reference`` logits, image by image."""
+def compare(reference: np.ndarray, candidate: np.ndarray, *, artifact: str = "the candidate",
+            names: Sequence[str] | None = None, reference_name: str = "the PyTorch reference") -> ParityReport:
+    """How closely ``candidate`` logits (of ``artifact``) follow ``reference`` logits, image by image; a
+    :class:`ParityError` naming the side, the count and the inputs (``names``, one per row) where either holds a
+    non-finite value."""
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(candidate, dtype=np.float64)
     if ref.shape != out.shape or ref.ndim != 2:
         raise ParityError(f"logits shapes differ: reference {ref.shape}, candidate {out.shape}")
+    check_finite(ref, reference_name, names)
+    check_finite(out, artifact, names)
     diff = np.abs(ref - out)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     cosine = np.sum(ref * out, axis=1) / np.maximum(norms, 1e-30)
@@ -40,12 +51,13 @@ class Thresholds:
     min_top1: float | None = None
 
     def failures(self, report: ParityReport) -> list[str]:
+        """What misses a threshold; written ``not (value within bound)``, so a NaN that reached a report fails."""
         found = []
-        if self.max_rel_diff is not None and report.rel_max_abs_diff > self.max_rel_diff:
+        if self.max_rel_diff is not None and not report.rel_max_abs_diff <= self.max_rel_diff:
             found.append(f"max abs diff {report.rel_max_abs_diff:.2e} of the logits' scale > {self.max_rel_diff:.0e}")
-        if self.min_cosine is not None and report.cosine < self.min_cosine:
+        if self.min_cosine is not None and not report.cosine >= self.min_cosine:
             found.append(f"cosine {report.cosine:.5f} < {self.min_cosine}")
-        if self.min_top1 is not None and report.top1_agreement < self.min_top1:
+        if self.min_top1 is not None and not report.top1_agreement >= self.min_top1:
             found.append(f"top-1 agreement {report.top1_agreement:.1%} < {self.min_top1:.0%}")
         return found
 
@@ -76,3 +88,16 @@ def check(report: ParityReport, precision: str, artifact: str) -> None:
     failures = THRESHOLDS[precision].failures(report)
     if failures:
         raise ParityError(f"{artifact} ({precision}) fails parity against PyTorch: " + "; ".join(failures))
+
+
+def check_finite(logits: np.ndarray, source: str, names: Sequence[str] | None = None) -> None:
+    """Raise :class:`ParityError` if ``logits`` (of ``source``) hold NaN or inf, naming how many values and on which
+    inputs (``names``, one per row; their row numbers otherwise)."""
+    bad = ~np.isfinite(logits)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    label = list(names) if names is not None else [f"#{i}" for i in range(len(logits))]
+    listed = ", ".join(label[i] for i in rows[:6]) + (f" and {len(rows) - 6} more" if len(rows) > 6 else "")
+    raise ParityError(f"{source} gives {int(bad.sum())} non-finite logits (NaN or inf) of {bad.size}, on {len(rows)} "
+                      f"of {len(logits)} verification inputs: {listed}")

@@ -15,9 +15,12 @@ import torch
 
 from ..errors import EXPORT_MODEL, ArtifactError
 from ..fileio import atomic_path
+from ..manifest import ParityReport
 from ..preprocess_config import PreprocessConfig
+from ..runtime.backends.base import Backend
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
+from .parity import check_finite, compare
 
 VERIFICATION_NAME = "verification.npz"
 N_RANDOM = 11
@@ -28,6 +31,20 @@ class VerificationSet:
     inputs: np.ndarray  # [N, 3, H, W] float32: the photographs first, then random tensors
     reference: np.ndarray  # [N, classes] float32, PyTorch FP32 logits
     n_photos: int
+
+    def names(self, precision: str) -> list[str]:
+        """How messages name the inputs ``precision`` is held to: the photographs by file, the random tensors by
+        number."""
+        photos = [p.name for p in sample_images()]
+        photos = photos if len(photos) == self.n_photos else [f"photo #{i + 1}" for i in range(self.n_photos)]
+        count = len(self.for_precision(precision)[0])
+        return (photos + [f"random input #{i + 1}" for i in range(len(self.inputs) - self.n_photos)])[:count]
+
+    def parity(self, backend: Backend, precision: str, artifact: str) -> ParityReport:
+        """``backend``'s logits on the inputs ``precision`` is held to, against PyTorch's (non-finite logits are a
+        :class:`~smlp_deploy.errors.ParityError` naming the inputs)."""
+        inputs, reference = self.for_precision(precision)
+        return compare(reference, backend.run_all(inputs), artifact=artifact, names=self.names(precision))
 
     def for_precision(self, precision: str) -> tuple[np.ndarray, np.ndarray]:
         """The inputs and reference logits ``precision`` is held to. INT8 ranges are calibrated on images, and
@@ -45,7 +62,9 @@ class VerificationSet:
         inputs = np.concatenate([photos, noise])
         with torch.inference_mode():
             reference = model.eval()(torch.from_numpy(inputs)).numpy()
-        return cls(inputs, reference, len(photos))
+        found = cls(inputs, reference, len(photos))
+        check_finite(reference, "the PyTorch model", found.names("fp32"))
+        return found
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
