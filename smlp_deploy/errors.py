@@ -91,6 +91,11 @@ class ParityError(SmlpDeployError):
     """An artifact's outputs differ from the PyTorch reference by more than the allowed threshold."""
 
 
+class ScoreError(SmlpDeployError):
+    """An artifact returned non-finite scores (NaN or inf) for an input; the message names the artifact and the
+    input. Commands with a row per image (smlp-predict, Ray) put it in that image's row."""
+
+
 class BackendUnavailableError(SmlpDeployError):
     """A backend (TensorRT, a GPU, onnxruntime-gpu) is not installed or not usable on this machine."""
 

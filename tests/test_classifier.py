@@ -311,7 +311,7 @@ def test_predict_cli_classifies_what_it_can_and_names_each_missing_input(export_
     assert len(records[str(photos[1])]["topk"]) == 5
     assert predict_main([model, str(missing), str(photos[1])]) == 1
     table = capsys.readouterr().out
-    assert "does not exist" in table and "2 image(s) with onnxruntime" in table and "1 could not be read" in table
+    assert "does not exist" in table and "2 image(s) with onnxruntime" in table and "1 could not be classified" in table
     for given in ([str(empty)], [str(missing), str(empty)]):
         with pytest.raises(InputError, match=r"^no images to classify: ") as info:
             predict_main([model, *given])

@@ -40,7 +40,7 @@ class BatchSummary:
 
     output: str
     images: int  # result rows this call wrote, error rows included
-    errors: int  # rows whose image could not be read
+    errors: int  # rows without a prediction: an unreadable image, or non-finite scores
     skipped: int  # rows the output already held (resume): their images were not classified again
     seconds: float  # the whole call, Ray's start-up included
     startup_seconds: float  # starting or joining Ray and loading the model once to check it

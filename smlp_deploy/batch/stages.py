@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, ScoreError
 from ..preprocess_config import PreprocessConfig
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ..runtime.classifier import Prediction
 
 # Result columns, in both output formats: what smlp-predict --json reports, one list per top-k field.
 RESULT_COLUMNS = ("path", "topk", "labels", "scores", "error")
@@ -67,8 +69,7 @@ class ClassifierReplica:
 
         errors = [str(e) or None for e in batch["error"]]
         good = [i for i, e in enumerate(errors) if e is None]
-        images = [batch["image"][i] for i in good]  # a list: one Prediction per image
-        predictions = dict(zip(good, self.classifier.predict(images, topk=self.topk), strict=True)) if good else {}
+        predictions = self._predict(batch, good, errors)
         tops = [predictions[i].topk if i in predictions else [] for i in range(len(errors))]
         return pa.Table.from_pydict({
             "path": [str(p) for p in batch["path"]],
@@ -77,6 +78,25 @@ class ClassifierReplica:
             "scores": [[score for _, _, score in top] for top in tops],
             "error": errors,
         }, schema=result_schema())
+
+
+    def _predict(self, batch: dict[str, np.ndarray], good: list[int],
+                 errors: list[str | None]) -> dict[int, Prediction]:
+        """The predictions of the rows in ``good``; a row whose scores are not finite gets its error instead (found
+        one by one: rare)."""
+        if not good:
+            return {}
+        try:
+            return dict(zip(good, self.classifier.predict([batch["image"][i] for i in good], topk=self.topk),
+                            strict=True))
+        except ScoreError:
+            found = {}
+            for i in good:
+                try:
+                    found[i] = self.classifier.predict(batch["image"][i], topk=self.topk)
+                except ScoreError as exc:
+                    errors[i] = f"image {batch['path'][i]}: {exc}"
+            return found
 
 
 @dataclass(frozen=True)

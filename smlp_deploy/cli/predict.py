@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..errors import ImageError, InputError
+from ..errors import ImageError, InputError, ScoreError
 from ..imagefolder import find_images, holds_no_images
 from ..progress import format_table
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
@@ -80,17 +80,18 @@ def expand(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 
 def classify(classifier: Classifier, files: list[Path], topk: int) -> Iterator[tuple[Path, Prediction | str]]:
-    """Each file with its prediction, or with why it could not be read; a bad file never stops the others."""
+    """Each file with its prediction, or with why it has none (unreadable, or non-finite scores); a bad file never
+    stops the others."""
     step = classifier.max_batch_size
     for start in range(0, len(files), step):
         chunk = files[start : start + step]
         try:
             yield from zip(chunk, classifier.predict([str(p) for p in chunk], topk=topk), strict=True)
-        except ImageError:  # rare: find the culprits one by one
+        except (ImageError, ScoreError):  # rare: find the culprits one by one
             for path in chunk:
                 try:
                     yield path, classifier.predict(str(path), topk=topk)
-                except ImageError as exc:
+                except (ImageError, ScoreError) as exc:
                     yield path, str(exc)
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.update()
     if not args.json:
         print(format_table(["image", "top-1", "score", f"next {topk - 1}"], rows))
-        unread = f"; {failed} could not be read" if failed else ""
+        unread = f"; {failed} could not be classified" if failed else ""
         print(f"\n{total} image(s) with {classifier.describe()}{unread}")
     return 1 if failed else 0
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..artifacts import kind_of
-from ..errors import Arg, ArtifactError, InputError
+from ..errors import Arg, ArtifactError, InputError, ScoreError
 from ..fileio import sha256_file
 from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
 from ..models.labels import imagenet_labels
@@ -204,8 +204,22 @@ class Classifier:
         outputs = []
         for start in range(0, len(items), self.max_batch_size):
             chunk = items[start : start + self.max_batch_size]
-            outputs.append(self.backend.run(self._preprocess(chunk)))
+            outputs.append(self._checked(self.backend.run(self._preprocess(chunk)), chunk))
         return np.concatenate(outputs)
+
+    def _checked(self, logits: np.ndarray, chunk: list[_Item]) -> np.ndarray:
+        """``logits``, unless a row holds NaN or inf: softmax and top-k would turn that into a ranking that looks
+        like any other, so the input is named instead (its row in smlp-predict and on Ray)."""
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        if bad.size == 0:
+            return logits
+        what = ", ".join(f"image {chunk[i].name}" if chunk[i].name else "the image" for i in bad[:5])
+        count = int((~np.isfinite(logits[bad])).sum())
+        raise ScoreError(f"{self.path.name} returned non-finite scores (NaN or inf) for {what}"
+                         + (f" and {bad.size - 5} more" if bad.size > 5 else "")
+                         + f": {count} of {logits[bad].size} logits. It passed its export's verification, so these "
+                         "inputs drive its arithmetic out of range (an FP16 artifact overflows past 65504): compare "
+                         "them with the FP32 model.onnx of the export")
 
     def _preprocess(self, chunk: list[_Item]) -> np.ndarray:
         size = self.preprocess.config.input_size
