@@ -7,6 +7,7 @@ decode pass.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -131,15 +132,13 @@ def evaluate_artifacts(model: SMLPNet, manifest: Manifest, export_dir: Path, fol
         (elsewhere if kind is not None and engine_unavailable(kind) else runnable).append(artifact)
     if elsewhere:
         say(f"not evaluated here (no GPU that runs them): {', '.join(a.path for a in elsewhere)}")
-    models: dict[str, Logits] = {"pytorch": TorchBackend(model, device="cpu").run}
-    backends = {a.path: load_backend(export_dir / a.path, model_info=manifest.model) for a in runnable}
-    models.update({name: backend.run_all for name, backend in backends.items()})
     indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes, sortable=False)
-    try:
+    with contextlib.ExitStack() as opened:  # every backend opened is closed, also when a later one fails to load
+        backends = {a.path: opened.enter_context(load_backend(export_dir / a.path, model_info=manifest.model))
+                    for a in runnable}
+        reference = opened.enter_context(TorchBackend(model, device="cpu"))
+        models: dict[str, Logits] = {"pytorch": reference.run, **{n: b.run_all for n, b in backends.items()}}
         scores = evaluate(models, folder, Preprocessor(manifest.preprocess), indices, quiet=quiet)
-    finally:
-        for backend in backends.values():
-            backend.close()  # engines hold GPU memory
     manifest.model.accuracy = replace(scores.pop("pytorch"), dataset=str(folder.root))
     for artifact in runnable:
         artifact.accuracy = scores[artifact.path]

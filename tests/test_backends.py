@@ -120,3 +120,55 @@ def test_a_classifier_that_fails_after_loading_closes_its_backend(export_dir, tm
         Classifier(copy / "model.onnx")
     (backend,) = opened
     assert backend.closed and backend.session is None
+
+
+def test_closing_a_torch_backend_lets_its_model_go(export_dir):
+    """The model (and on a GPU its memory) goes with close(), not with the backend object."""
+    import gc
+    import weakref
+
+    from smlp_deploy.runtime.backends import TorchBackend
+
+    model = create_model("test", image_size=SIZE)
+    backend, kept = TorchBackend(model, device="cpu"), weakref.ref(model)
+    del model
+    backend.close()
+    gc.collect()
+    assert kept() is None and backend.closed
+    assert "torch" in backend.describe()
+
+
+def test_close_while_another_thread_runs_is_refused_then_done(export_dir):
+    """A close during a call on another thread is refused with a clear error (never a session pulled from under
+    the call); once the calls return it closes, and the next call is told so."""
+    import threading
+
+    backend = load_backend(export_dir / "model.onnx")
+    batch = np.zeros((64, 3, SIZE, SIZE), np.float32)
+    backend.run(batch)
+    running, outcomes = threading.Event(), []
+
+    def calls() -> None:
+        try:
+            while True:
+                running.set()
+                backend.run(batch)
+        except Exception as exc:  # the test looks at whatever ended the calls
+            outcomes.append(exc)
+
+    worker = threading.Thread(target=calls)
+    worker.start()
+    running.wait()
+    refused = 0
+    while True:
+        try:
+            backend.close()
+            break
+        except InputError as exc:
+            assert str(exc) == ("model.onnx cannot be closed while 1 call(s) run on other threads: close it once they "
+                                "have returned")
+            refused += 1
+    worker.join(timeout=60)
+    assert refused >= 1 and backend.closed
+    assert [type(e) for e in outcomes] == [InputError]
+    assert str(outcomes[0]) == "model.onnx was closed: open it again to run it"

@@ -60,3 +60,35 @@ def test_smlp_eval_maps_label_folders_to_imagenet_indices(random_export, tmp_pat
     with pytest.raises(InputError, match="1 folder matches no class: my cats"):
         eval_main([artifact, "--data", str(data), "--quiet"])
     assert eval_main([artifact, "--data", str(data), "--sorted-classes", "--quiet"]) == 0
+
+
+def test_a_backend_that_fails_to_load_leaves_none_open(random_export, tmp_path, monkeypatch):
+    """The export's evaluation step: the artifacts opened before one that fails to load are closed."""
+    from dataclasses import replace
+
+    from smlp_deploy import evaluation
+    from smlp_deploy.errors import ArtifactError
+    from smlp_deploy.imagefolder import LabeledFolder
+    from smlp_deploy.manifest import MANIFEST_NAME, Manifest
+    from smlp_deploy.models import create_model
+    from smlp_deploy.runtime import load_backend
+
+    copy = tmp_path / "export"
+    shutil.copytree(random_export, copy)
+    data = (copy / "model.onnx").read_bytes()
+    (copy / "model.fp16.onnx").write_bytes(data[: len(data) // 2])  # a second artifact, cut in half
+    manifest = Manifest.load(copy / MANIFEST_NAME)
+    manifest.record(replace(manifest.artifact("model.onnx"), path="model.fp16.onnx", precision="fp16"))
+    (tmp_path / "val" / "tabby").mkdir(parents=True)
+    shutil.copy(sample_images()[0], tmp_path / "val" / "tabby")
+    opened = []
+
+    def load_and_keep(*args, **kwargs):
+        opened.append(load_backend(*args, **kwargs))  # the real loader; the test only keeps what it returned
+        return opened[-1]
+
+    monkeypatch.setattr(evaluation, "load_backend", load_and_keep)
+    with pytest.raises(ArtifactError, match=r"model\.fp16\.onnx' cannot be loaded by onnxruntime"):
+        evaluation.evaluate_artifacts(create_model("test", image_size=64), manifest, copy,
+                                      LabeledFolder.scan(tmp_path / "val"), say=print, quiet=True)
+    assert [b.source for b in opened] == ["model.onnx"] and all(b.closed for b in opened)

@@ -14,7 +14,9 @@ import pytest
 
 from smlp_deploy import Classifier
 from smlp_deploy.errors import ArtifactError, InputError
+from smlp_deploy.export import BatchProfile, BuildOptions, build_from_onnx
 from smlp_deploy.runtime.backends import load_backend
+from smlp_deploy.tensorrt.engine import MAX_CONTEXTS, Pool, padded
 from smlp_deploy.tensorrt.messages import TensorRTMessages
 
 from .conftest import photo_batch
@@ -104,11 +106,11 @@ def test_every_context_stream_and_buffer_is_on_the_device(export_dir):
     for index in range(min(count, 2)):
         backend = load_backend(export_dir / "engine.fp32.plan", device=f"cuda:{index}")
         backend.run(photo_batch(SIZE))
-        state = backend._state()
-        assert backend.device == torch.device("cuda", index)
-        assert state.stream.device == backend.device
-        assert all(buffer.device == backend.device for buffer in state.device_buffers.values())
-        assert state.host_in.is_pinned() and state.host_out.is_pinned()
+        with backend.engine._pool.lend() as state:  # the context that call made, lent again
+            assert backend.device == torch.device("cuda", index)
+            assert state.stream.device == backend.device
+            assert all(buffer.device == backend.device for buffer in state.device_buffers.values())
+            assert state.host_in.is_pinned() and state.host_out.is_pinned()
         backend.close()
     with pytest.raises(InputError, match=f"this machine has {count} CUDA device") as error:
         load_backend(export_dir / "engine.fp32.plan", device=f"cuda:{count}")
@@ -160,3 +162,71 @@ def test_the_benchmark_separates_engine_compute_from_copies(export_dir, tmp_path
         assert times is not None and times.compute_ms > 0
         assert times.h2d_ms + times.compute_ms + times.d2h_ms <= row.latency_ms.p90
     assert all(r.device_times is None for r in report.results if r.backend != "tensorrt")
+
+
+def test_a_batch_below_the_profile_minimum_is_padded_and_cut_back():
+    batch = photo_batch(SIZE)[:2]
+    grown = padded(batch, 4)
+    assert grown.shape == (4, 3, SIZE, SIZE) and np.array_equal(grown[:2], batch)
+    assert np.array_equal(grown[2], batch[1]) and np.array_equal(grown[3], batch[1])
+    assert padded(batch, 1) is batch and padded(batch, 2) is batch
+
+
+def test_the_context_pool_never_makes_more_than_its_limit():
+    """32 threads through a pool of 4: at most 4 states are made, and no two threads hold one at the same time
+    (an execution context is not thread-safe)."""
+    holders: dict[int, int] = {}
+    lock = threading.Lock()
+    pool = Pool(object, 4)
+    start = threading.Barrier(32)
+    clashes = []
+
+    def call() -> None:
+        start.wait()
+        for _ in range(20):
+            with pool.lend() as state:
+                with lock:
+                    clashes.append(holders.get(id(state), 0))
+                    holders[id(state)] = holders.get(id(state), 0) + 1
+                with lock:
+                    holders[id(state)] -= 1
+
+    threads = [threading.Thread(target=call) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert pool.made <= 4 and len(holders) == pool.made and not any(clashes) and len(clashes) == 640
+
+
+@pytest.mark.tensorrt
+def test_many_threads_share_a_bounded_number_of_contexts(export_dir):
+    backend = load_backend(export_dir / "engine.fp16.plan")
+    expected = backend.run(photo_batch(SIZE))
+    results = []
+
+    def call() -> None:
+        results.append(backend.run(photo_batch(SIZE)))
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert backend.engine.contexts <= MAX_CONTEXTS and len(results) == 16
+    assert all(np.array_equal(r, expected) for r in results)
+    backend.close()
+
+
+@pytest.mark.tensorrt
+def test_an_engine_with_a_minimum_batch_runs_one_image(export_dir, tmp_path):
+    """Built for batches 4 to 8, it still answers one image (padded to 4), the same as the 1:4:8 engine does."""
+    import shutil
+
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    build_from_onnx(copy, BuildOptions(BatchProfile(4, 4, 8), workspace_mib=1024), flavours=("tensorrt",), quiet=True)
+    one = photo_batch(SIZE)[:1]
+    with load_backend(copy / "engine.fp16.plan") as four, load_backend(export_dir / "engine.fp16.plan") as any_:
+        assert four.engine.min_batch_size == 4
+        np.testing.assert_allclose(four.run(one), any_.run(one), rtol=1e-2, atol=1e-2)

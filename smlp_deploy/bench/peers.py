@@ -39,3 +39,6 @@ class OpenVINODirect(Backend):
 
     def describe(self) -> str:
         return f"openvino {self.version} CPU, its defaults with {self.compute_precision} ({self.path.name})"
+
+    def _release(self) -> None:
+        self.compiled = None

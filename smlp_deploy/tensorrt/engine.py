@@ -4,10 +4,14 @@ preallocated for the profile's max batch.
 Written against the Python API that TensorRT 10.x/11.x and TensorRT for RTX share (``tensorrt.flavours``), and
 type-checked against TensorRT's stubs (tests).
 
-* Threads: an execution context is not thread-safe, so each thread gets its own context, CUDA stream, device
-  buffers and pinned host buffers (created on its first call); the engine is shared.
+* Threads: an execution context is not thread-safe, so a call borrows one, with its CUDA stream, device buffers
+  and pinned host buffers, from a pool of at most ``max_contexts`` (made on demand; the engine is shared): more
+  threads than that wait for one to come back, so a pool of 64 threads does not make 64 contexts, each with
+  buffers for the profile's max batch and TensorRT's activation memory.
 * Device: the engine, and every context, stream and buffer, is created with the engine's device current, and
   every call runs with it current.
+* Batches below the profile's minimum (an engine built for ``--batch 8:8:32`` given one image) are padded up to
+  it with copies of their last sample, and the padded rows dropped: the engine cannot run them otherwise.
 * CUDA graphs (``cuda_graphs=True``, for callers that run a few fixed batch sizes): the first call at a batch
   size runs the engine once (TensorRT finishes its deferred setup there), then captures ``execute_async_v3`` in
   a CUDA graph that later calls at that size replay; the copies stay outside the graph. TensorRT's Python API has
@@ -27,9 +31,10 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
@@ -51,12 +56,64 @@ if TYPE_CHECKING:
     import tensorrt as trt
     import torch
 
+# Contexts per engine: a bound, not a tuned figure (no GPU has measured it here). Concurrent contexts on one GPU add
+# little throughput past a few, and each holds its own device memory.
+MAX_CONTEXTS = 4
+State = TypeVar("State")
+
+
+class Pool(Generic[State]):
+    """At most ``limit`` states, made by ``make`` on demand and lent to one caller at a time; a caller finding none
+    free and the limit reached waits until one comes back."""
+
+    def __init__(self, make: Callable[[], State], limit: int):
+        self._make, self._limit = make, limit
+        self._free: list[State] = []
+        self._made = 0
+        self._changed = threading.Condition()
+
+    @property
+    def made(self) -> int:
+        return self._made
+
+    @contextmanager
+    def lend(self) -> Iterator[State]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._free or self._made < self._limit)
+            state = self._free.pop() if self._free else None
+            if state is None:
+                self._made += 1  # counted now, so concurrent callers respect the limit while it is made
+        if state is None:
+            try:
+                state = self._make()
+            except BaseException:
+                with self._changed:
+                    self._made -= 1
+                    self._changed.notify()
+                raise
+        try:
+            yield state
+        finally:
+            with self._changed:
+                self._free.append(state)
+                self._changed.notify()
+
+
+def padded(batch: np.ndarray, minimum: int) -> np.ndarray:
+    """``batch`` with copies of its last sample appended up to ``minimum`` rows (an engine profile's smallest
+    batch); the caller keeps the first ``len(batch)`` rows of the result."""
+    if len(batch) >= minimum:
+        return batch
+    rows = np.minimum(np.arange(minimum), len(batch) - 1)  # 0, 1, ..., n - 1, n - 1, ...
+    grown: np.ndarray = batch[rows]
+    return grown
+
 
 class Engine:
     """The engine in ``path``, of ``flavour``, on the CUDA ``device`` (a torch device with its index)."""
 
     def __init__(self, path: Path, flavour: Flavour, device: torch.device, *, cuda_graphs: bool = False,
-                 plugin_libraries: Sequence[str | Path] = ()):
+                 plugin_libraries: Sequence[str | Path] = (), max_contexts: int = MAX_CONTEXTS):
         import torch
 
         api = import_tensorrt(flavour)
@@ -88,8 +145,9 @@ class Engine:
             raise ArtifactError(f"{path.name} has inputs {inputs} and outputs {outputs}; smlp-deploy engines "
                                 "have one of each")
         self.input_name, self.output_name = inputs[0], outputs[0]
-        max_shape = engine.get_tensor_profile_shape(self.input_name, 0)[2]
+        min_shape, _, max_shape = engine.get_tensor_profile_shape(self.input_name, 0)
         output_shape = engine.get_tensor_shape(self.output_name)
+        self.min_batch_size: int = min_shape[0]
         self.max_batch_size: int = max_shape[0]
         self.num_classes: int = output_shape[len(output_shape) - 1]
         self.sample_shape = tuple(max_shape[i] for i in range(1, len(max_shape)))  # [3, H, W]
@@ -99,8 +157,17 @@ class Engine:
         self.api = api
         self._rtx = RtxRuntime(path, torch.cuda.get_device_name(device), cuda_graphs) \
             if flavour is TENSORRT_RTX else None
-        self._local = threading.local()
-        self._lock = threading.Lock()
+        self._local = threading.local()  # each thread's last call's times
+        self._max_contexts = max_contexts
+        self._creating = threading.Lock()  # making contexts concurrently is not documented as safe
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> Pool[_ContextState]:
+        def make() -> _ContextState:
+            with self._creating:
+                return _ContextState(self)
+
+        return Pool(make, self._max_contexts)
 
     @property
     def cuda_engine(self) -> trt.ICudaEngine:
@@ -108,32 +175,33 @@ class Engine:
             raise ArtifactError(f"the TensorRT backend for {self.path.name} was closed")
         return self._engine
 
-    def _state(self) -> _ThreadState:
-        state: _ThreadState | None = getattr(self._local, "state", None)
-        if state is None:
-            with self._lock:  # creating contexts concurrently is not documented as safe
-                state = self._local.state = _ThreadState(self)
-        return state
+    @property
+    def contexts(self) -> int:
+        """The execution contexts made so far (at most ``max_contexts``)."""
+        return self._pool.made
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """``batch`` (float32, at most the profile's max batch) through the engine on this thread's context."""
-        return self._state().run(batch)
+        """``batch`` (float32, at most the profile's max batch; padded up to its min) on a context of the pool."""
+        with self._pool.lend() as state:
+            logits = state.run(padded(batch, self.min_batch_size))
+            self._local.times = state.times
+        return logits[: len(batch)]
 
     def last_times(self) -> DeviceTimes | None:
         """The GPU time split of this thread's last call; None before its first."""
-        state: _ThreadState | None = getattr(self._local, "state", None)
-        return state.times if state is not None else None
+        times: DeviceTimes | None = getattr(self._local, "times", None)
+        return times
 
     def close(self) -> None:
         if self._rtx is not None:
             self._rtx.save_cache()
-        self._local = threading.local()  # drops every thread's context and buffers
-        self._engine = None
+        self._pool = self._new_pool()  # drops every context and its buffers
+        self._engine = None  # a later call fails making a context: "was closed"
 
 
-class _ThreadState:
-    """One thread's execution context, stream, device buffers, pinned host buffers, CUDA events and graphs: after
-    the first call at a batch size, the hot path allocates nothing."""
+class _ContextState:
+    """One execution context with its stream, device buffers, pinned host buffers, CUDA events and graphs, used by
+    one call at a time: after the first call at a batch size, the hot path allocates nothing."""
 
     def __init__(self, engine: Engine):
         import torch
@@ -160,7 +228,7 @@ class _ThreadState:
                                         f"{join_messages(messages)}")
             self.events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.times: DeviceTimes | None = None
+        self.times: DeviceTimes | None = None  # of the last call
         self.sizes_run: set[int] = set()  # TensorRT for RTX compiles for a shape when it first runs
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -183,11 +251,11 @@ class _ThreadState:
         h2d: float = start.elapsed_time(copied_in)
         compute: float = copied_in.elapsed_time(computed)
         d2h: float = computed.elapsed_time(copied_out)
-        self.times = DeviceTimes(h2d, compute, d2h)
         if n not in self.sizes_run:
             self.sizes_run.add(n)
             if e._rtx is not None:
                 e._rtx.save_cache()  # what the first run at this size compiled, for the next process
+        self.times = DeviceTimes(h2d, compute, d2h)
         return np.array(self.host_out[:n].numpy(), dtype=np.float32)
 
     def _compute(self, n: int) -> None:

@@ -1,12 +1,15 @@
 """The small interface every backend implements: load once, run a float32 batch, describe yourself.
 
 As in Polygraphy's runners, the base class checks every batch against what the artifact declares before the
-backend sees it, so a wrong shape is an :class:`InputError` naming both shapes, never a backend's traceback.
+backend sees it, so a wrong shape is an :class:`InputError` naming both shapes, never a backend's traceback. It
+also keeps ``close()`` from pulling a session, an engine or device memory from under a call running on another
+thread: the close is refused with a clear error instead, and a call after a close is refused too.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Self
@@ -15,6 +18,8 @@ import numpy as np
 
 from ...errors import InputError
 from ...tensorrt.times import DeviceTimes
+
+_CALLS = threading.Lock()  # guards every backend's ``closed`` and count of calls in flight (held for a few steps)
 
 
 class Backend(ABC):
@@ -36,12 +41,19 @@ class Backend(ABC):
     num_classes: int | None = None
     compute_precision: str | None = None
     closed: bool = False
+    _calls: int = 0  # run() calls in flight, on any thread
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.closed:
-            raise InputError(f"{self.source} was closed: open it again to run it")
-        self.check_batch(batch)
-        return self._run(batch)
+        with _CALLS:
+            if self.closed:
+                raise InputError(f"{self.source} was closed: open it again to run it")
+            self._calls += 1
+        try:
+            self.check_batch(batch)
+            return self._run(batch)
+        finally:
+            with _CALLS:
+                self._calls -= 1
 
     def check_batch(self, batch: np.ndarray) -> None:
         """Raise :class:`InputError` unless ``batch`` is a float32 array this artifact accepts."""
@@ -76,8 +88,20 @@ class Backend(ABC):
         return None
 
     def close(self) -> None:
-        """Release device resources; the backend is unusable afterwards (subclasses call this last)."""
-        self.closed = True
+        """Release the backend's resources (device memory, sessions, thread pools); it is unusable afterwards, and a
+        second close does nothing. Refused, with an :class:`InputError`, while a call runs on another thread."""
+        with _CALLS:
+            if self.closed:
+                return
+            if self._calls:
+                raise InputError(f"{self.source} cannot be closed while {self._calls} call(s) run on other threads: "
+                                 "close it once they have returned")
+            self.closed = True
+        self._release()
+
+    @abstractmethod
+    def _release(self) -> None:
+        """What ``close`` frees: the backend's own resources."""
 
     def __enter__(self) -> Self:
         return self

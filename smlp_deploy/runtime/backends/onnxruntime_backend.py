@@ -82,9 +82,8 @@ class OnnxRuntimeBackend(Backend):
     def describe(self) -> str:
         return f"onnxruntime {self.provider} ({self.path.name})"
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.session = None  # its arenas and thread pool go with it
-        super().close()
 
 
 def _ort_reason(exc: Exception, path: Path) -> str:

@@ -102,10 +102,9 @@ class OpenVINOBackend(Backend):
         quantized = "int8, float parts " if self.quantized else ""
         return f"openvino {self.version} CPU {quantized}{self.compute_precision} ({self.path.name})"
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._local = threading.local()  # drops every thread's infer request
         self.compiled = None
-        super().close()
 
 
 def precision_name(element_type: ov.Type) -> str:

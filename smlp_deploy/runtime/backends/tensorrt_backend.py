@@ -54,9 +54,8 @@ class TensorRTBackend(Backend):
         return (f"{self.name} {self.flavour.version()} on {torch.cuda.get_device_name(self.device)} ({self.device}; "
                 f"{self.path.name}, max batch {self.max_batch_size}{graphs})")
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.engine.close()
-        super().close()
 
 
 def cuda_device(device: str | None) -> torch.device:

@@ -21,6 +21,7 @@ class TorchBackend(Backend):
         self.dtype = dtype
         self.model: Callable[[torch.Tensor], torch.Tensor] = model.eval().to(self.device, dtype)  # or compiled
         self.source = getattr(model, "variant", "the PyTorch model")
+        self.variant = getattr(model, "variant", "model")
         size = getattr(model, "image_size", None)
         self.input_shape = (3, size, size)
         self.num_classes = getattr(model, "num_classes", None)
@@ -32,4 +33,11 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
-        return f"torch {torch.__version__} {self.device.type} {precision} ({getattr(self.model, 'variant', 'model')})"
+        return f"torch {torch.__version__} {self.device.type} {precision} ({self.variant})"
+
+    def _release(self) -> None:
+        """Drop the model, and on a GPU hand its memory back to the driver (torch's caching allocator keeps freed
+        blocks for the process otherwise)."""
+        del self.model
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
