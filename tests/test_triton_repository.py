@@ -317,3 +317,34 @@ def test_runtime_options_that_cannot_hold_are_refused(export_dir, tmp_path, opti
         write_triton_repository(export_dir, tmp_path / "repo", **options)
     assert error.value.parameter == parameter
     assert not (tmp_path / "repo").exists()
+
+
+def test_the_python_backend_runs_each_instance_on_its_own_device(export_dir, tmp_path):
+    """The arguments Triton gives an instance (its kind and device id) reach the backend: a KIND_CPU instance runs
+    on the CPU; a KIND_GPU one runs on its GPU or fails to load saying why, never on the CPU without a word."""
+    from google.protobuf.json_format import MessageToJson
+
+    from smlp_deploy.errors import BackendUnavailableError
+    from smlp_deploy.runtime.backends.onnxruntime_backend import CUDA, available_providers
+    from smlp_deploy.serving.python_models import ClassifierModel
+
+    repository = write_triton_repository(export_dir, tmp_path, backend="python", image_input=False)
+    config = MessageToJson(parse(repository.classifier.directory / "config.pbtxt"), preserving_proto_field_name=True)
+
+    def loaded(kind: str, device: str) -> ClassifierModel:
+        model = ClassifierModel()
+        model.initialize({"model_config": config, "model_repository": str(repository.classifier.directory),
+                          "model_version": "1", "model_instance_kind": kind, "model_instance_device_id": device})
+        return model
+
+    on_cpu = loaded("CPU", "0")
+    assert on_cpu.classifier.backend.device == "cpu"
+    on_cpu.finalize()
+    if CUDA in available_providers():
+        on_gpu = loaded("GPU", "0")
+        assert on_gpu.classifier.backend.device == "cuda:0"
+        on_gpu.finalize()
+    else:
+        with pytest.raises(BackendUnavailableError, match=r"^device 'cuda:1' asked for, but this onnxruntime runs on "
+                                                          r"the CPU only"):
+            loaded("GPU", "1")

@@ -1,7 +1,9 @@
 """The Python-backend models a repository's ``model.py`` files name: they run inside Triton's Python stub.
 
 ``ClassifierModel`` serves an artifact through :class:`~smlp_deploy.Classifier` (for servers without the
-TensorRT or ONNX Runtime backend, such as the one in nvidia-pytriton's wheel); ``PreprocessModel`` turns encoded
+TensorRT or ONNX Runtime backend, such as the one in nvidia-pytriton's wheel), each instance on the device Triton
+gives it (``KIND_GPU`` instance N: ``cuda:N``, or a load error saying why it cannot run there; ``KIND_CPU``: the
+CPU), never on another without a word; ``PreprocessModel`` turns encoded
 image bytes into the model's input with the project's own preprocessing, as the first step of the image
 ensemble. Both find their files in their version folder (``args["model_repository"]/<version>/``): the artifact
 and the export's manifest, which gives the preprocessing and is checked against the artifact's sha256.
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import INPUT_NAME, OUTPUT_NAME
-from ..errors import InputError
+from ..errors import InputError, ScoreError, SmlpDeployError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..runtime.classifier import Classifier
 from ..runtime.preprocess import Preprocessor
@@ -44,14 +46,14 @@ class ClassifierModel:
         parameters = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
         artifact = _version_dir(args) / parameters[ARTIFACT_PARAMETER]
         self.classifier = Classifier(artifact, backend=parameters.get(BACKEND_PARAMETER),
-                                     precision=parameters.get(PRECISION_PARAMETER))
+                                     precision=parameters.get(PRECISION_PARAMETER), device=instance_device(args))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batches = [_input(request, INPUT_NAME) for request in requests]
         try:
             logits = self.classifier.logits(np.concatenate(batches))
             results: Sequence[np.ndarray | Exception] = np.split(logits, np.cumsum([len(b) for b in batches])[:-1])
-        except InputError:  # rare (NaN in a request): answer each request on its own
+        except (InputError, ScoreError):  # rare (NaN in a request, or in its scores): each request on its own
             results = [_attempt(self.classifier.logits, batch) for batch in batches]
         return [_response(OUTPUT_NAME, result) for result in results]
 
@@ -78,6 +80,16 @@ class PreprocessModel:
         _restore_unraisable_hook()
 
 
+def instance_device(args: dict[str, str]) -> str | None:
+    """The device of the instance Triton is loading: ``cuda:N`` for a ``KIND_GPU`` instance on GPU N, ``cpu`` for a
+    ``KIND_CPU`` one, the backend's own choice for ``KIND_MODEL``. Without it ONNX Runtime would take the CPU for a
+    GPU instance where it offers no CUDA, and every engine instance of a multi-GPU server would land on GPU 0."""
+    kind = args.get("model_instance_kind", "MODEL")
+    if kind == "GPU":
+        return f"cuda:{int(args.get('model_instance_device_id', '0'))}"
+    return "cpu" if kind == "CPU" else None
+
+
 def _version_dir(args: dict[str, str]) -> Path:
     return Path(args["model_repository"]) / args["model_version"]
 
@@ -88,18 +100,19 @@ def _input(request: Any, name: str) -> np.ndarray:
     return np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
 
 
-def _attempt(step: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray | InputError:
+def _attempt(step: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray | SmlpDeployError:
     try:
         return step(batch)
-    except InputError as exc:
+    except (InputError, ScoreError) as exc:
         return exc
 
 
 def _response(name: str, result: np.ndarray | Exception) -> Any:
     import triton_python_backend_utils as pb_utils
 
-    if isinstance(result, Exception):  # an InputError: the client's request was at fault (HTTP 400)
-        error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
+    if isinstance(result, Exception):  # an InputError is the request's fault (HTTP 400); non-finite scores are not
+        code = pb_utils.TritonError.INVALID_ARG if isinstance(result, InputError) else pb_utils.TritonError.INTERNAL
+        error = pb_utils.TritonError(str(result), code)
         return pb_utils.InferenceResponse(output_tensors=[], error=error)
     tensor = pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(result, dtype=np.float32))
     return pb_utils.InferenceResponse(output_tensors=[tensor])
