@@ -368,3 +368,14 @@ def test_the_artifact_table_pairs_each_engine_with_its_source():
     names = {f: [k.file_name for k in ARTIFACTS.values() if k.source == "model.fp16.onnx" and k.flavour is f]
              for f in (TENSORRT, TENSORRT_RTX)}
     assert names == {TENSORRT: ["engine.fp16.plan"], TENSORRT_RTX: ["engine.fp16.rtx.plan"]}
+
+
+@pytest.mark.skipif(TENSORRT_RTX.build_unavailable() is not None, reason="needs TensorRT for RTX's engines, built here")
+def test_the_manifest_says_what_an_rtx_int8_engine_computes_in_int8(every_precision_64):
+    """TensorRT for RTX lists INT8 only as weight-only GEMM: the manifest (and so the export's summary) says the
+    INT8 engine brings INT8's accuracy, not INT8 activation speed; TensorRT's own INT8 engines are not said so."""
+    manifest = every_precision_64.manifest
+    rtx = manifest.engine_status(TENSORRT_RTX.name)
+    assert "engine.int8.rtx.plan" in rtx.engines and rtx.reason.endswith(f"; INT8: {TENSORRT_RTX.int8}")
+    assert "INT8 weight-only GEMM" in TENSORRT_RTX.int8 and "not INT8 activation speed" in TENSORRT_RTX.int8
+    assert "weight-only" not in manifest.engine_status(TENSORRT.name).reason

@@ -139,4 +139,6 @@ def engine_status(plan: FlavourPlan, image_size: int, build: BuildOptions, expor
     only = "".join(f" ({precision}: {', '.join(capabilities)})" for precision, capabilities in narrower.items())
     reason = plan.unavailable or ("" if plan.verifiable else f"for compute capability "
                                   f"{', '.join(plan.capabilities)}{only}, not yet verified on a GPU")
+    if plan.builds and any(e.precision == "int8" for e in plan.engines):
+        reason = "; ".join(filter(None, (reason, f"INT8: {plan.flavour.int8}")))
     return EngineStatus(plan.flavour.name, status, reason, commands, [e.file_name for e in plan.engines])

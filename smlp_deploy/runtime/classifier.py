@@ -49,7 +49,8 @@ class Classifier:
     ``cuda_graphs`` replays a TensorRT engine from a CUDA graph per batch size (for a few fixed batch sizes).
     ``precision`` is the precision a backend that offers several computes in: OpenVINO runs the ONNX files in
     ``"fp32"`` (the default) or ``"bf16"`` (where the CPU has it); a precision whose parity the export did not
-    record (``smlp-export --openvino``) is warned about.
+    record (``smlp-export --openvino``) is warned about. ``jpeg_draft`` decodes large JPEGs given as paths or bytes
+    at a reduced scale: faster, at pixels slightly off a full decode (see :class:`Preprocessor`).
 
     Thread safety: one Classifier may be shared by threads; ONNX Runtime sessions and eager PyTorch are
     thread-safe, and the TensorRT and OpenVINO backends keep one execution context or request per thread.
@@ -66,8 +67,10 @@ class Classifier:
         allow_unlisted: bool = False,
         cuda_graphs: bool = False,
         precision: str | None = None,
+        jpeg_draft: bool = False,
     ):
         self.path = Path(path)
+        self.jpeg_draft = jpeg_draft
         check_artifact_path(self.path)
         self.manifest = Manifest.beside(self.path)
         if self.manifest is not None:
@@ -95,7 +98,7 @@ class Classifier:
         if self.backend.num_classes and len(labels) != self.backend.num_classes:
             raise ArtifactError(f"{self.path} has {self.backend.num_classes} outputs but its manifest lists "
                                 f"{len(labels)} labels: re-export it")
-        self.preprocess = Preprocessor(config)
+        self.preprocess = Preprocessor(config, jpeg_draft=self.jpeg_draft)
         self.labels = labels
         limits = [b for b in (self.backend.max_batch_size, max_batch_size) if b]
         self.max_batch_size = min(limits) if limits else DEFAULT_MAX_BATCH

@@ -28,9 +28,10 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
-# JPEG draft decoding (DCT scaling by 1/2, 1/4, 1/8) is used only while the decoded image keeps at least this
-# many times the pixels the resize needs along the shorter side, so the bicubic antialiasing still does the
-# real downscaling. The effect on the network input is measured in tests/test_preprocess.py.
+# JPEG draft decoding (DCT scaling by 1/2, 1/4, 1/8), when asked for (``jpeg_draft``), is used only while the decoded
+# image keeps at least this many times the pixels the resize needs along the shorter side, so the bicubic
+# antialiasing still does the real downscaling. The effect on the network input is measured in
+# tests/test_preprocess.py, the time it saves in docs/benchmarks/jpeg_draft.py.
 DRAFT_OVERSAMPLING = 2
 
 
@@ -127,10 +128,15 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 class Preprocessor:
-    """Turns images into the normalized float32 batches the model takes, following a :class:`PreprocessConfig`."""
+    """Turns images into the normalized float32 batches the model takes, following a :class:`PreprocessConfig`.
 
-    def __init__(self, config: PreprocessConfig):
+    A photo gives the same array whether it comes as a path, bytes or a decoded PIL image. ``jpeg_draft`` trades
+    that for speed: large JPEGs given encoded are decoded at a reduced scale (docs/runtime.md, "Decoding"), so
+    their arrays differ slightly from a full decode's."""
+
+    def __init__(self, config: PreprocessConfig, *, jpeg_draft: bool = False):
         self.config = config
+        self.jpeg_draft = jpeg_draft
         self._resample = _RESAMPLE[config.interpolation]
         std = np.asarray(config.std, dtype=np.float32)
         # (x / 255 - mean) / std as one multiply-add per pixel.
@@ -138,7 +144,7 @@ class Preprocessor:
         self._offset = (-np.asarray(config.mean, dtype=np.float32) / std).reshape(1, 1, 3)
 
     def load(self, source: ImageSource, name: str | None = None) -> Image.Image:
-        return load_image(source, name=name, min_side=self.config.resize_size)
+        return load_image(source, name=name, min_side=self.config.resize_size if self.jpeg_draft else None)
 
     def resize_crop(self, image: Image.Image) -> Image.Image:
         """Resize the shorter side to ``resize_size`` (torchvision's rounding), then center crop.

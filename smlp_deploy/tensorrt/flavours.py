@@ -61,6 +61,7 @@ class Flavour:
     builds_without_gpu: bool
     runs_on: tuple[str, ...]  # the compute capabilities its engines run on; empty: any its GPU build supports
     gpus: str  # examples of the GPUs it is for
+    int8: str  # what its engines compute in INT8, from NVIDIA's documentation of the library
 
     @property
     def install(self) -> str:
@@ -123,12 +124,18 @@ class Flavour:
 TENSORRT = Flavour(
     "tensorrt", "TensorRT", "tensorrt", "tensorrt", "trt", ".plan", b"ftrt", builds_without_gpu=False, runs_on=(),
     gpus="H100, H200, B200 (compute capability 9.0, 10.0) and every GPU TensorRT supports, built on that GPU",
+    int8="the layers between Q/DQ pairs run in INT8 kernels (explicit quantization)",
 )
 TENSORRT_RTX = Flavour(
     "tensorrt-rtx", "TensorRT for RTX", "tensorrt_rtx", "tensorrt-rtx", "rtx", ".rtx.plan", b"vtrt",
     builds_without_gpu=True,
     runs_on=("8.0", "8.6", "8.9", "12.0", "12.1"),
     gpus="A100, A10, L4, L40S, RTX 30/40/50 series, RTX PRO Blackwell, DGX Spark",
+    # Its support matrix (1.0, 1.1) lists INT8 as weight-only GEMM ("INT8 WoQ GEMM") on 8.6, 8.9 and 12.0, and
+    # 8-bit activation math only as FP8 GEMM (8.9 and later); the ahead-of-time build logs no layer precision.
+    int8="weights only (INT8 weight-only GEMM, NVIDIA's TensorRT for RTX support matrix); activations and "
+         "arithmetic stay fp16, so INT8's accuracy, not INT8 activation speed; FP8 (8.9 and later) is these GPUs' "
+         "8-bit arithmetic",
 )
 FLAVOURS = {f.name: f for f in (TENSORRT, TENSORRT_RTX)}
 HEADER_BYTES = 64  # an engine's header (Runtime.engine_header_size of TensorRT for RTX)
