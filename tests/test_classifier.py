@@ -349,3 +349,19 @@ def test_a_checkpoint_alone_with_ten_classes_claims_no_imagenet_labels(tmp_path,
     assert clf.labels == [str(i) for i in range(10)] and clf.predict(str(photos[0])).label in clf.labels
     assert repr(clf) == (f"Classifier({str(tmp_path / 'ten.pt')!r}: backend torch, device cpu, fp32, max batch 32, "
                          "10 labels (0, 1, 2, ...))")
+
+
+def test_jpeg_draft_is_asked_for_and_reaches_smlp_predict(export_dir, capsys):
+    """Off by default (a file gives its decoded image's answer); --jpeg-draft decodes a large JPEG (retina.jpg,
+    1411 px) at a reduced scale, which moves its scores a little."""
+    from .conftest import SKIMAGE_DATA
+
+    retina = SKIMAGE_DATA / "retina.jpg"
+    scores = {}
+    for flags in ([], ["--jpeg-draft"]):
+        assert predict_main([str(export_dir / "model.onnx"), str(retina), "--json", *flags]) == 0
+        scores[bool(flags)] = json.loads(capsys.readouterr().out)["topk"]
+    with Classifier(export_dir / "model.onnx") as classifier:
+        decoded = classifier.predict(Image.open(retina)).topk
+    assert [t["score"] for t in scores[False]] == pytest.approx([s for _, _, s in decoded], rel=1e-5)
+    assert [t["score"] for t in scores[True]] != pytest.approx([t["score"] for t in scores[False]], rel=1e-5)

@@ -33,7 +33,8 @@ def result_schema() -> pa.Schema:
                       ("scores", pa.list_(pa.float64())), ("error", pa.string())])
 
 
-def preprocess_images(batch: dict[str, np.ndarray], config: PreprocessConfig) -> dict[str, np.ndarray]:
+def preprocess_images(batch: dict[str, np.ndarray], config: PreprocessConfig, *,
+                      jpeg_draft: bool = False) -> dict[str, np.ndarray]:
     """Decode and preprocess each path with the runtime's own ``Preprocessor``; never raises for one image.
 
     An image that cannot be read gets a zero array and its error message (the one ``smlp-predict`` prints) in
@@ -41,7 +42,7 @@ def preprocess_images(batch: dict[str, np.ndarray], config: PreprocessConfig) ->
     """
     from ..runtime.preprocess import Preprocessor
 
-    preprocess = Preprocessor(config)
+    preprocess = Preprocessor(config, jpeg_draft=jpeg_draft)
     paths = [str(p) for p in batch["path"]]
     images = np.zeros((len(paths), 3, config.input_size, config.input_size), dtype=np.float32)
     errors = np.full(len(paths), "", dtype=object)

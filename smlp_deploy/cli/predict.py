@@ -22,10 +22,10 @@ from .common import positive_int, run_main
 from .noise import library_chatter_to_file
 
 FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size", "topk": "--topk",
-         "allow_unlisted": "--allow-unlisted", "images": "IMAGES", "batch_size": "--batch-size", "output": "--output",
-         "resume": "--resume", "replicas": "--replicas", "gpus_per_replica": "--gpus-per-replica",
-         "cpus_per_replica": "--cpus-per-replica", "address": "--address", "verbose": "--verbose",
-         "precision": "--precision"}
+         "allow_unlisted": "--allow-unlisted", "jpeg_draft": "--jpeg-draft", "images": "IMAGES",
+         "batch_size": "--batch-size", "output": "--output", "resume": "--resume", "replicas": "--replicas",
+         "gpus_per_replica": "--gpus-per-replica", "cpus_per_replica": "--cpus-per-replica", "address": "--address",
+         "verbose": "--verbose", "precision": "--precision"}
 RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address", "verbose")
 
 
@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
                    "openvino fp32 (its default) or bf16, on CPUs with bf16 instructions")
     p.add_argument("--allow-unlisted", action="store_true",
                    help="load an artifact its export's manifest does not list (unverified)")
+    p.add_argument("--jpeg-draft", action="store_true",
+                   help="decode large JPEGs at a reduced scale: faster, at pixels slightly off a full decode "
+                   "(docs/runtime.md, Decoding)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
     ray = p.add_argument_group("on Ray Data (pip install 'smlp-deploy[ray]')",
                                "Classify one folder or list file with model replicas on Ray; rows stream to --output.")
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise InputError(f"no images to classify: {'; '.join(why for _, why in unusable)}", parameter="images")
     classifier = Classifier(args.artifact, backend=args.backend, device=args.device, max_batch_size=args.batch_size,
-                            allow_unlisted=args.allow_unlisted, precision=args.precision)
+                            allow_unlisted=args.allow_unlisted, precision=args.precision, jpeg_draft=args.jpeg_draft)
     topk = min(args.topk, len(classifier.labels))
     if topk < args.topk:
         print(f"note: --topk {args.topk} is more than the model's {topk} classes: showing {topk}", file=sys.stderr)
@@ -147,7 +150,8 @@ def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size or 32, replicas=args.replicas or 1,
                                   gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica,
                                   topk=args.topk, address=args.address, resume=args.resume, backend=args.backend,
-                                  precision=args.precision, allow_unlisted=args.allow_unlisted)
+                                  precision=args.precision, allow_unlisted=args.allow_unlisted,
+                                  jpeg_draft=args.jpeg_draft)
     print(format_table(["output", "images", "errors", "skipped (done before)", "seconds", "images/s", "Ray start-up s"],
                        [[summary.output, summary.images, summary.errors, summary.skipped, f"{summary.seconds:.1f}",
                          f"{summary.images_per_second:.1f}", f"{summary.startup_seconds:.1f}"]]))
