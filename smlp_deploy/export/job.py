@@ -23,6 +23,7 @@ from ..calibration.options import CalibrationOptions, Int8Options
 from ..calibration.quantize import Target
 from ..errors import OutputError
 from ..evaluation import evaluate_artifacts
+from ..export_folder import VERIFICATION_NAME
 from ..fileio import sha256_file, staged_directory
 from ..imagefolder import LabeledFolder
 from ..manifest import (
@@ -50,7 +51,7 @@ from .engine_plan import TIMING_CACHE_NAME, FlavourPlan, engine_status
 from .onnx_graph import export_onnx, save_model, simplify
 from .parity import check, compare
 from .precision import convert_to_fp16
-from .verification import VERIFICATION_NAME, VerificationSet
+from .verification import VerificationSet
 
 FP32 = onnx_artifact("fp32")
 FP8 = onnx_artifact("fp8", "tensorrt")

@@ -19,7 +19,6 @@ from ..preprocess_config import PreprocessConfig
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 
-VERIFICATION_NAME = "verification.npz"
 N_RANDOM = 11
 
 
