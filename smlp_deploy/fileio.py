@@ -1,5 +1,9 @@
 """Files written so that an interrupted run never leaves one that looks complete, their digests, and the lock that
-lets one process at a time write a folder."""
+lets one process at a time write a folder.
+
+Everything renamed into place is flushed to the disk first (the file, then the folder that names it): a rename is
+journaled before the data it points at, so a power loss could otherwise leave a complete-looking, empty file.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from .errors import OutputError
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
+    """Yield a temporary path beside ``path``; on success it is flushed to the disk and renamed onto ``path``, on
+    error removed.
 
     The temporary file is created with mode 0o666, so the process's umask applies as it would to ``open``
     (``tempfile.mkstemp`` makes files private, and reading the umask means changing it, process-wide).
@@ -34,10 +39,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk (Linux syncs through a read-only descriptor)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -142,8 +158,9 @@ def staged_directory(target: str | Path, *, seed_from_target: tuple[str, ...] = 
     holds it already), so it is the one writer of ``target``. A staging folder found beside ``target`` is then
     debris of a writer that died (a writer makes its stage only while it holds the lock), and is removed.
     ``seed_from_target`` names files of the current ``target`` to start from (caches a new run reuses); they are
-    hard-linked, so the old folder stays intact. The swap is one atomic exchange where the kernel offers it (Linux
-    renameat2), so no reader ever sees a folder that is half old and half new.
+    hard-linked, so the old folder stays intact. Before the swap every file of the stage is flushed to the disk;
+    the swap is one atomic exchange where the kernel offers it (Linux renameat2), so no reader ever sees a folder
+    that is half old and half new.
     """
     target = Path(target)
     lock = lock or FolderLock(target)
@@ -159,10 +176,20 @@ def staged_directory(target: str | Path, *, seed_from_target: tuple[str, ...] = 
                 if (target / name).is_file():
                     _link_or_copy(target / name, stage / name)
             yield stage
+            _sync_tree(stage)
             _swap_in(stage, target)
+            fsync(target.parent)
         finally:
             if stage.exists():
                 shutil.rmtree(stage)
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file under ``folder``, then each folder's entries, to the disk."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            fsync(Path(root) / name)
+        fsync(Path(root))
 
 
 def _swap_in(stage: Path, target: Path) -> None:
