@@ -99,9 +99,9 @@ class Race:
 
 
 def race_exports(out: Path, runs: tuple[tuple[str, ...], ...], timeout: float = 300) -> Race:
-    """Start one export per ``runs`` (each its arguments) into ``out`` at once. The first to announce its first
-    step (``[1/n]``) is paused there (SIGSTOP) until every other has ended, so the others surely come while it
-    writes, however the machine schedules them; then it goes on to its end."""
+    """Start one export per ``runs`` (each its arguments, without --quiet) into ``out`` at once. The first to
+    announce its first step (``[1/n]``) is paused there (SIGSTOP) until every other has ended, so the others surely
+    come while it writes, however the machine schedules them; then it goes on to its end."""
     processes = [subprocess.Popen(export_command(out, *args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   text=True, cwd=ROOT) for args in runs]
     lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
@@ -284,7 +284,7 @@ def _writers_section(tmp: Path) -> str:
     import json
 
     out = tmp / "export"
-    race = race_exports(out, tuple(("--flavour", "none", "--seed", str(seed), "--quiet") for seed in (1, 2)))
+    race = race_exports(out, tuple(("--flavour", "none", "--seed", str(seed)) for seed in (1, 2)))
     first, other = race.outcomes[race.first], race.outcomes[1 - race.first]
     seed = json.loads((out / "manifest.json").read_text())["model"]["seed"] if out.is_dir() else None
     refused = other.stderr.strip().splitlines()[-1] if other.stderr.strip() else "(nothing)"
