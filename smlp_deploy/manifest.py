@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .artifacts import ArtifactKind, engine_kind, kind_of
@@ -252,15 +252,32 @@ class Manifest:
         while data["format_version"] != FORMAT_VERSION:
             data = _UPGRADES[data["format_version"]](data)
         try:
-            return from_json(cls, data)
+            manifest = from_json(cls, data)
         except RecordError as exc:
             raise ArtifactError(f"manifest {str(path)!r} is malformed at {exc}: re-export it") from None
+        manifest._check_names(path)
+        return manifest
 
-    @classmethod
-    def beside(cls, artifact: str | Path) -> Manifest | None:
-        """The manifest of the export directory ``artifact`` is in, if there is one."""
-        candidate = Path(artifact).parent / MANIFEST_NAME
-        return cls.load(candidate) if candidate.is_file() else None
+    def _check_names(self, path: Path) -> None:
+        """The files of the export are named by name alone, so every reader stays inside its folder (a crafted
+        ``../../x`` or ``/etc/x`` is refused); a planned engine is an engine file of the artifact table. The
+        calibration records' ``dir`` and ``cache``, the checkpoint's path and the engine commands are what the
+        export was given or prints, read by no tool, and may name any path."""
+        names = [(f"artifacts[{i}].path", a.path, False) for i, a in enumerate(self.artifacts)] + [
+            (f"engines[{i}].engines[{j}]", name, True) for i, e in enumerate(self.engines)
+            for j, name in enumerate(e.engines)]
+        for where, name, engine in names:
+            kind = kind_of(name) if is_file_name(name) else None
+            if not is_file_name(name) or (engine and (kind is None or not kind.is_engine)):
+                what = "an engine file an export writes" if engine else "the name of a file inside its export folder"
+                raise ArtifactError(f"manifest {str(path)!r} names {name!r} at {where}, which is not {what}: a "
+                                    "manifest lists the files of its own folder by name (model.onnx); re-export it")
+
+
+def is_file_name(name: str) -> bool:
+    """Whether ``name`` names a file in a folder by name alone: no folder part, on POSIX or Windows, nor . or .."""
+    return name not in ("", ".", "..") and PurePosixPath(name).name == name == PureWindowsPath(name).name \
+        and "\0" not in name
 
 
 def _from_v1(data: dict[str, Any]) -> dict[str, Any]:

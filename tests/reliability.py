@@ -12,9 +12,11 @@ Write docs/reliability.md (about five minutes on 2 cores)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import queue
 import resource
 import shutil
 import signal
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +89,79 @@ def interrupt_export(out: Path, args: tuple[str, ...], at_step: int | str, sig: 
     if not sent:
         raise AssertionError(f"the export never reached step {at_step}:\n{''.join(lines)[-2000:]}")
     return Outcome(process.returncode, "".join(lines))
+
+
+@dataclass(frozen=True)
+class Race:
+    first: int  # the export that started its steps first
+    pids: list[int]
+    outcomes: list[Outcome]
+
+
+def race_exports(out: Path, runs: tuple[tuple[str, ...], ...], timeout: float = 300) -> Race:
+    """Start one export per ``runs`` (each its arguments, without --quiet) into ``out`` at once. The first to
+    announce its first step (``[1/n]``) is paused there (SIGSTOP) until every other has ended, so the others surely
+    come while it writes, however the machine schedules them; then it goes on to its end."""
+    processes = [subprocess.Popen(export_command(out, *args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  text=True, cwd=ROOT) for args in runs]
+    lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+
+    def read(i: int) -> None:
+        for line in processes[i].stderr:
+            lines.put((i, line))
+        lines.put((i, None))
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(processes))]
+    for reader in readers:
+        reader.start()
+    stderr: list[list[str]] = [[] for _ in processes]
+    first, ended = None, 0
+    try:
+        while first is None and ended < len(processes):
+            i, line = lines.get(timeout=timeout)
+            if line is None:
+                ended += 1
+                continue
+            stderr[i].append(line)
+            if line.startswith("[1/"):
+                first = i
+                processes[i].send_signal(signal.SIGSTOP)
+        if first is None:
+            raise AssertionError("no export started its steps:\n" + "\n".join("".join(s)[-1000:] for s in stderr))
+        for i, process in enumerate(processes):
+            if i != first:
+                process.wait(timeout=timeout)
+        processes[first].send_signal(signal.SIGCONT)
+        processes[first].wait(timeout=timeout)
+    finally:
+        for process in processes:
+            process.kill()
+    for reader in readers:
+        reader.join()
+    while not lines.empty():
+        i, line = lines.get()
+        stderr[i] += [line] if line else []
+    return Race(first, [p.pid for p in processes],
+                [Outcome(p.returncode, "".join(s)) for p, s in zip(processes, stderr, strict=True)])
+
+
+# Holds the lock of a folder as every writer does (an flock on .<name>.lock beside it), with nothing of smlp_deploy:
+# a writer in another container or on another host, whose process id means nothing here.
+FLOCK = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('held', "
+         "flush=True); time.sleep(300)")
+
+
+@contextlib.contextmanager
+def foreign_writer(folder: Path) -> Iterator[subprocess.Popen]:
+    """A process that holds ``folder``'s writer lock until it is killed (at the latest on the way out)."""
+    writer = subprocess.Popen([sys.executable, "-c", FLOCK, str(folder.with_name(f".{folder.name}.lock"))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "held\n"
+        yield writer
+    finally:
+        writer.kill()
+        writer.wait()
 
 
 def export_with_file_limit(out: Path, args: tuple[str, ...], limit_bytes: int) -> Outcome:
@@ -196,11 +272,28 @@ def _interruption_section(tmp: Path) -> str:
     return ("## Interrupted exports\n\nAn INT8 export (`smlp-export --variant test --image-size 64 --fp16 --int8 "
             "--int8-target both --calib-dir <bundled photos>`, 12 steps) into a folder holding an earlier export, "
             "interrupted as each step starts. *Intact*: every file of the earlier export byte-identical afterwards; "
-            "*predicts*: `Classifier(model.int8.onnx)` works. A killed run leaves its staging folder (*debris*), "
-            "which the next export removes.\n\n| signal | at step | exit status | earlier export intact | predicts "
-            "| debris |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+            "*predicts*: `Classifier(model.int8.onnx)` works. A killed run leaves its staging folder and its lock "
+            "file, unlocked (*debris*), which the next export removes.\n\n| signal | at step | exit status | "
+            "earlier export intact | predicts | debris |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
             + f"\n\nThe next, uninterrupted run: exit status {rerun.returncode}, debris left: "
             f"{', '.join(debris(out)) or 'none'}.\n")
+
+
+def _writers_section(tmp: Path) -> str:
+    """Two exports into one folder, overlapping for sure (race_exports)."""
+    import json
+
+    out = tmp / "export"
+    race = race_exports(out, tuple(("--flavour", "none", "--seed", str(seed)) for seed in (1, 2)))
+    first, other = race.outcomes[race.first], race.outcomes[1 - race.first]
+    seed = json.loads((out / "manifest.json").read_text())["model"]["seed"] if out.is_dir() else None
+    refused = other.stderr.strip().splitlines()[-1] if other.stderr.strip() else "(nothing)"
+    return ("## Two writers\n\nTwo `smlp-export --variant test --image-size 64 --flavour none` runs into one "
+            "folder (seeds 1 and 2), started together; the first to start its steps is paused in them until the "
+            "other has ended, so they overlap whatever the load.\n\n"
+            f"* the first (seed {race.first + 1}): exit status {first.returncode}\n"
+            f"* the other: exit status {other.returncode}, `{refused}`\n"
+            f"* the folder afterwards holds the export of seed {seed}; debris: {', '.join(debris(out)) or 'none'}\n")
 
 
 def _storage_section(tmp: Path) -> str:
@@ -323,7 +416,8 @@ def write_report(path: Path, examples: int) -> None:
     with tempfile.TemporaryDirectory(prefix="smlp-reliability-") as folder:
         tmp = Path(folder)
         sections += [_fuzz_section(tmp, examples), _interruption_section(tmp / "kill"),
-                     _storage_section(tmp / "storage"), _load_section(tmp), _shape_cost_section()]
+                     _writers_section(tmp / "writers"), _storage_section(tmp / "storage"), _load_section(tmp),
+                     _shape_cost_section()]
     path.write_text("\n".join(sections))
 
 

@@ -94,7 +94,7 @@ CASES = [
     case("export", "--variant", "test", "--out", "{root}/a-file", expect="--out: export folder"),
     case("export", "--variant", "test", "--out", "{root}/foreign", expect="holds files that are not part of an export"),
     case("export", "--from-onnx", "{empty}",
-         expect="--from-onnx: {empty} is not an export directory (no manifest.json and verification.npz)"),
+         expect="--from-onnx: {empty} is not an export folder: it has no manifest.json (make one with smlp-export)"),
     case("export", "--variant", "test", "--image-size", "64", "--eval-dir", "{root}/nowhere",
          expect="labeled image folder '{root}/nowhere' does not exist"),
     case("export", "--variant", "test", "--image-size", "64", "--eval-dir", "{labeled}", "--out", "{root}/eval-export",

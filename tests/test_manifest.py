@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +70,19 @@ def test_malformed_fields_are_named(edit, where, tmp_path):
         Manifest.load(tmp_path / MANIFEST_NAME)
 
 
+@pytest.mark.parametrize("name", ["../../engine.fp16.plan", "/etc/x/../model.onnx", "sub/model.onnx", "..", ".", "",
+                                  "C:model.onnx", "..\\model.onnx", "model.onnx\0"])
+def test_a_file_is_named_by_its_name_alone(name, tmp_path):
+    """Each reader joins an artifact's path to the folder: anything but a name would lead it out of the folder."""
+    data = json.loads((SAMPLES / "v2.json").read_text())
+    data["artifacts"][1]["path"] = name
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=rf"manifest '{re.escape(str(tmp_path / MANIFEST_NAME))}' names "
+                                            rf"{re.escape(repr(name))} at artifacts\[1\]\.path, which is not the name "
+                                            r"of a file inside its export folder: .*; re-export it"):
+        Manifest.load(tmp_path / MANIFEST_NAME)
+
+
 def test_unreadable_manifests_are_named(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(ArtifactError, match="cannot be read"):
@@ -77,12 +90,6 @@ def test_unreadable_manifests_are_named(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text("[]")
     with pytest.raises(ArtifactError, match="not a JSON object"):
         Manifest.load(tmp_path / MANIFEST_NAME)
-
-
-def test_manifest_beside_an_artifact(tmp_path):
-    assert Manifest.beside(tmp_path / "model.onnx") is None
-    shutil.copy(SAMPLES / "v2.json", tmp_path / MANIFEST_NAME)
-    assert Manifest.beside(tmp_path / "model.onnx").model.variant == "test"
 
 
 def test_the_artifact_table_is_consistent():

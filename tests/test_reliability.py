@@ -5,6 +5,7 @@ The fault helpers live in tests/reliability.py, which also writes docs/reliabili
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 
 from smlp_deploy import Classifier
-from smlp_deploy.errors import InputError
-from smlp_deploy.export import export_model
+from smlp_deploy.errors import InputError, OutputError
+from smlp_deploy.export import build_from_onnx, export_model
+from smlp_deploy.export.engines import verify_engines
+from smlp_deploy.export_folder import ExportFolder
 from smlp_deploy.samples import sample_images
 from smlp_deploy.tensorrt.flavours import TENSORRT_RTX
 
@@ -22,12 +25,14 @@ from .reliability import (
     debris,
     export_command,
     export_with_file_limit,
+    foreign_writer,
     interrupt_export,
     memory_growth,
     mounted_faults,
     namespace_unavailable_reason,
     photo_items,
     predict_in_threads,
+    race_exports,
     snapshot,
 )
 
@@ -100,6 +105,48 @@ def test_an_export_never_replaces_a_folder_of_other_files(tmp_path):
     with pytest.raises(InputError, match=r"holds files that are not part of an export \(notes\.txt\)"):
         export_model("test", image_size=64, out_dir=tmp_path, quiet=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_two_exports_into_one_folder_one_writes_it_the_other_is_refused(tmp_path):
+    """Two smlp-export runs into one folder, started together (the first to start its steps is paused in them, so
+    they surely overlap): the first writes its export whole, the other is refused at once, naming the first."""
+    out = tmp_path / "export"
+    seeds = (1, 2)
+    race = race_exports(out, tuple(("--flavour", "none", "--seed", str(seed)) for seed in seeds))
+    first, other = race.outcomes[race.first], race.outcomes[1 - race.first]
+    assert first.returncode == 0, first.stderr
+    assert other.returncode == 2, other.stderr
+    assert f"error: --out: another process is writing {out} (pid {race.pids[race.first]} on host " in other.stderr
+    folder = ExportFolder.open(out)
+    assert folder.manifest.model.seed == seeds[race.first]
+    assert all(folder.artifact_path(a.path).is_file() for a in folder.manifest.artifacts)  # each sha256 checked
+    assert sorted(snapshot(out)) == ["manifest.json", "model.onnx", "verification.npz"] and not debris(out)
+
+
+def test_a_staging_folder_is_removed_only_once_its_writer_let_go(tmp_path):
+    out = tmp_path / "export"
+    stage = tmp_path / ".export.staging-999999999-c0ffee"  # above any pid_max: to a process id check, a dead writer
+    stage.mkdir()
+    (stage / "model.onnx").write_bytes(b"being written")
+    with foreign_writer(out) as writer:
+        with pytest.raises(OutputError, match=f"another process is writing {out}: wait until it has finished"):
+            export_model("test", image_size=64, out_dir=out, flavours=(), quiet=True)
+        assert (stage / "model.onnx").read_bytes() == b"being written" and not out.exists()
+        writer.kill()
+        writer.wait()
+    export_model("test", image_size=64, out_dir=out, flavours=(), quiet=True)  # its writer died: debris now
+    assert not stage.exists() and not debris(out)
+
+
+def test_the_engines_of_a_folder_being_written_are_refused(random_export, tmp_path):
+    copy = tmp_path / "export"
+    shutil.copytree(random_export, copy)
+    with foreign_writer(copy):
+        for run, parameter in ((build_from_onnx, "directory"), (verify_engines, "export_dir")):
+            with pytest.raises(OutputError, match="another process is writing") as refused:
+                run(copy, quiet=True)
+            assert refused.value.parameter == parameter
+    assert snapshot(copy) == snapshot(random_export)
 
 
 @pytest.mark.skipif(reason := namespace_unavailable_reason(), reason=f"no private mount namespace: {reason}")

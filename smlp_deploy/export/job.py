@@ -23,7 +23,8 @@ from ..calibration.options import CalibrationOptions, Int8Options
 from ..calibration.quantize import Target
 from ..errors import OutputError
 from ..evaluation import evaluate_artifacts
-from ..fileio import sha256_file, staged_directory
+from ..export_folder import VERIFICATION_NAME
+from ..fileio import FolderLock, sha256_file, staged_directory
 from ..imagefolder import LabeledFolder
 from ..manifest import (
     IMAGENET_LABELS,
@@ -50,7 +51,7 @@ from .engine_plan import TIMING_CACHE_NAME, FlavourPlan, engine_status
 from .onnx_graph import export_onnx, save_model, simplify
 from .parity import check
 from .precision import convert_to_fp16
-from .verification import VERIFICATION_NAME, VerificationSet
+from .verification import VerificationSet
 
 FP32 = onnx_artifact("fp32")
 FP8 = onnx_artifact("fp8", "tensorrt")
@@ -83,6 +84,8 @@ class ExportJob:
 
     The steps write into a staging folder beside the target (``out`` while they run), which replaces the
     target only when every step has passed: an interrupted or failed export leaves the previous one as it was.
+    The job holds the target's writer lock (``lock``: taken when the steps start, unless the caller holds it from
+    before it read the folder), so a second export into the same folder is refused.
 
     What the steps work on is given (an earlier export's manifest and verification set, for its engines) or made
     once, by the step that makes it: the PyTorch model, its manifest and verification set (``build_model``, the
@@ -92,8 +95,9 @@ class ExportJob:
 
     def __init__(self, target: Path, build: BuildOptions, quiet: bool, *, engine_plans: Sequence[FlavourPlan] = (),
                  openvino: openvino_parity.OpenVINOPlan | None = None, manifest: Manifest | None = None,
-                 verification: VerificationSet | None = None):
+                 verification: VerificationSet | None = None, lock: FolderLock | None = None):
         self.target, self.out, self.build, self.quiet = target, target, build, quiet
+        self.lock = lock or FolderLock(target, parameter="out_dir")
         self.progress = Steps(total=0, quiet=quiet)
         self.engine_plans = engine_plans  # the engines of each TensorRT flavour
         self.openvino = openvino  # export_model(openvino=True)
@@ -128,15 +132,12 @@ class ExportJob:
         self.progress.total = len(plan)
         try:
             self._run_staged(plan, reuse)
-        except OSError as exc:  # a full disk, a read-only folder: nothing of this run is left behind
-            previous = "left as it was" if self.target.exists() else "not created"
-            where = f" ({exc.filename})" if exc.filename and ".staging-" not in str(exc.filename) else ""
-            raise OutputError(f"the export to {self.target} stopped: {exc.strerror or exc}{where}; {self.target} "
-                              f"was {previous}", parameter="out_dir") from exc
+        except OSError as exc:
+            raise stopped(self.lock, exc) from exc
         self.out = self.target
 
     def _run_staged(self, plan: list[Step], reuse: tuple[str, ...]) -> None:
-        with staged_directory(self.target, seed_from_target=reuse) as stage:
+        with staged_directory(self.target, seed_from_target=reuse, lock=self.lock) as stage:
             self.out = stage
             if self.build.timing_cache is None:
                 self.build = replace(self.build, timing_cache=stage / TIMING_CACHE_NAME)
@@ -303,6 +304,15 @@ class ExportJob:
         """Top-1/top-5 of the PyTorch model and of every artifact that runs here on ``folder``, into the manifest;
         engines built for GPUs this machine lacks are left to smlp-eval there."""
         evaluate_artifacts(self.model, self.manifest, self.out, folder, say=self.say, quiet=self.quiet)
+
+
+def stopped(lock: FolderLock, exc: OSError) -> OutputError:
+    """A full disk, a read-only folder: nothing of this run is left behind."""
+    target = lock.target
+    previous = "left as it was" if target.exists() else "not created"
+    where = f" ({exc.filename})" if exc.filename and ".staging-" not in str(exc.filename) else ""
+    return OutputError(f"the export to {target} stopped: {exc.strerror or exc}{where}; {target} was {previous}",
+                       parameter=lock.parameter)
 
 
 def gpu_record() -> GpuRecord:

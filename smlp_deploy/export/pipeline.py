@@ -16,6 +16,7 @@ from ..artifacts import ARTIFACTS, PRECISIONS, is_runtime_cache, onnx_artifact
 from ..calibration.options import CalibrationOptions, Fp8Options, Int8Options, check_separate_caches
 from ..calibration.quantize import TARGETS
 from ..errors import InputError
+from ..export_folder import VERIFICATION_NAME
 from ..imagefolder import LabeledFolder
 from ..manifest import MANIFEST_NAME
 from ..models.variants import resolve_name
@@ -24,7 +25,6 @@ from . import openvino_parity
 from .engine_plan import TIMING_CACHE_NAME, plan_engines
 from .job import FP8, FP32, ExportJob, ExportResult, Step
 from .onnx_graph import DEFAULT_OPSET
-from .verification import VERIFICATION_NAME
 
 Options = TypeVar("Options", bound=CalibrationOptions)
 

@@ -22,7 +22,6 @@ from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 from .parity import check_finite, compare
 
-VERIFICATION_NAME = "verification.npz"
 N_RANDOM = 11
 
 

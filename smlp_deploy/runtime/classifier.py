@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..artifacts import kind_of
 from ..errors import Arg, ArtifactError, InputError, ScoreError
+from ..export_folder import ExportFolder
 from ..fileio import sha256_file
 from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
 from ..models.labels import imagenet_labels
@@ -72,12 +73,13 @@ class Classifier:
         self.path = Path(path)
         self.jpeg_draft = jpeg_draft
         check_artifact_path(self.path)
-        self.manifest = Manifest.beside(self.path)
-        if self.manifest is not None:
-            self._check_recorded(self.manifest, allow_unlisted)
-            if self.manifest.model.checkpoint is None:
+        folder = ExportFolder.beside(self.path)
+        self.manifest = folder.manifest if folder else None
+        if folder is not None:
+            self._check_recorded(folder, allow_unlisted)
+            if folder.manifest.model.checkpoint is None:
                 warnings.warn(f"{self.path} was exported without a checkpoint: its predictions come from random "
-                              f"weights (seed {self.manifest.model.seed}); export it from trained weights",
+                              f"weights (seed {folder.manifest.model.seed}); export it from trained weights",
                               stacklevel=2)
         self.backend: Backend = load_backend(self.path, backend, device=device, threads=threads,
                                              model_info=self.manifest.model if self.manifest else None,
@@ -103,19 +105,14 @@ class Classifier:
         limits = [b for b in (self.backend.max_batch_size, max_batch_size) if b]
         self.max_batch_size = min(limits) if limits else DEFAULT_MAX_BATCH
 
-    def _check_recorded(self, manifest: Manifest, allow_unlisted: bool) -> None:
-        entry = manifest.artifact(self.path.name)
-        if entry is not None:
-            if sha256_file(self.path) != entry.sha256:
-                raise ArtifactError(
-                    f"{self.path} does not match the sha256 recorded in {self.path.parent / MANIFEST_NAME}: the "
-                    "file changed after it was verified; re-export it"
-                )
+    def _check_recorded(self, folder: ExportFolder, allow_unlisted: bool) -> None:
+        if folder.manifest.artifact(self.path.name) is not None:
+            folder.artifact_path(self.path.name)
             return
-        source = manifest.model.checkpoint
+        source = folder.manifest.model.checkpoint
         if source is not None and sha256_file(self.path) == source.sha256:
             return  # the checkpoint the export was made from
-        listed = ", ".join(a.path for a in manifest.artifacts) or "no artifacts"
+        listed = folder.listed()
         if not allow_unlisted:
             raise ArtifactError(
                 f"{self.path.name} is not part of the export in {self.path.parent}: its {MANIFEST_NAME} lists "

@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..artifacts import ARTIFACTS, FORMATS, INPUT_NAME, OUTPUT_NAME, ArtifactKind
-from ..errors import EXPORT_MODEL, Arg, ArtifactError, InputError, OutputError, Words
+from ..errors import Arg, ArtifactError, InputError, OutputError, Words
+from ..export_folder import ExportFolder
 from ..fileio import sha256_file, staged_directory
-from ..manifest import MANIFEST_NAME, Artifact, BatchProfile, Manifest
+from ..manifest import MANIFEST_NAME, Artifact, BatchProfile
 from ..runtime.backends.registry import BACKENDS
 from ..runtime.classifier import label_names
 from ..version import __version__
@@ -109,15 +110,16 @@ def write_triton_repository(
     of the same names are replaced only with ``overwrite``.
     """
     export_dir, out = Path(export_dir), Path(out)
-    manifest = _load_manifest(export_dir)
-    entry, kind = _verified_artifact(export_dir, manifest, artifact)
+    folder = ExportFolder.open(export_dir)
+    manifest = folder.manifest
+    entry, kind, path = _verified_artifact(folder, artifact)
     name = name or manifest.model.name
     _check_options(name, backend, device, kind, tensorrt_accelerator, instances, max_queue_delay_us)
-    _check_runtime(backend, classifier_backend, precision, kind, entry, export_dir / entry.path)
+    _check_runtime(backend, classifier_backend, precision, kind, entry, path)
     batch = _batch_limit(entry, max_batch_size)
     labels = label_names(manifest.labels)
     if any("\n" in label or "\r" in label for label in labels):
-        raise ArtifactError(f"the labels in {export_dir / MANIFEST_NAME} hold line breaks, which a Triton label file "
+        raise ArtifactError(f"the labels in {folder.manifest_path} hold line breaks, which a Triton label file "
                             "cannot: re-export with labels on one line each")
     gpu = kind.is_engine or device == "gpu"
     # Preferred sizes cap batches: with [8, 64] and 64 clients the batcher sent batches of 7.3 images on average
@@ -174,32 +176,22 @@ def write_triton_repository(
     return TritonRepository(out, artifact, entry.sha256, tuple(models))
 
 
-def _load_manifest(export_dir: Path) -> Manifest:
-    if not (export_dir / MANIFEST_NAME).is_file():
-        raise ArtifactError(f"{export_dir} is not an export folder: it has no {MANIFEST_NAME} (make one with ",
-                            EXPORT_MODEL, ")", parameter="export_dir")
-    return Manifest.load(export_dir / MANIFEST_NAME)
-
-
-def _verified_artifact(export_dir: Path, manifest: Manifest, artifact: str) -> tuple[Artifact, ArtifactKind]:
-    """The manifest's record of ``artifact`` and its kind, once the file is known to be the one verified."""
+def _verified_artifact(folder: ExportFolder, artifact: str) -> tuple[Artifact, ArtifactKind, Path]:
+    """The manifest's record of ``artifact``, its kind and its path, once the file is known to be the one
+    verified."""
     kind = ARTIFACTS.get(artifact)
-    listed = [a.path for a in manifest.artifacts]
+    manifest = folder.manifest
     if kind is None:
         raise InputError(f"artifact {artifact!r} is not a file an export writes; this export holds "
-                         f"{', '.join(listed)}", parameter="artifact")
+                         f"{folder.listed()}", parameter="artifact")
     entry = manifest.artifact(artifact)
     if entry is None:
         planned = next((e for e in manifest.engines if artifact in e.engines and e.commands), None)
         steps = [c for c in planned.commands if not c.startswith("trtexec")] if planned else []
-        how = (f"its engine was planned but not built ({planned.reason}); to build it, run in {export_dir}: "
-               f"{' then '.join(steps)}" if planned else f"choose one of {', '.join(listed)}")
-        raise ArtifactError(f"{artifact} is not part of the export in {export_dir}: {how}", parameter="artifact")
-    path = export_dir / artifact
-    if not path.is_file() or sha256_file(path) != entry.sha256:
-        raise ArtifactError(f"{path} {'is missing' if not path.is_file() else 'does not match its manifest sha256'}"
-                            ": re-export it", parameter="artifact")
-    return entry, kind
+        how = (f"its engine was planned but not built ({planned.reason}); to build it, run in {folder.path}: "
+               f"{' then '.join(steps)}" if planned else f"choose one of {folder.listed()}")
+        raise ArtifactError(f"{artifact} is not part of the export in {folder.path}: {how}", parameter="artifact")
+    return entry, kind, folder.verified_path(entry, parameter="artifact")
 
 
 def _check_options(name: str, backend: str | None, device: str | None, kind: ArtifactKind,
