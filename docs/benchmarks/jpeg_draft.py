@@ -20,7 +20,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from smlp_deploy import Classifier
@@ -57,10 +56,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, size in SIZES.items():
             photos = [str(p) for p in camera_photos(Path(tmp), size)]
-            calls = {"preprocess, full decode": lambda: [full.preprocess(p) for p in photos],
-                     "preprocess, draft": lambda: [draft.preprocess(p) for p in photos],
-                     "predict(path), full decode": lambda: [full.predict(p) for p in photos],
-                     "predict(path), draft": lambda: [draft.predict(p) for p in photos]}
+            calls = {"preprocess, full decode": lambda photos=photos: [full.preprocess(p) for p in photos],
+                     "preprocess, draft": lambda photos=photos: [draft.preprocess(p) for p in photos],
+                     "predict(path), full decode": lambda photos=photos: [full.predict(p) for p in photos],
+                     "predict(path), draft": lambda photos=photos: [draft.predict(p) for p in photos]}
             timed = measure_interleaved(calls, duration_s=args.duration, warmup=1)
             per_image = {name: t.summary().p50 / len(photos) for name, t in timed.items()}
             report = compare(full.logits(photos), draft.logits(photos))
