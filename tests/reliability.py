@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import resource
 import shutil
 import signal
@@ -41,6 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # test &`, nohup, some CI runners) makes it ignore SIGINT, its children inherit that, and Python then never raises
 # KeyboardInterrupt, so every test that sends SIGINT would fail.
 CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+
+
+BUILDING = "Building engine ("  # the TensorRT builder's first progress line: inside a build
 
 
 def export_command(out: Path, *args: str) -> list[str]:
@@ -258,23 +262,30 @@ def _interruption_section(tmp: Path) -> str:
     calib = str(Path(sample_images()[0]).parent)
     int8 = ("--fp16", "--int8", "--int8-target", "both", "--calib-dir", calib)
     subprocess.run(export_command(out, *int8, "--quiet"), check=True, capture_output=True, cwd=ROOT)
+    steps = len(re.findall(r"^\[\d+/\d+\]", subprocess.run(export_command(out, *int8), capture_output=True,
+                                                                text=True, cwd=ROOT, check=True).stderr, re.M))
     rows = []
-    for at_step in (1, 3, 5, 8, 9, 12):
+    # Each kind of step (the model, calibration, ONNX, a verification, the last) and, by the builder's own progress
+    # line, the inside of a TensorRT-for-RTX engine build.
+    for at_step in (1, 3, 5, 8, 9, steps, BUILDING):
         for sig in (signal.SIGKILL, signal.SIGINT):
             before = snapshot(out)
             outcome = interrupt_export(out, (*int8, "--seed", "5"), at_step, sig)
             intact = snapshot(out) == before
             predicts = bool(Classifier(out / "model.int8.onnx").predict(str(sample_images()[0])).label)
-            rows.append(f"| {sig.name} | [{at_step}/12] | {outcome.returncode} | {'yes' if intact else 'NO'} | "
+            where = f"[{at_step}/{steps}]" if isinstance(at_step, int) else "inside an RTX engine build"
+            rows.append(f"| {sig.name} | {where} | {outcome.returncode} | {'yes' if intact else 'NO'} | "
                         f"{'yes' if predicts else 'NO'} | {', '.join(debris(out)) or '-'} |")
     rerun = subprocess.run(export_command(out, *int8, "--seed", "5", "--quiet"), capture_output=True, text=True,
                            cwd=ROOT, check=False)
     return ("## Interrupted exports\n\nAn INT8 export (`smlp-export --variant test --image-size 64 --fp16 --int8 "
-            "--int8-target both --calib-dir <bundled photos>`, 12 steps) into a folder holding an earlier export, "
-            "interrupted as each step starts. *Intact*: every file of the earlier export byte-identical afterwards; "
-            "*predicts*: `Classifier(model.int8.onnx)` works. A killed run leaves its staging folder and its lock "
-            "file, unlocked (*debris*), which the next export removes.\n\n| signal | at step | exit status | "
-            "earlier export intact | predicts | debris |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+            f"--int8-target both --calib-dir <bundled photos>`, {steps} steps, its TensorRT-for-RTX engines "
+            "included) into a folder holding an earlier export, interrupted as each step starts, and inside an "
+            "engine build (at the builder's own first progress line). *Intact*: every file of the earlier export "
+            "byte-identical afterwards; *predicts*: `Classifier(model.int8.onnx)` works. A killed run leaves its "
+            "staging folder and its lock file, unlocked (*debris*), which the next export removes.\n\n"
+            "| signal | at step | exit status | earlier export intact | predicts | debris |\n"
+            "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
             + f"\n\nThe next, uninterrupted run: exit status {rerun.returncode}, debris left: "
             f"{', '.join(debris(out)) or 'none'}.\n")
 

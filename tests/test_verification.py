@@ -22,7 +22,8 @@ from smlp_deploy.cli.predict import main as predict_main
 from smlp_deploy.errors import ParityError, ScoreError
 from smlp_deploy.export import export_model
 from smlp_deploy.export.parity import THRESHOLDS, compare
-from smlp_deploy.export.verification import VERIFICATION_NAME, VerificationSet
+from smlp_deploy.export.verification import VerificationSet
+from smlp_deploy.export_folder import VERIFICATION_NAME
 from smlp_deploy.fileio import sha256_file
 from smlp_deploy.manifest import MANIFEST_NAME, Manifest, ParityReport
 from smlp_deploy.models import create_model
