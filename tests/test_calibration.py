@@ -24,6 +24,7 @@ from smlp_deploy.calibration import (
     quantize_qdq,
     read_cache,
 )
+from smlp_deploy.calibration.quantize import conv_sums
 from smlp_deploy.cli.eval import entry_point as eval_entry_point
 from smlp_deploy.cli.export import entry_point
 from smlp_deploy.errors import CalibrationError
@@ -134,23 +135,55 @@ def test_tensorrt_form(exported):
 
 
 def test_cpu_form(exported):
-    """ONNX Runtime's CPU form: uint8 activations, int8 weights, int32 biases, float32 float parts."""
+    """The CPU form (calibration/quantize.py), what OpenVINO's CPU plugin runs as fused int8 kernels: signed int8,
+    zero points 0 (the plugin leaves an fp32 Subtract before each kernel for a zero point), per-channel weights on
+    their output-channel axis (axis 0 for ``W @ x``), fp32 scales and float parts, float biases. Quantized: the
+    inputs of every Conv/MatMul/Gemm, and both inputs of each residual Add of a Conv's output, which the plugin
+    fuses into that Conv as an int8 sum (and without which it computes sMLPNet wrongly). Left fp32: the outputs
+    of the Conv/MatMul/Gemm (bias Adds, GELU, LayerNorm requantize in their own pass, no FakeQuantize of their
+    own), the residual Add after the channel MLP and the Transposes (an int8 Add there moved the plugin's logits
+    from ONNX Runtime's, for no speed)."""
+    float_model = onnx.load(str(exported.out_dir / "model.onnx"))
     model = onnx.load(str(exported.out_dir / "model.int8.cpu.onnx"))
-    initializers, _, _ = graph_index(model)
-    activation_types, weight_types, bias_types = set(), set(), set()
+    initializers, producer, consumers = graph_index(model)
+
+    def dequantized(name: str) -> onnx.NodeProto | None:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == "DequantizeLinear" else None
+
     for node in model.graph.node:
-        if node.op_type != "DequantizeLinear":
-            continue
-        quantized = initializers.get(node.input[0])
-        if quantized is None:
-            activation_types.add(initializers[node.input[2]].dtype)
-        elif quantized.dtype == np.int32:
-            bias_types.add(quantized.dtype)
-        else:
-            weight_types.add(quantized.dtype)
-        assert initializers[node.input[1]].dtype == np.float32
-    assert activation_types == {np.dtype(np.uint8)}
-    assert weight_types == {np.dtype(np.int8)} and bias_types == {np.dtype(np.int32)}
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero_point = initializers[node.input[2]]
+            assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
+            assert initializers[node.input[1]].dtype == np.float32, node.name
+        if node.op_type == "QuantizeLinear":
+            assert all(c.op_type == "DequantizeLinear" for c in consumers[node.output[0]])
+    quantized = [n for n in model.graph.node if n.op_type in QUANTIZED]
+    assert len(quantized) == sum(n.op_type in QUANTIZED for n in float_model.graph.node)
+    axes = set()
+    for node in quantized:
+        for operand, name in enumerate(node.input[:2]):
+            dq = dequantized(name)
+            assert dq is not None, f"{node.name} input {operand} is not Q/DQ"
+            if dq.input[0] in initializers:
+                assert initializers[dq.input[0]].dtype == np.int8
+                scale = initializers[dq.input[1]]
+                axis = next(a.i for a in dq.attribute if a.name == "axis")
+                assert scale.shape == (initializers[dq.input[0]].shape[axis],), node.name
+                axes.add((node.op_type, operand, axis))
+        for bias in node.input[2:]:
+            assert initializers[bias].dtype == np.float32, f"{node.name}: float bias"
+        if node.op_type != "Conv":  # a Conv's output is quantized only as the input of its sum
+            assert not any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])), node.name
+    assert axes == {("Conv", 1, 0), ("MatMul", 1, 1), ("MatMul", 0, 0), ("Gemm", 1, 0)}
+
+    sums = {float_model.graph.node[i].name for i in conv_sums(float_model)}
+    residual = [n for n in model.graph.node if n.op_type == "Add" and not set(initializers) & set(n.input)]
+    assert len(residual) == 10 and len(sums) == 5  # two a block; the one after the token mixing's 1x1 Conv
+    for add in residual:
+        int8 = [dequantized(name) is not None for name in add.input]
+        assert int8 == ([True, True] if add.name in sums else [False, False]), add.name
+    assert not any(dequantized(i) for n in model.graph.node if n.op_type == "Transpose" for i in n.input)
 
 
 def test_fp8_form(exported):
@@ -708,8 +741,9 @@ def test_calibration_memory_does_not_grow_with_the_images(exported, digits):
 
 
 def test_a_cache_for_fewer_tensors_or_another_collector_recalibrates(exported, digits, tmp_path, capsys):
-    """A cache made for the TensorRT form lacks the outputs the CPU form quantizes: asking for both recalibrates
-    (and says why) instead of quantizing with missing ranges; one made by another collector version does too."""
+    """A cache made for the TensorRT form lacks the Conv sums' inputs the CPU form quantizes: asking for both
+    recalibrates (and says why) instead of quantizing with missing ranges; one made by another collector version
+    does too."""
     from smlp_deploy.calibration.collector import VERSION
 
     out = tmp_path / "export"
