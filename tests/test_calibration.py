@@ -142,7 +142,8 @@ def test_cpu_form(exported):
     fuses into that Conv as an int8 sum (and without which it computes sMLPNet wrongly). Left fp32: the outputs
     of the Conv/MatMul/Gemm (bias Adds, GELU, LayerNorm requantize in their own pass, no FakeQuantize of their
     own), the residual Add after the channel MLP and the Transposes (an int8 Add there moved the plugin's logits
-    from ONNX Runtime's, for no speed)."""
+    from ONNX Runtime's). A Concat's quantized inputs share its output's scale, so the plugin moves the Concat in
+    int8 without requantizing the identity branch."""
     float_model = onnx.load(str(exported.out_dir / "model.onnx"))
     model = onnx.load(str(exported.out_dir / "model.int8.cpu.onnx"))
     initializers, producer, consumers = graph_index(model)
@@ -184,6 +185,19 @@ def test_cpu_form(exported):
         int8 = [dequantized(name) is not None for name in add.input]
         assert int8 == ([True, True] if add.name in sums else [False, False]), add.name
     assert not any(dequantized(i) for n in model.graph.node if n.op_type == "Transpose" for i in n.input)
+
+    scale = {dq.output[0]: float(initializers[dq.input[1]]) for dq in model.graph.node
+             if dq.op_type == "DequantizeLinear" and dq.input[0] not in initializers}
+    ranges = json.loads((exported.out_dir / "calibration.cache.json").read_text())["ranges"]
+    for concat in (n for n in model.graph.node if n.op_type == "Concat"):
+        (quantize,) = consumers[concat.output[0]]
+        shared = [scale[name] for name in concat.input if name in scale]
+        assert shared and set(shared) == {float(initializers[quantize.input[1]])}, concat.name
+        # The widest range of the group (the identity branch may reach further than the Concat's percentile), as
+        # onnxruntime.quantization scales a symmetric int8 range: magnitude / 127.
+        calibrated = [producer[dq.input[0]].input[0] for name in concat.input if (dq := dequantized(name))]
+        widest = max(max(-ranges[name][0], ranges[name][1]) for name in (*calibrated, concat.output[0]))
+        assert shared[0] == pytest.approx(widest / 127, rel=1e-6), concat.name
 
 
 def test_fp8_form(exported):

@@ -18,10 +18,14 @@ What the CPU form is was read from OpenVINO 2026.4's runtime graph (``compiled.g
 * The Conv sums take int8 on both inputs: the plugin fuses the Add into the Conv as an int8 sum. Without these
   Q/DQ it also computes sMLPNet wrongly (Q/DQ on the inputs of Conv/MatMul/Gemm only: logits at cosine 0.27 to
   ONNX Runtime's on the same file; the TensorRT form's 0.09 is the same failure).
-* Left fp32, though NNCF quantizes them: the residual Add after the channel MLP (the plugin's int8 Eltwise there
-  rescales one input onto the other's scale; its logits moved from ONNX Runtime's on the same file, worst photo
-  at cosine 0.9974, for no speed measured; ONNX Runtime ran that form at 0.82-0.84x), and a Concat's inputs on
-  its output's scale (2% of the plugin's time at batch 8, against exact agreement with ONNX Runtime: 0.99897).
+* A Concat's quantized inputs share its output's scale, the widest of their ranges (:func:`concat_ranges`): the
+  plugin moves the Q/DQ of a Concat's output onto its inputs, and the sMLP block's identity branch, quantized for
+  the mixing MatMuls too, would otherwise be requantized int8 to int8 (a pass and a reorder per block). The
+  Concat's own range alone would clip that branch: OpenVINO's logits then moved off ONNX Runtime's (worst photo
+  at cosine 0.99897, 0.99999 with the widest range).
+* Left fp32, though NNCF quantizes it: the residual Add after the channel MLP. The plugin's int8 Eltwise there
+  rescales one input onto the other's scale; its logits moved from ONNX Runtime's on the same file (worst photo at
+  cosine 0.9974 on the digits model), and ONNX Runtime ran that form at 0.82-0.84x.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ class Target:
     # only as the second operand, so its form scales them per tensor: on the digits fixture that gave 448/450
     # held-out images right against 447/450 per channel (fp16 float parts; 448/450 both with fp32 ones).
     per_channel_left_weights: bool
-    conv_sums: bool  # Q/DQ on both inputs of the Adds of a Conv's output: OpenVINO fuses them, TensorRT's form has none
+    # Q/DQ on both inputs of the Adds of a Conv's output, Concat inputs on one scale: what OpenVINO fuses.
+    conv_sums: bool
 
     @property
     def artifact(self) -> ArtifactKind:
@@ -96,6 +101,18 @@ def conv_sums(model: onnx.ModelProto) -> list[int]:
             if n.op_type == "Add" and not constants & set(n.input) and convs & set(n.input)]
 
 
+def concat_ranges(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """``ranges`` with each quantized Concat output and its quantized inputs on the widest of their ranges (the
+    Concat's output holds its inputs' values; an input quantized for other ops too may reach further)."""
+    shared = dict(ranges)
+    for node in model.graph.node:
+        if node.op_type == "Concat" and node.output[0] in ranges:
+            group = [name for name in (*node.input, node.output[0]) if name in ranges]
+            low, high = min(shared[name][0] for name in group), max(shared[name][1] for name in group)
+            shared.update(dict.fromkeys(group, (low, high)))
+    return shared
+
+
 def left_operand_weights(model: onnx.ModelProto) -> list[str]:
     """MatMul weights used as ``weight @ x`` (sMLPNet's H-axis mixing): their output channels are axis 0, not
     the axis 1 the quantizer assumes for MatMul weights, so they are scaled on axis 0 or per tensor."""
@@ -127,10 +144,11 @@ def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]]
                                  for name in left_operand_weights(source)},
         "OpTypesToExcludeOutputQuantization": op_types,
     }
+    used = concat_ranges(source, {name: ranges[name] for name in needed}) if target.conv_sums else ranges
     # The ranges are final: the method label only has to match between the range file and the call.
     label = CalibrationMethod.MinMax
     tensors = TensorsData(label, {
-        name: TensorData(lowest=np.float32(ranges[name][0]), highest=np.float32(ranges[name][1])) for name in needed
+        name: TensorData(lowest=np.float32(used[name][0]), highest=np.float32(used[name][1])) for name in needed
     })
     with tempfile.TemporaryDirectory(prefix="smlp-quant-") as tmp:
         cache = Path(tmp) / "ranges.json"
