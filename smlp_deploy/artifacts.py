@@ -52,9 +52,9 @@ class ArtifactKind:
     """One file an export writes.
 
     ``target`` is what the file is meant for: None for any backend; ``"tensorrt"`` for the INT8 form TensorRT's
-    explicit quantization builds (ONNX Runtime runs it only to check it); ``"cpu"`` for the INT8 form ONNX
-    Runtime's x86 kernels run fastest. ``builds_engines``: TensorRT builds an engine of every flavour from this
-    ONNX file. ``source``: for an engine, the ONNX file it is built from.
+    explicit quantization builds (ONNX Runtime runs it only to check it); ``"cpu"`` for the INT8 form for CPUs
+    (OpenVINO runs it as fused int8 kernels, ONNX Runtime too). ``builds_engines``: TensorRT builds an engine of
+    every flavour from this ONNX file. ``source``: for an engine, the ONNX file it is built from.
     """
 
     file_name: str
@@ -80,7 +80,8 @@ ONNX_KINDS = (
                  builds_engines=True),
     ArtifactKind("model.int8.onnx", "onnx", "int8", "tensorrt", "INT8 Q/DQ ONNX for TensorRT's explicit quantization",
                  builds_engines=True),
-    ArtifactKind("model.int8.cpu.onnx", "onnx", "int8", "cpu", "INT8 Q/DQ ONNX for ONNX Runtime's x86 kernels"),
+    ArtifactKind("model.int8.cpu.onnx", "onnx", "int8", "cpu",
+                 "INT8 Q/DQ ONNX for CPUs: OpenVINO's fused int8 kernels, ONNX Runtime"),
     ArtifactKind("model.fp8.onnx", "onnx", "fp8", "tensorrt", "FP8 (E4M3) Q/DQ ONNX for TensorRT's explicit "
                  "quantization", builds_engines=True),
 )

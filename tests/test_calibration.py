@@ -25,6 +25,7 @@ from smlp_deploy.calibration import (
     read_cache,
 )
 from smlp_deploy.calibration.options import Fp8Options, Int8Options
+from smlp_deploy.calibration.quantize import conv_sums
 from smlp_deploy.cli.eval import entry_point as eval_entry_point
 from smlp_deploy.cli.export import entry_point
 from smlp_deploy.errors import CalibrationError
@@ -133,23 +134,69 @@ def test_tensorrt_form(exported):
 
 
 def test_cpu_form(exported):
-    """ONNX Runtime's CPU form: uint8 activations, int8 weights, int32 biases, float32 float parts."""
+    """The CPU form (calibration/quantize.py), what OpenVINO's CPU plugin runs as fused int8 kernels: signed int8,
+    zero points 0 (the plugin leaves an fp32 Subtract before each kernel for a zero point), per-channel weights on
+    their output-channel axis (axis 0 for ``W @ x``), fp32 scales and float parts, float biases. Quantized: the
+    inputs of every Conv/MatMul/Gemm, and both inputs of each residual Add of a Conv's output, which the plugin
+    fuses into that Conv as an int8 sum (and without which it computes sMLPNet wrongly). Left fp32: the outputs
+    of the Conv/MatMul/Gemm (bias Adds, GELU, LayerNorm requantize in their own pass, no FakeQuantize of their
+    own), the residual Add after the channel MLP and the Transposes (an int8 Add there moved the plugin's logits
+    from ONNX Runtime's). A Concat's quantized inputs share its output's scale, so the plugin moves the Concat in
+    int8 without requantizing the identity branch."""
+    float_model = onnx.load(str(exported.out_dir / "model.onnx"))
     model = onnx.load(str(exported.out_dir / "model.int8.cpu.onnx"))
-    initializers, _, _ = graph_index(model)
-    activation_types, weight_types, bias_types = set(), set(), set()
+    initializers, producer, consumers = graph_index(model)
+
+    def dequantized(name: str) -> onnx.NodeProto | None:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == "DequantizeLinear" else None
+
     for node in model.graph.node:
-        if node.op_type != "DequantizeLinear":
-            continue
-        quantized = initializers.get(node.input[0])
-        if quantized is None:
-            activation_types.add(initializers[node.input[2]].dtype)
-        elif quantized.dtype == np.int32:
-            bias_types.add(quantized.dtype)
-        else:
-            weight_types.add(quantized.dtype)
-        assert initializers[node.input[1]].dtype == np.float32
-    assert activation_types == {np.dtype(np.uint8)}
-    assert weight_types == {np.dtype(np.int8)} and bias_types == {np.dtype(np.int32)}
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero_point = initializers[node.input[2]]
+            assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
+            assert initializers[node.input[1]].dtype == np.float32, node.name
+        if node.op_type == "QuantizeLinear":
+            assert all(c.op_type == "DequantizeLinear" for c in consumers[node.output[0]])
+    quantized = [n for n in model.graph.node if n.op_type in QUANTIZED]
+    assert len(quantized) == sum(n.op_type in QUANTIZED for n in float_model.graph.node)
+    axes = set()
+    for node in quantized:
+        for operand, name in enumerate(node.input[:2]):
+            dq = dequantized(name)
+            assert dq is not None, f"{node.name} input {operand} is not Q/DQ"
+            if dq.input[0] in initializers:
+                assert initializers[dq.input[0]].dtype == np.int8
+                scale = initializers[dq.input[1]]
+                axis = next(a.i for a in dq.attribute if a.name == "axis")
+                assert scale.shape == (initializers[dq.input[0]].shape[axis],), node.name
+                axes.add((node.op_type, operand, axis))
+        for bias in node.input[2:]:
+            assert initializers[bias].dtype == np.float32, f"{node.name}: float bias"
+        if node.op_type != "Conv":  # a Conv's output is quantized only as the input of its sum
+            assert not any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])), node.name
+    assert axes == {("Conv", 1, 0), ("MatMul", 1, 1), ("MatMul", 0, 0), ("Gemm", 1, 0)}
+
+    sums = {float_model.graph.node[i].name for i in conv_sums(float_model)}
+    residual = [n for n in model.graph.node if n.op_type == "Add" and not set(initializers) & set(n.input)]
+    assert len(residual) == 10 and len(sums) == 5  # two a block; the one after the token mixing's 1x1 Conv
+    for add in residual:
+        int8 = [dequantized(name) is not None for name in add.input]
+        assert int8 == ([True, True] if add.name in sums else [False, False]), add.name
+    assert not any(dequantized(i) for n in model.graph.node if n.op_type == "Transpose" for i in n.input)
+
+    scale = {dq.output[0]: float(initializers[dq.input[1]]) for dq in model.graph.node
+             if dq.op_type == "DequantizeLinear" and dq.input[0] not in initializers}
+    ranges = json.loads((exported.out_dir / "calibration.cache.json").read_text())["ranges"]
+    for concat in (n for n in model.graph.node if n.op_type == "Concat"):
+        (quantize,) = consumers[concat.output[0]]
+        shared = [scale[name] for name in concat.input if name in scale]
+        assert shared and set(shared) == {float(initializers[quantize.input[1]])}, concat.name
+        # The widest range of the group (the identity branch may reach further than the Concat's percentile), as
+        # onnxruntime.quantization scales a symmetric int8 range: magnitude / 127.
+        calibrated = [producer[dq.input[0]].input[0] for name in concat.input if (dq := dequantized(name))]
+        widest = max(max(-ranges[name][0], ranges[name][1]) for name in (*calibrated, concat.output[0]))
+        assert shared[0] == pytest.approx(widest / 127, rel=1e-6), concat.name
 
 
 def test_fp8_form(exported):
@@ -536,7 +583,8 @@ def reference(exported, digits, tmp_path_factory):
              "entropy": CalibrationMethod.Entropy}
     folder = tmp_path_factory.mktemp("ort-calibrators")
     for name, kind in kinds.items():
-        calibrator = create_calibrator(model, list(QUANTIZED), augmented_model_path=str(folder / f"{name}.onnx"),
+        # The inputs and outputs of Conv/MatMul/Gemm/Add: every tensor either INT8 form quantizes is among them.
+        calibrator = create_calibrator(model, [*QUANTIZED, "Add"], augmented_model_path=str(folder / f"{name}.onnx"),
                                        calibrate_method=kind, extra_options=dict(METHODS[name].settings))
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
             for batch in batches:
@@ -551,10 +599,11 @@ def _magnitude(low, high) -> float:
 
 
 def test_minmax_equals_onnxruntime(reference):
-    """Bit for bit: the same activations (the graph runs unoptimized, as ONNX Runtime's calibrators run it),
-    and for the tensors ONNX Runtime calibrates for Conv/MatMul/Gemm, which are those both INT8 forms need."""
+    """Bit for bit: the same activations (the graph runs unoptimized, as ONNX Runtime's calibrators run it), for
+    every tensor the INT8 forms need (ONNX Runtime calibrates them among the inputs and outputs of
+    Conv/MatMul/Gemm/Add)."""
     expected = reference.ort["minmax"].compute_data()
-    assert set(expected.keys()) == set(reference.tensors)
+    assert set(reference.tensors) <= set(expected.keys())
     for name in reference.tensors:
         magnitude = _magnitude(*expected[name].range_value)
         assert reference.ours["minmax"][name] == (-magnitude, magnitude), name
@@ -707,8 +756,9 @@ def test_calibration_memory_does_not_grow_with_the_images(exported, digits):
 
 
 def test_a_cache_for_fewer_tensors_or_another_collector_recalibrates(exported, digits, tmp_path, capsys):
-    """A cache made for the TensorRT form lacks the outputs the CPU form quantizes: asking for both recalibrates
-    (and says why) instead of quantizing with missing ranges; one made by another collector version does too."""
+    """A cache made for the TensorRT form lacks the Conv sums' inputs the CPU form quantizes: asking for both
+    recalibrates (and says why) instead of quantizing with missing ranges; one made by another collector version
+    does too."""
     from smlp_deploy.calibration.collector import VERSION
 
     out = tmp_path / "export"

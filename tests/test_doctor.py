@@ -242,6 +242,7 @@ def test_the_cpu_section_says_what_each_precision_runs_on(report, capsys):
     else:
         assert "pip install 'smlp-deploy[openvino]'" in bf16.needs
     int8 = cpu.precision("int8")
+    assert int8.paths.startswith("model.int8.cpu.onnx on openvino (the fastest without bf16)")
     assert int8.instructions == next(i for i in ("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI", "AVX-512", "AVX2")
                                      if i in cpu.instructions)
     assert main([]) == 0

@@ -62,8 +62,8 @@ def parser() -> argparse.ArgumentParser:
                    help="calibration cache, reused when model, preprocessing, images and method match (default: "
                    f"{Int8Options.cache_name} for INT8, {Fp8Options.cache_name} for FP8, in the output directory)")
     p.add_argument("--int8-target", default="tensorrt", choices=sorted(TARGETS) + ["both"],
-                   help="tensorrt: model.int8.onnx for TensorRT (default); cpu: model.int8.cpu.onnx, the form "
-                   "ONNX Runtime runs fastest on x86 CPUs; both")
+                   help="tensorrt: model.int8.onnx for TensorRT (default); cpu: model.int8.cpu.onnx, the form for "
+                   "CPUs (OpenVINO runs it as fused int8 kernels; ONNX Runtime runs it too); both")
     p.add_argument("--eval-dir", type=Path, metavar="DIR",
                    help="labeled image folder (one subfolder per class): add top-1/top-5 of every artifact")
     p.add_argument("--openvino", action="store_true",

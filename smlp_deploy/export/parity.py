@@ -70,9 +70,9 @@ class Thresholds:
 # logits, and 1 of sMLPNet-T's 5 photos flips; accuracy is measured on labeled images (--eval-dir).
 # One INT8 Q/DQ graph on two runtimes (OpenVINO against ONNX Runtime), float parts in fp32 on both: the arithmetic
 # is the same, the rounding order and requantization differ. Worst-photo cosine measured on model.int8.cpu.onnx:
-# 0.99998 (the digits model, tests/test_openvino.py), 0.99965 (sMLPNet-T, random weights); OpenVINO on the TensorRT
-# form, which it computes wrongly: 0.086. Top-1 is not held: with random weights one photo of five sits on a
-# near-tie and flips.
+# 0.99999 (the digits model, tests/test_openvino.py), 0.99963 (sMLPNet-T, random weights; docs/cpu.md);
+# OpenVINO on the TensorRT form, which it computes wrongly: 0.086. Top-1 is not held: with random weights one photo
+# of five sits on a near-tie and flips.
 SAME_GRAPH = "int8, same graph"
 THRESHOLDS = {
     "fp32": Thresholds(max_rel_diff=1e-4, min_top1=1.0),

@@ -215,7 +215,7 @@ def _check_options(name: str, backend: str | None, device: str | None, kind: Art
                          "do not load (its tensorrt_plan backend loads TensorRT engines only): serve it through "
                          "the Python backend (backend='python'), on a GPU instance", parameter="backend")
     if kind.target == "cpu" and device == "gpu":
-        raise InputError(f"{kind.file_name} is the INT8 form for ONNX Runtime's x86 kernels; on a GPU serve "
+        raise InputError(f"{kind.file_name} is the INT8 form for CPUs; on a GPU serve "
                          "model.int8.onnx (or engine.int8.plan)", parameter="device")
     if tensorrt_accelerator and (kind.format != "onnx" or backend == "python" or device != "gpu"):
         raise InputError("TensorRT acceleration applies to an ONNX file on Triton's ONNX Runtime backend with ",

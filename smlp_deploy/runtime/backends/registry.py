@@ -99,9 +99,9 @@ def _check_onnx_file(path: Path) -> None:
 
 
 def _check_openvino_file(path: Path) -> None:
-    """An ONNX model, and not the TensorRT form of INT8 (signed activations): that comes out wrong from OpenVINO
-    2026.4, logits at cosine 0.09 to PyTorch's on sMLPNet-T's verification photos, where the CPU form gives 0.9997
-    (tests/test_openvino.py)."""
+    """An ONNX model, and not the TensorRT form of INT8: without Q/DQ on the Adds that sum a Conv's output (which
+    the CPU form has) OpenVINO 2026.4 computes it wrongly, logits at cosine 0.09 to PyTorch's on sMLPNet-T's
+    verification photos, where the CPU form gives 0.9997 (tests/test_openvino.py, docs/cpu.md)."""
     _check_onnx_file(path)
     kind = kind_of(path)
     if kind is not None and kind.target == "tensorrt" and not kind.is_engine:
