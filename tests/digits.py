@@ -1,13 +1,13 @@
-"""A small labeled photo-like dataset that exists offline, and the sMLPNet trained on it.
+"""The digits model as a test fixture: its held-out split through the runtime's preprocessing, its training, and
+the comparisons behind the calibration defaults.
 
 Quantization accuracy cannot be judged on random weights, and ImageNet weights cannot be downloaded here. So
-scikit-learn's bundled handwritten digits (1797 8x8 scans, 10 classes) are upscaled to 64x64 RGB PNGs in the
-ImageNet folder layout (one subfolder per class), split into a train and a held-out test split, and the
-``test`` variant is trained on the train split through the toolkit's own preprocessing.
+scikit-learn's bundled handwritten digits are written as PNGs (``smlp_deploy.samples.digits``, which also ships the
+trained checkpoint) and the ``test`` variant is trained on the train split through the toolkit's own preprocessing.
 
-Reproduce the committed checkpoint (about a minute on 2 cores)::
+Reproduce the shipped checkpoint (about a minute on 2 cores)::
 
-    .venv/bin/python -m tests.digits --train tests/data/smlpnet_digits.pth
+    .venv/bin/python -m tests.digits --train smlp_deploy/samples/smlpnet_digits.pth
 """
 
 from __future__ import annotations
@@ -19,39 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+
+from smlp_deploy.samples.digits import CHECKPOINT, IMAGE_SIZE, NUM_CLASSES, write_digits
 
 if TYPE_CHECKING:
     from smlp_deploy.calibration import CalibrationSet
-
-CHECKPOINT = Path(__file__).parent / "data" / "smlpnet_digits.pth"
-IMAGE_SIZE = 64
-NUM_CLASSES = 10
-SPLIT_SEED = 0
-TEST_FRACTION = 0.25
-
-
-def write_digits(root: Path) -> dict[str, Path]:
-    """Write ``root/train/<digit>/<i>.png`` and ``root/test/<digit>/<i>.png``; return the two split folders.
-
-    The split is stratified and fixed by ``SPLIT_SEED``, so every call writes the same files.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    indices = np.arange(len(digits.target))
-    train, test = train_test_split(indices, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=digits.target)
-    splits = {"train": train, "test": test}
-    for split, members in splits.items():
-        for i in members:
-            folder = root / split / str(digits.target[i])
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = np.round(digits.images[i] * (255.0 / 16.0)).astype(np.uint8)
-            image = Image.fromarray(pixels, "L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-            image.convert("RGB").save(folder / f"{i:04d}.png")
-    return {split: root / split for split in splits}
-
 
 def load_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """A split folder through the runtime's preprocessing -> (inputs [N, 3, 64, 64], labels [N])."""
@@ -223,7 +195,6 @@ def _scores(name: str, logits: np.ndarray, reference: np.ndarray, labels: np.nda
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, metavar="OUT", help="train the fixture and save it to OUT")
-    parser.add_argument("--write", type=Path, metavar="DIR", help="write the image folders to DIR")
     parser.add_argument("--compare-calibration", action="store_true",
                         help="print every calibration method's time and INT8 accuracy on the held-out split")
     parser.add_argument("--compare-left-weights", action="store_true",
@@ -235,8 +206,5 @@ if __name__ == "__main__":
                             (args.compare_left_weights, compare_left_weights), (args.compare_fp8, compare_fp8)):
         for row in compare() if wanted else []:
             print("  ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    if args.write:
-        print("wrote", ", ".join(f"{folder} ({len(list(folder.glob('*/*.png')))} images)"
-                                 for folder in write_digits(args.write).values()))
     if args.train:
         print(f"held-out top-1: {train(args.train):.4f}")

@@ -1,6 +1,6 @@
 """This project's FP8 (and INT8) Q/DQ models against NVIDIA's TensorRT Model Optimizer on the digits fixture.
 
-The same FP32 model (the ``test`` variant trained on the digits, ``tests/data/smlpnet_digits.pth``, at 64 px),
+The same FP32 model (the ``test`` variant trained on the digits, ``smlp_deploy/samples/smlpnet_digits.pth``, at 64 px),
 the same 256 calibration images (drawn from the train split as ``smlp-export`` draws them, seed 0, through the
 export's own preprocessing), and the same 450 held-out images: each quantized model's held-out top-1 and its mean
 logit cosine against FP32, all run by ONNX Runtime's CPU provider, with fp32 float parts (the fixture's setting)
