@@ -128,8 +128,8 @@ def test_the_batch_order_changes_no_threshold():
 
 def test_memory_does_not_grow_with_outliers():
     """An outlier in each of 100 batches is kept as it is (100 values, 10^2x to 10^6x); a bulk that then moves 50x
-    coarsens the grid rather than keep more than KEEP values. Either way the counts are a direct count of every
-    value inside the final grid, and the kept values are exactly those outside it."""
+    coarsens the grid rather than keep more than KEEP values, and a batch wholly past the grid is kept. Either way
+    the counts are a direct count of every value inside the final grid, and the kept values are those outside."""
     rng = np.random.default_rng(3)
     histogram = Histogram(1024, Scratch())
     slots = histogram.counts.size
@@ -144,6 +144,9 @@ def test_memory_does_not_grow_with_outliers():
     for _ in range(10):
         seen.append(rng.standard_normal(20_000, dtype=np.float32) * 50)
         histogram.add("t", seen[-1])
+    seen += [rng.uniform(5e3, 6e3, 1_000).astype(np.float32), -seen[-1][:500]]  # batches wholly past the grid
+    histogram.add("t", seen[-2])
+    histogram.add("t", seen[-1])
     assert histogram.kept().size <= KEEP and histogram.counts.size == slots and histogram.width > width
 
     values = np.concatenate(seen)
@@ -224,3 +227,12 @@ def test_the_quantizer_refuses_a_range_that_gives_no_scale(tmp_path, bad):
     with pytest.raises(CalibrationError, match=r"the range of tensor '(input|dead)' is .*: a Q/DQ scale needs"):
         quantize_qdq(model, {"input": (-2.0, 2.0), "dead": bad}, TARGETS["tensorrt"])
     assert quantize_qdq(model, {"input": (-2.0, 2.0), "dead": (-1.0, 1.0)}, TARGETS["tensorrt"]).graph.node
+
+
+if __name__ == "__main__":  # the table in docs/calibration.md, "Outliers and heavy tails"
+    print("| case | percentile | exact | entropy | exact |\n| --- | --- | --- | --- | --- |")
+    for case, make in CASES.items():
+        batches = make()
+        values = np.concatenate(batches)
+        print(f"| {case} | {calibrate('percentile', batches):.4g} | {exact_percentile(values):.4g} "
+              f"| {calibrate('entropy', batches):.4g} | {exact_entropy(values):.4g} |")

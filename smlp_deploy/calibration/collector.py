@@ -171,7 +171,8 @@ class Histogram(Extremes):
             low, high = min(low, block_low), max(high, block_high)
             np.multiply(block, scale, out=scaled[:n])
             np.floor(scaled[:n], out=scaled[:n])
-            lowest = max(math.floor(block_low * float(scale)), -self.slots)  # the block's lowest bin in the slots
+            # the block's lowest bin in the slots (the last one if the whole block lies past them)
+            lowest = min(max(math.floor(block_low * float(scale)), -self.slots), self.slots - 1)
             outside = [np.flatnonzero(block >= edge)] if block_high >= edge else []
             outside += [np.flatnonzero(block < -edge)] if block_low < -edge else []
             for where in outside:  # rare: keep those values, and count them out of the lowest bin once counted
