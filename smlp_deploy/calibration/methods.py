@@ -35,7 +35,7 @@ Ranges = dict[str, tuple[float, float]]
 # on the 2-core CI machine, and small models get up to MAX_BATCH.
 BATCH_BYTES = 256 << 20
 MAX_BATCH = 32
-# Entropy's search spans twice this percentile of |x|: 0.01% of outliers, however far, leave it where it is.
+# Entropy's search spans twice this percentile of |x|: fewer than 0.01% of outliers, however far, leave it be.
 ENTROPY_RANGE_PERCENTILE = 99.99
 
 
