@@ -20,6 +20,11 @@ order that rotates from round to round:
 Ratios are taken within a round and quoted as the median and range over the rounds. Peak RSS is that of a
 whole ``smlp-export --variant <v> --int8`` (default method and target), one process per sample count, measured
 with ``/usr/bin/time -f "%e s %M KB"``.
+
+With ``--statistics-against DIR`` (a checkout of another commit, e.g. ``git archive REV smlp_deploy | tar -x -C
+DIR``), each round also times the statistics alone, in ns a value: the activations of ``--statistics-images``
+images (one a batch) are recorded once, then fed to each histogram method's statistics of this tree and of DIR's
+``smlp_deploy``, in turn; the memory the statistics hold at the end (counts and kept values) is reported too.
 """
 
 from __future__ import annotations
@@ -99,6 +104,45 @@ def time_rounds(tasks: dict, rounds: int) -> dict[str, list[float]]:
     return times
 
 
+def other_methods(tree: Path) -> dict:
+    """The METHODS of the ``smlp_deploy`` in ``tree``, imported as another package beside this one."""
+    import importlib
+    import shutil
+
+    copy = Path(tempfile.mkdtemp(prefix="smlp-other-"))
+    shutil.copytree(tree / "smlp_deploy", copy / "smlp_deploy_other")
+    sys.path.insert(0, str(copy))
+    return importlib.import_module("smlp_deploy_other.calibration.methods").METHODS
+
+
+def time_statistics(model: Path, calib, tensors: list[str], images: int, others: dict, rounds: int) -> dict:
+    """ns a value of each histogram method's statistics, this tree's and the other's in turn, over the recorded
+    activations of ``images`` images, per round; and the bytes they hold at the end."""
+    from smlp_deploy.calibration.collector import Scratch
+
+    observed = Activations(model, tensors)
+    recorded = [observed(batch) for batch in islice(batches(calib.images(), 1), images)]
+    del observed
+    values = sum(v.size for batch in recorded for v in batch.values())
+    sides = {f"{name} ({side})": methods[name] for name in ("percentile", "entropy")
+             for side, methods in (("this tree", METHODS), ("other", others))}
+    result: dict = {"values": values, "ns_per_value": {label: [] for label in sides}, "bytes": {}}
+    for r in range(rounds):
+        for label in list(sides)[r % len(sides):] + list(sides)[: r % len(sides)]:
+            scratch = Scratch()
+            stats = {name: sides[label].statistics(scratch) for name in tensors}
+            start = time.perf_counter()
+            for batch in recorded:
+                for name in tensors:
+                    stats[name].add(name, batch[name])
+            result["ns_per_value"][label].append((time.perf_counter() - start) / values * 1e9)
+            result["bytes"][label] = sum(s.counts.nbytes + (s.kept().nbytes if hasattr(s, "kept") else 0)
+                                         for s in stats.values())
+            print(f"round {r + 1}: statistics, {label} {result['ns_per_value'][label][-1]:.2f} ns a value",
+                  file=sys.stderr, flush=True)
+    return result
+
+
 def export_rss(variant: str, calib_dir: Path, samples: int, out: Path) -> dict:
     """Wall time and peak RSS of one ``smlp-export --int8`` process."""
     command = ["/usr/bin/time", "-f", "%e s %M KB", str(Path(sys.executable).parent / "smlp-export"),
@@ -118,6 +162,9 @@ def main() -> None:
     p.add_argument("--rss-samples", default="256,1024", help="sample counts of the smlp-export peak-RSS runs "
                    "('' for none)")
     p.add_argument("--fp8", action="store_true", help="time FP8's calibration too, against INT8's default")
+    p.add_argument("--statistics-against", type=Path, metavar="DIR",
+                   help="time the histograms alone, this tree's against those of the smlp_deploy in DIR")
+    p.add_argument("--statistics-images", type=int, default=4, help="images whose activations they are fed")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -135,6 +182,9 @@ def main() -> None:
         tasks, calib_batch = timed_tasks(model, calib, tensors, fp8_tensors)
         times = time_rounds(tasks, args.rounds)
         del tasks  # their sessions go before the export processes start
+        statistics = (time_statistics(model, calib, tensors, args.statistics_images,
+                                      other_methods(args.statistics_against), args.rounds)
+                      if args.statistics_against else None)
         rss = [export_rss(args.variant, args.calib_dir, int(n), tmp / f"rss-{n}")
                for n in args.rss_samples.split(",") if n]
 
@@ -153,6 +203,13 @@ def main() -> None:
                                                                         else "")
           + f", calibration batches of {calib_batch}, FP32 batches of {FP32_BATCH}; {args.rounds} interleaved "
           "rounds, ratios median [min-max])")
+    if statistics:
+        print(format_table(["statistics alone", "ns a value", "MiB held"],
+                           [[label, f"{np.median(ns):.2f} [{min(ns):.2f}-{max(ns):.2f}]",
+                             f"{statistics['bytes'][label] / 2**20:.1f}"]
+                            for label, ns in statistics["ns_per_value"].items()]))
+        print(f"({statistics['values'] / 1e6:.0f} M values of {args.statistics_images} images; ns median [min-max] "
+              f"over the rounds; the other tree: {args.statistics_against})")
     for r in rss:
         print(f"smlp-export --int8, {r['samples']} images: {r['wall_s']:.1f} s, "
               f"peak RSS {r['peak_rss_kb'] / 2**20:.2f} GiB")
@@ -162,6 +219,7 @@ def main() -> None:
             "samples": args.samples, "tensors": len(tensors), "calibration_batch": calib_batch,
             "fp32_batch": FP32_BATCH, "seconds": times, "vs_fp32": ratios, "export_rss": rss,
             **({"fp8_tensors": len(fp8_tensors), f"vs_int8_{DEFAULT_METHOD}": vs_int8} if args.fp8 else {}),
+            **({"statistics": statistics | {"other": str(args.statistics_against)}} if statistics else {}),
         })
 
 

@@ -123,7 +123,7 @@ def left_operand_weights(model: onnx.ModelProto) -> list[str]:
 def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]], target: Target) -> onnx.ModelProto:
     """The Q/DQ model for ``target``, quantized from the float ONNX file ``float_model`` with ``ranges``, which
     must hold every tensor ``target.calibrated_tensors`` names (the quantizer would silently leave a tensor
-    without a range in float)."""
+    without a range in float), each finite and wider than 0 (the quantizer would make a scale up for it)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
@@ -133,6 +133,11 @@ def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]]
     if missing:
         raise CalibrationError(f"the ranges lack {len(missing)} of the {len(needed)} tensors the {target.name} form "
                                f"quantizes (e.g. {missing[0]!r}): calibrate for target {target.name!r}",
+                               parameter="ranges")
+    unusable = [name for name in needed if not (np.isfinite(ranges[name]).all() and ranges[name][0] < ranges[name][1])]
+    if unusable:
+        raise CalibrationError(f"the range of tensor {unusable[0]!r} is {tuple(ranges[unusable[0]])} ({len(unusable)} "
+                               "tensor(s) like it): a Q/DQ scale needs a finite range wider than 0; recalibrate",
                                parameter="ranges")
     nodes = target.quantized_nodes(source)
     op_types = sorted({n.op_type for n in nodes})
