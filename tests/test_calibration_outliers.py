@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from smlp_deploy.calibration import METHODS, TARGETS, compute_ranges, entropy_threshold, load_calibration_set
 from smlp_deploy.calibration.collector import KEEP, Histogram, Scratch
+from smlp_deploy.calibration.fp8 import fp8_calibrated_tensors, quantize_fp8
 from smlp_deploy.calibration.methods import usable_magnitude
 from smlp_deploy.calibration.quantize import quantize_qdq
 from smlp_deploy.errors import CalibrationError
@@ -227,6 +228,22 @@ def test_the_quantizer_refuses_a_range_that_gives_no_scale(tmp_path, bad):
     with pytest.raises(CalibrationError, match=r"the range of tensor '(input|dead)' is .*: a Q/DQ scale needs"):
         quantize_qdq(model, {"input": (-2.0, 2.0), "dead": bad}, TARGETS["tensorrt"])
     assert quantize_qdq(model, {"input": (-2.0, 2.0), "dead": (-1.0, 1.0)}, TARGETS["tensorrt"]).graph.node
+
+
+@pytest.mark.parametrize("bad", [(0.0, 0.0), (np.nan, np.nan)])
+def test_the_fp8_quantizer_refuses_a_range_that_gives_no_scale(tmp_path, bad):
+    """FP8 made a scale of 1 up for a zero range."""
+    import onnx as onnx_
+
+    from smlp_deploy.export.onnx_graph import export_onnx
+    from smlp_deploy.models import create_model
+
+    export_onnx(create_model("test", image_size=64), tmp_path / "model.onnx")
+    needed = fp8_calibrated_tensors(onnx_.load(str(tmp_path / "model.onnx")))
+    ranges = {name: (-1.0, 1.0) for name in needed}
+    assert quantize_fp8(tmp_path / "model.onnx", ranges).graph.node
+    with pytest.raises(CalibrationError, match=f"the range of tensor {needed[-1]!r} is .*: a Q/DQ scale needs"):
+        quantize_fp8(tmp_path / "model.onnx", {**ranges, needed[-1]: bad})
 
 
 if __name__ == "__main__":  # the table in docs/calibration.md, "Outliers and heavy tails"

@@ -35,6 +35,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import CalibrationError
+from .quantize import check_ranges
 
 FP8_MAX = 448.0  # the largest finite E4M3FN value: TensorRT's FP8 quantize clips to [-448, 448] (NvInfer.h)
 FP8_OPSET = 19  # QuantizeLinear and DequantizeLinear take FLOAT8E4M3FN from opset 19
@@ -122,6 +123,7 @@ def quantize_fp8(float_model: str | Path, ranges: dict[str, tuple[float, float]]
     if missing:
         raise CalibrationError(f"the ranges lack {len(missing)} of the {len(needed)} tensors the FP8 form quantizes "
                                f"(e.g. {missing[0]!r}): calibrate for FP8", parameter="ranges")
+    check_ranges(ranges, needed)
     graph = model.graph
     replaced: dict[tuple[str, int | None], str] = {}  # (tensor, axis) -> its dequantized tensor
     new_nodes: dict[int, list[onnx.NodeProto]] = {}  # position in the graph -> nodes inserted before it
@@ -153,8 +155,8 @@ def quantize_fp8(float_model: str | Path, ranges: dict[str, tuple[float, float]]
 
 
 def _scale(amax: float) -> np.float32:
-    """``amax / 448``; a tensor that was zero on every image gets scale 1 (any positive scale is exact for it)."""
-    return np.float32(amax / FP8_MAX) if amax > 0 else np.float32(1.0)
+    """``amax / 448`` (``check_ranges`` has refused a zero or non-finite range)."""
+    return np.float32(amax / FP8_MAX)
 
 
 def to_fp8(values: np.ndarray) -> np.ndarray:

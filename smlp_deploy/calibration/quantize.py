@@ -134,11 +134,7 @@ def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]]
         raise CalibrationError(f"the ranges lack {len(missing)} of the {len(needed)} tensors the {target.name} form "
                                f"quantizes (e.g. {missing[0]!r}): calibrate for target {target.name!r}",
                                parameter="ranges")
-    unusable = [name for name in needed if not (np.isfinite(ranges[name]).all() and ranges[name][0] < ranges[name][1])]
-    if unusable:
-        raise CalibrationError(f"the range of tensor {unusable[0]!r} is {tuple(ranges[unusable[0]])} ({len(unusable)} "
-                               "tensor(s) like it): a Q/DQ scale needs a finite range wider than 0; recalibrate",
-                               parameter="ranges")
+    check_ranges(ranges, needed)
     nodes = target.quantized_nodes(source)
     op_types = sorted({n.op_type for n in nodes})
     options = {
@@ -185,3 +181,13 @@ def _root_warnings_silenced() -> Iterator[None]:
 def _not_from_quantizer(record: logging.LogRecord) -> bool:
     parts = Path(record.pathname).parts
     return record.levelno > logging.WARNING or not ("onnxruntime" in parts and "quantization" in parts)
+
+
+def check_ranges(ranges: dict[str, tuple[float, float]], names: Iterable[str]) -> None:
+    """Refuse a range a Q/DQ scale cannot come from (zero wide, or not finite: a hand-edited cache, say), naming
+    the tensor, rather than quantize it to nothing or to NaN."""
+    unusable = [name for name in names if not (np.isfinite(ranges[name]).all() and ranges[name][0] < ranges[name][1])]
+    if unusable:
+        raise CalibrationError(f"the range of tensor {unusable[0]!r} is {tuple(ranges[unusable[0]])} ({len(unusable)} "
+                               "tensor(s) like it): a Q/DQ scale needs a finite range wider than 0; recalibrate",
+                               parameter="ranges")
