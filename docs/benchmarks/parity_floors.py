@@ -58,7 +58,7 @@ def measure(root: Path) -> list[dict]:
                                                                             targets=("tensorrt", "cpu")),
                                       fp8_options=Fp8Options(calib, samples=samples))
             for artifact in result.manifest.artifacts:
-                if artifact.parity is None or (artifact.precision != "int8" and method != METHODS[0]):
+                if artifact.parity is None or (artifact.precision != "int8" and method != next(iter(METHODS))):
                     continue  # FP32, FP16 and FP8 do not depend on the INT8 method: measured once
                 p = artifact.parity
                 rows.append({"model": name, "artifact": artifact.path, "precision": artifact.precision,
