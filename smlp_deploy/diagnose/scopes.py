@@ -1,0 +1,87 @@
+"""Which ONNX tensor is which PyTorch module's output: read from the exporter's own record of module paths.
+
+torch.onnx's exporter (torch.export, then onnxscript) writes on every node the module path it came from (the
+``pkg.torch.onnx.name_scopes`` metadata: ``['', 'stages', 'stages.0', ..., fx node]``). onnxsim drops that
+metadata, so an export's ``model.onnx`` and the artifacts made from it carry the tensors but not the paths; the
+model is therefore exported again here with the export's own function, and matched to the artifact by tensor name
+(the simplifier, the FP16 converter and the quantizer keep the names of the tensors they do not remove). A module
+whose last tensor was folded away (a convolution merged with the BatchNorm after it) has no output of its own in
+the artifact and is left out; :func:`layers.layer_report` also drops any match whose FP32 values are not the
+module's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from torch import nn
+
+from ..export.onnx_graph import export_onnx
+from ..models.smlpnet import SMLPNet
+
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+
+
+@dataclass(frozen=True)
+class ModuleTensors:
+    """For each module, in graph order: the tensor that is its output, and the activations its Conv/MatMul/Gemm
+    nodes read (the tensors a Q/DQ form quantizes)."""
+
+    outputs: dict[str, str]
+    gemm_inputs: dict[str, list[str]]
+
+
+def scoped_graph(model: SMLPNet) -> onnx.ModelProto:
+    """``model`` exported as the export exports it, unsimplified, with the exporter's module paths on its nodes."""
+    with tempfile.TemporaryDirectory(prefix="smlp-scopes-") as tmp:
+        return export_onnx(model, Path(tmp) / "scoped.onnx")
+
+
+def node_scope(node: onnx.NodeProto) -> list[str]:
+    """The module paths a node was exported from, outermost first (the root module's ``''`` left out)."""
+    for entry in node.metadata_props:
+        if entry.key == SCOPES_KEY:
+            paths = [p for p in eval_list(entry.value)[:-1] if p]  # the last entry is the FX node's name
+            return paths
+    return []
+
+
+def eval_list(text: str) -> list[str]:
+    """The exporter writes the scope as a Python list of strings."""
+    import ast
+
+    value = ast.literal_eval(text)
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def module_tensors(scoped: onnx.ModelProto, modules: nn.Module, present: set[str]) -> ModuleTensors:
+    """The output tensor of each module of ``modules`` (by its path) that ``scoped`` shows and ``present`` (the
+    artifact's tensor names) holds: the first output of the last node exported from the module, where nodes
+    outside it read that tensor or it is a graph output."""
+    graph = scoped.graph
+    constants = {i.name for i in graph.initializer}
+    readers: dict[str, set[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, set()).add(index)
+    graph_outputs = {o.name for o in graph.output}
+    last: dict[str, int] = {}
+    inputs: dict[str, list[str]] = {}
+    scopes = [set(node_scope(node)) for node in graph.node]
+    for index, (node, scope) in enumerate(zip(graph.node, scopes, strict=True)):
+        for path in scope:
+            last[path] = index
+        if node.op_type in ("Conv", "MatMul", "Gemm") and scope:
+            innermost = max(scope, key=len)
+            inputs.setdefault(innermost, []).extend(t for t in node.input if t and t not in constants)
+    outputs = {}
+    known = {name for name, _ in modules.named_modules() if name}
+    for path, index in sorted(last.items(), key=lambda item: item[1]):
+        tensor = graph.node[index].output[0]
+        leaves = tensor in graph_outputs or any(path not in scopes[r] for r in readers.get(tensor, ()))
+        if path in known and leaves and tensor in present:
+            outputs[path] = tensor
+    return ModuleTensors(outputs, {p: ts for p, ts in inputs.items() if p in known})
