@@ -77,6 +77,12 @@ def peak_mib() -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
+def worst_cosine(logits: np.ndarray, reference: np.ndarray) -> float:
+    """The lowest logit cosine against FP32 over the held-out images (the parity gate's measure)."""
+    norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
+    return float(np.min(np.sum(logits * reference, axis=1) / np.maximum(norms, 1e-30)))
+
+
 def float_layers(model) -> int:
     """Conv/MatMul/Gemm nodes whose activation input is not dequantized."""
     constants = {i.name for i in model.graph.initializer}
@@ -129,8 +135,10 @@ def ours(case: Path, row: str, target: str) -> dict:
         evaluations, keep = result.evaluations, result.keep_float
     model = quantize(frozenset(keep))
     seconds = time.perf_counter() - start
-    evaluation = held_out.evaluate(Runner(model).logits(inputs), budget)
+    logits = Runner(model).logits(inputs)
+    evaluation = held_out.evaluate(logits, budget)
     return {"top1": evaluation.value, "meets": evaluation.meets, "float_layers": float_layers(model),
+            "worst_cosine": worst_cosine(logits, held_out.reference),
             "smoothed_sites": smoothed, "evaluations": evaluations, "seconds": round(seconds, 2),
             "start_mib": start_mib, "peak_mib": peak_mib()}
 
@@ -177,8 +185,10 @@ def nncf(case: Path, python: str) -> dict:
     inputs, labels = np.load(case / "inputs.npy"), np.load(case / "labels.npy")
     held_out = HeldOut(inputs, labels, Runner(onnx.load(str(case / "model.onnx"))).logits(inputs))
     model = onnx.load(str(out))
-    evaluation = held_out.evaluate(Runner(model).logits(inputs), Budget("top1-drop", BUDGET_POINTS))
-    return {"top1": evaluation.value, "meets": evaluation.meets, "float_layers": float_layers(model), **row}
+    logits = Runner(model).logits(inputs)
+    evaluation = held_out.evaluate(logits, Budget("top1-drop", BUDGET_POINTS))
+    return {"top1": evaluation.value, "meets": evaluation.meets, "float_layers": float_layers(model),
+            "worst_cosine": worst_cosine(logits, held_out.reference), **row}
 
 
 def run_row(case: Path, row: str, target: str) -> dict:
