@@ -127,7 +127,8 @@ def fallback(case: Case, ranking: str, target: str = "tensorrt"):
 def fc1_layers(fp32: Path) -> set[str]:
     model = onnx.load(str(fp32))
     made_by = {o: n.op_type for n in model.graph.node for o in n.output}
-    return {n.name for n in model.graph.node if n.op_type == "MatMul" and made_by.get(n.input[0]) == "LayerNormalization"}
+    return {n.name for n in model.graph.node
+            if n.op_type == "MatMul" and made_by.get(n.input[0]) == "LayerNormalization"}
 
 
 def test_fallback_keeps_only_outlier_layers_in_float(cases):
@@ -181,3 +182,30 @@ def test_a_budget_counts_images():
     assert held_out.evaluate(worse, BUDGET).meets
     agreement = Budget("agreement", 99.5)  # at least 448 of 450
     assert held_out.evaluate(worse, agreement).needed == 448
+
+
+def test_remedied_graphs_obey_tensorrt_and_build(cases, tmp_path):
+    """Smoothed, with an fc1 layer kept in float, fp16 float parts (the TensorRT form as the export writes it with
+    FP16): every operator-table check passes, and TensorRT for RTX builds its engine."""
+    from smlp_deploy.export.precision import convert_to_fp16
+    from smlp_deploy.export.tensorrt_build import BuildOptions, build_engine
+    from smlp_deploy.tensorrt_flavours import TENSORRT_RTX
+
+    from .tensorrt_support import check_graph
+    from .tensorrt_tables import load_operator_tables
+
+    case = cases["k1000"]
+    source, _ = smoothed(case, tmp_path / "smoothed.onnx")
+    model = onnx.load(str(source))
+    ranges = compute_ranges(source, case.calib, get_method("percentile"), calibrated_tensors(model, TARGETS),
+                            quiet=True)
+    kept = sorted(fc1_layers(case.fp32))[:1]
+    graph = convert_to_fp16(quantize_qdq(source, ranges, TARGETS["tensorrt"], keep_float=kept))
+    for table in load_operator_tables():
+        assert check_graph(graph, table) == [], table.release
+    if TENSORRT_RTX.missing() is not None:
+        pytest.skip(f"needs {TENSORRT_RTX.missing()}")
+    onnx.save(graph, str(tmp_path / "model.int8.onnx"))
+    build_engine(TENSORRT_RTX, tmp_path / "model.int8.onnx", tmp_path / "engine.int8.rtx.plan", IMAGE_SIZE,
+                 BuildOptions())
+    assert (tmp_path / "engine.int8.rtx.plan").stat().st_size > 100_000

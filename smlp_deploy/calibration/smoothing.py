@@ -171,22 +171,22 @@ def smooth(model: onnx.ModelProto, maxima: dict[str, np.ndarray], samples: dict[
         rows_first = np.moveaxis(weight, site.weight_axis, 0)  # [channels, outputs]
         largest, x = maxima[site.tensor].astype(np.float64), samples[site.tensor]
         before = quantized_product_error(x, rows_first)
-        best: tuple[float, float | None, np.ndarray] = (before, None, np.ones_like(largest))
+        chosen: float | None = None
+        error, scale = before, np.ones_like(largest)
         for alpha in alphas:
-            scale = migration_scale(largest, np.abs(rows_first).max(axis=1), alpha)
-            error = quantized_product_error(x / scale, rows_first * scale[:, None])
-            if error < best[0]:
-                best = (error, alpha, scale)
-        error, alpha, scale = best
-        if alpha is None or error > before * MIN_GAIN:
-            alpha, error, scale = None, before, np.ones_like(largest)
+            candidate = migration_scale(largest, np.abs(rows_first).max(axis=1), alpha)
+            candidate_error = quantized_product_error(x / candidate, rows_first * candidate[:, None])
+            if candidate_error < error:
+                chosen, error, scale = alpha, candidate_error, candidate
+        if chosen is None or error > before * MIN_GAIN:
+            chosen, error, scale = None, before, np.ones_like(largest)
         else:
             for name in (site.norm_scale, site.norm_bias):
                 _replace(constants[name], numpy_helper.to_array(constants[name]) / scale)
             shape = [1] * weight.ndim
             shape[site.weight_axis] = -1
             _replace(constants[site.weight], numpy_helper.to_array(constants[site.weight]) * scale.reshape(shape))
-        records.append(SmoothingRecord(site.linear, site.tensor, alpha, _spread(largest), _spread(largest / scale),
+        records.append(SmoothingRecord(site.linear, site.tensor, chosen, _spread(largest), _spread(largest / scale),
                                        before, error))
     return smoothed, records
 

@@ -108,7 +108,8 @@ def layer_report(export_dir: str | Path, artifact: str, images: np.ndarray, *,
     reference, logits = _pytorch(model, wanted, images)
     ranges = quantized_ranges(proto)
     quantized = {m: t for m, ts in matched.gemm_inputs.items() if (t := next((t for t in ts if t in ranges), None))}
-    fp32 = Runner(onnx.load(str(folder / "model.onnx")), [*wanted.values(), *quantized.values()], optimized=False)(images)
+    fp32 = Runner(onnx.load(str(folder / "model.onnx")), [*wanted.values(), *quantized.values()],
+                  optimized=False)(images)
     wanted = {m: t for m, t in wanted.items() if _relative_error(fp32[t], reference[m]) < MATCH_TOLERANCE}
     values = Runner(proto, list(wanted.values()), optimized=False)(images)
     rows: list[LayerRow] = []
@@ -117,16 +118,16 @@ def layer_report(export_dir: str | Path, artifact: str, images: np.ndarray, *,
         if rows and rows[-1].tensor == tensor:  # an enclosing module that ends where its last part does
             rows[-1] = replace(rows[-1], same_as=[*rows[-1].same_as, module])
             continue
-        extra = {}
+        row = LayerRow(module, tensor, _cosine(values[tensor], reference[module]),
+                       _relative_error(values[tensor], reference[module]))
         if module in quantized:
             name = quantized[module]
             grid, observed = ranges[name], fp32[name]
             saturated, underflow = grid.saturation(observed)
-            extra = dict(quantized_input=name, calibrated_range=(grid.low, grid.high),
-                         observed_range=(float(observed.min()), float(observed.max())), saturated=saturated,
-                         underflow=underflow)
-        rows.append(LayerRow(module, tensor, _cosine(values[tensor], reference[module]),
-                             _relative_error(values[tensor], reference[module]), **extra))
+            row = replace(row, quantized_input=name, calibrated_range=(grid.low, grid.high),
+                          observed_range=(float(observed.min()), float(observed.max())), saturated=saturated,
+                          underflow=underflow)
+        rows.append(row)
     out = values[next(iter(values))]
     return LayerReport(str(folder), path.name, len(images), detail, rows, _cosine(out, logits),
                        _relative_error(out, logits))

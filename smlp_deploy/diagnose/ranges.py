@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 # The levels of each quantized type: (lowest, highest, smallest nonzero magnitude) in units of the scale.
-LEVELS = {
+LEVELS: dict[int, tuple[float, float, float]] = {
     TensorProto.INT8: (-128.0, 127.0, 0.5),  # a value within half a step of the zero point rounds to it
     TensorProto.UINT8: (0.0, 255.0, 0.5),
     TensorProto.FLOAT8E4M3FN: (-448.0, 448.0, 2.0**-10),  # half the smallest subnormal, 2^-9
@@ -49,8 +49,8 @@ def quantized_ranges(model: onnx.ModelProto) -> dict[str, QuantGrid]:
         if scale.size != 1:
             continue
         zero_point = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        kind = (numpy_helper.from_array(zero_point).data_type if zero_point is not None
-                else next((a.i for a in node.attribute if a.name == "output_dtype"), TensorProto.UINT8))
+        kind = int(numpy_helper.from_array(zero_point).data_type if zero_point is not None
+                   else next((a.i for a in node.attribute if a.name == "output_dtype"), TensorProto.UINT8))
         if kind not in LEVELS:
             continue
         lowest, highest, smallest = LEVELS[kind]

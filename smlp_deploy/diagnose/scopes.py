@@ -12,6 +12,7 @@ module's.
 
 from __future__ import annotations
 
+import ast
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,20 +42,11 @@ def scoped_graph(model: SMLPNet) -> onnx.ModelProto:
 
 
 def node_scope(node: onnx.NodeProto) -> list[str]:
-    """The module paths a node was exported from, outermost first (the root module's ``''`` left out)."""
-    for entry in node.metadata_props:
-        if entry.key == SCOPES_KEY:
-            paths = [p for p in eval_list(entry.value)[:-1] if p]  # the last entry is the FX node's name
-            return paths
-    return []
-
-
-def eval_list(text: str) -> list[str]:
-    """The exporter writes the scope as a Python list of strings."""
-    import ast
-
+    """The module paths a node was exported from, outermost first (the root module's ``''`` left out); the
+    exporter writes them as a Python list of strings, the FX node's own name last."""
+    text = next((entry.value for entry in node.metadata_props if entry.key == SCOPES_KEY), "[]")
     value = ast.literal_eval(text)
-    return [str(v) for v in value] if isinstance(value, list) else []
+    return [str(p) for p in value[:-1] if p] if isinstance(value, list) else []
 
 
 def module_tensors(scoped: onnx.ModelProto, modules: nn.Module, present: set[str]) -> ModuleTensors:
