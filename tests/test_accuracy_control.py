@@ -88,12 +88,14 @@ def smoothed(case: Case, out: Path) -> tuple[Path, list]:
 
 @pytest.mark.parametrize("k", K_VALUES)
 def test_the_fixture_keeps_fp32(base, digits, k):
+    before = {name: value.clone() for name, value in base.state_dict().items()}
     model, outliers = with_outliers(base, k, choose_channels(base))
     assert len(outliers.channels) == 5 and all(len(c) == 2 for c in outliers.channels.values())
-    assert max_relative_difference(base, model, torch.from_numpy(digits.inputs[:64])) < 1e-6  # measured 2.6e-7
-    assert torch.equal(base.stages[0].blocks[0].channel_mix.fc1.weight, create_model(
-        "test", num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, checkpoint=CHECKPOINT).stages[0].blocks[0]
-        .channel_mix.fc1.weight)  # the model given is left as it was
+    assert max_relative_difference(base, model, torch.from_numpy(digits.inputs[:32])) < 1e-6  # measured 2.6e-7
+    assert all(torch.equal(value, before[name]) for name, value in base.state_dict().items())  # base as it was
+    norm = model.get_submodule("stages.0.blocks.0.channel_mix.norm").weight
+    assert torch.allclose(norm[list(outliers.channels["stages.0.blocks.0.channel_mix"])],
+                          k * before["stages.0.blocks.0.channel_mix.norm.weight"][[10, 12]])
 
 
 def test_smoothing_keeps_fp32_and_recovers_int8_on_the_fixture(cases, tmp_path):
