@@ -190,8 +190,8 @@ def test_remedied_graphs_obey_tensorrt_and_build(cases, tmp_path):
     """Smoothed, with an fc1 layer kept in float, fp16 float parts (the TensorRT form as the export writes it with
     FP16): every operator-table check passes, and TensorRT for RTX builds its engine."""
     from smlp_deploy.export.precision import convert_to_fp16
-    from smlp_deploy.export.tensorrt_build import BuildOptions, build_engine
-    from smlp_deploy.tensorrt_flavours import TENSORRT_RTX
+    from smlp_deploy.tensorrt.builder import BuildOptions, build_engine
+    from smlp_deploy.tensorrt.flavours import TENSORRT_RTX
 
     from .tensorrt_support import check_graph
     from .tensorrt_tables import load_operator_tables
