@@ -4,6 +4,7 @@ changes anything on a model that needs no remedy; what they write still obeys Te
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from smlp_deploy.calibration import TARGETS, calibrated_tensors, compute_ranges, get_method, load_calibration_set
-from smlp_deploy.calibration.budget import Budget, HeldOut
+from smlp_deploy.calibration.budget import AccuracyBudget, HeldOut
 from smlp_deploy.calibration.fallback import search_fallback
 from smlp_deploy.calibration.quantize import quantize_qdq
 from smlp_deploy.calibration.smoothing import channel_maxima, smooth, smoothing_sites
@@ -25,7 +26,7 @@ from smlp_deploy.models import create_model
 from .digits import CHECKPOINT, IMAGE_SIZE, NUM_CLASSES, load_split, write_digits
 from .outliers import K_VALUES, choose_channels, max_relative_difference, save_checkpoint, with_outliers
 
-BUDGET = Budget("top1-drop", 0.5)  # the issue's: half a point of top-1 against FP32 on the held-out digits
+BUDGET = AccuracyBudget(max_top1_drop=0.5)  # the issue's: half a point of top-1 against FP32 on the held-out digits
 
 
 class Digits(NamedTuple):
@@ -123,7 +124,7 @@ def fallback(case: Case, ranking: str, target: str = "tensorrt"):
     ranges = compute_ranges(case.fp32, case.calib, get_method("percentile"), calibrated_tensors(model, TARGETS),
                             quiet=True)
     return search_fallback(model, lambda keep: quantize_qdq(case.fp32, ranges, TARGETS[target], keep_float=keep),
-                           case.held_out, BUDGET, ranking=ranking)
+                           case.held_out, replace(BUDGET, ranking=ranking))
 
 
 def fc1_layers(fp32: Path) -> set[str]:
@@ -165,10 +166,15 @@ def test_keep_float_names_nodes_of_the_float_model(cases):
 
 
 def test_a_budget_says_what_is_wrong():
-    with pytest.raises(InputError, match="one of top1-drop, agreement"):
-        Budget("top5", 1)
+    with pytest.raises(InputError, match=r"give max_top1_drop=0\.5 or min_agreement=99\.5, not both"):
+        AccuracyBudget(max_top1_drop=1, min_agreement=99)
     with pytest.raises(InputError, match="between 0 and 100"):
-        Budget("agreement", 101)
+        AccuracyBudget(min_agreement=101)
+    with pytest.raises(InputError, match="a top-1 drop is judged on the labeled folder of eval_dir='DIR'"):
+        AccuracyBudget(max_top1_drop=1, holdout_dir=Path("held-out"))
+    with pytest.raises(InputError, match="ranks layers by error-added or one-at-a-time"):
+        AccuracyBudget(max_top1_drop=1, ranking="random")
+    assert AccuracyBudget(max_top1_drop=1).float_layers_allowed(70) == 7  # a tenth, rounded up
     with pytest.raises(InputError, match="needs labeled images"):
         HeldOut(np.zeros((1, 3, 8, 8), np.float32), None, np.zeros((1, 10))).check(BUDGET)
 
@@ -182,7 +188,7 @@ def test_a_budget_counts_images():
     assert held_out.evaluate(worse, BUDGET).hits == 447 and not held_out.evaluate(worse, BUDGET).meets
     worse[2] = reference[2]
     assert held_out.evaluate(worse, BUDGET).meets
-    agreement = Budget("agreement", 99.5)  # at least 448 of 450
+    agreement = AccuracyBudget(min_agreement=99.5)  # at least 448 of 450
     assert held_out.evaluate(worse, agreement).needed == 448
 
 

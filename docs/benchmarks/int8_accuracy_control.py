@@ -98,7 +98,7 @@ def ours(case: Path, row: str, target: str) -> dict:
     import onnx
 
     from smlp_deploy.calibration import TARGETS, calibrated_tensors, compute_ranges, get_method, load_calibration_set
-    from smlp_deploy.calibration.budget import Budget, HeldOut
+    from smlp_deploy.calibration.budget import AccuracyBudget, HeldOut
     from smlp_deploy.calibration.fallback import search_fallback
     from smlp_deploy.calibration.quantize import quantize_qdq
     from smlp_deploy.calibration.smoothing import channel_maxima, smooth, smoothing_sites
@@ -111,7 +111,8 @@ def ours(case: Path, row: str, target: str) -> dict:
                                  PreprocessConfig.for_image_size(64), samples=SAMPLES, quiet=True)
     float_model = onnx.load(str(fp32))
     held_out = HeldOut(inputs, labels, Runner(float_model).logits(inputs))
-    budget = Budget("top1-drop", BUDGET_POINTS)
+    ranking = "one-at-a-time" if "one-at-a-time" in row else "error-added"
+    budget = AccuracyBudget(max_top1_drop=BUDGET_POINTS, ranking=ranking)
     start_mib = peak_mib()
     start = time.perf_counter()
     source, smoothed = fp32, 0
@@ -130,8 +131,7 @@ def ours(case: Path, row: str, target: str) -> dict:
 
     evaluations, keep = 1, []
     if "fallback" in row:
-        ranking = "one-at-a-time" if "one-at-a-time" in row else "error-added"
-        result = search_fallback(float_model, quantize, held_out, budget, ranking=ranking)
+        result = search_fallback(float_model, quantize, held_out, budget)
         evaluations, keep = result.evaluations, result.keep_float
     model = quantize(frozenset(keep))
     seconds = time.perf_counter() - start
@@ -172,7 +172,7 @@ def prepare(case: Path, k: float, seed: int, digits: dict[str, Path]) -> dict:
 def nncf(case: Path, python: str) -> dict:
     import onnx
 
-    from smlp_deploy.calibration.budget import Budget, HeldOut
+    from smlp_deploy.calibration.budget import AccuracyBudget, HeldOut
     from smlp_deploy.calibration.tensors import Runner
 
     out = case / "nncf.onnx"
@@ -186,7 +186,7 @@ def nncf(case: Path, python: str) -> dict:
     held_out = HeldOut(inputs, labels, Runner(onnx.load(str(case / "model.onnx"))).logits(inputs))
     model = onnx.load(str(out))
     logits = Runner(model).logits(inputs)
-    evaluation = held_out.evaluate(logits, Budget("top1-drop", BUDGET_POINTS))
+    evaluation = held_out.evaluate(logits, AccuracyBudget(max_top1_drop=BUDGET_POINTS))
     return {"top1": evaluation.value, "meets": evaluation.meets, "float_layers": float_layers(model),
             "worst_cosine": worst_cosine(logits, held_out.reference), **row}
 

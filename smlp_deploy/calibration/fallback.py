@@ -9,7 +9,8 @@ the float parts' precision: fp16 in the TensorRT form with fp16 parts, fp32 in t
    evaluation a layer); ``error-added``: one run of the FP32 and the fully quantized model with every layer's
    input and output exposed, each layer scored by the relative error its output has beyond its inputs' (no
    evaluation of a candidate; validated against one-at-a-time in docs/benchmarks/int8_accuracy_control.py);
-3. the shortest prefix of the ranking that meets the budget is found by doubling, then bisection;
+3. the shortest prefix of the ranking that meets the budget is found by doubling, then bisection, among the
+   prefixes the budget allows (``AccuracyBudget.max_float_layers``);
 4. each layer of that prefix, least harmful first, is put back into INT8 where the budget still holds.
 
 Every candidate is quantized as it would be written (``quantize(keep_float)``) and run on ONNX Runtime; each
@@ -25,11 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .budget import Budget, Evaluation, HeldOut
+from .budget import AccuracyBudget, Evaluation, HeldOut
 from .quantize import QUANTIZED_OPS
 from .tensors import Runner
 
-RANKINGS = ("one-at-a-time", "error-added")
 PROXY_IMAGES = 64  # images the error-added ranking runs
 
 
@@ -44,11 +44,11 @@ class Sensitivity:
 
 @dataclass(frozen=True)
 class FallbackResult:
-    budget: Budget
+    budget: AccuracyBudget
     reference: float  # FP32's value of the budget's metric, in percent
     before: Evaluation  # every layer quantized
     after: Evaluation  # with ``keep_float`` in float
-    keep_float: list[str]
+    keep_float: list[str]  # where the budget is missed: the most the budget allows, the most harmful first
     ranking: str
     ranked: list[Sensitivity]  # most harmful first
     evaluations: int  # candidate models quantized and run, the fully quantized one included
@@ -67,37 +67,37 @@ def quantized_layers(model: onnx.ModelProto) -> list[str]:
 class _Candidates:
     """Evaluates sets of float layers, each once."""
 
-    def __init__(self, quantize: Callable[[frozenset[str]], onnx.ModelProto], held_out: HeldOut, budget: Budget):
+    def __init__(self, quantize: Callable[[frozenset[str]], onnx.ModelProto], held_out: HeldOut,
+                 budget: AccuracyBudget):
         self.quantize, self.held_out, self.budget = quantize, held_out, budget
         self.seen: dict[frozenset[str], Evaluation] = {}
 
     def __call__(self, layers: Collection[str]) -> Evaluation:
         key = frozenset(layers)
         if key not in self.seen:
-            logits = Runner(self.quantize(key)).logits(self.held_out.inputs)
-            self.seen[key] = self.held_out.evaluate(logits, self.budget)
+            self.seen[key] = self.held_out.measure(self.quantize(key), self.budget)
         return self.seen[key]
 
 
 def search_fallback(float_model: onnx.ModelProto, quantize: Callable[[frozenset[str]], onnx.ModelProto],
-                    held_out: HeldOut, budget: Budget, *, ranking: str = "one-at-a-time",
+                    held_out: HeldOut, budget: AccuracyBudget, *,
                     layers: Sequence[str] | None = None) -> FallbackResult:
     """The fewest of ``layers`` (default: every quantized layer of ``float_model``) to keep in float so that
-    ``quantize(keep_float)`` meets ``budget`` on ``held_out``; ``result.met`` is False where even every layer in
-    float misses it (then ``keep_float`` is all of them)."""
+    ``quantize(keep_float)`` meets ``budget`` on ``held_out``, ranked by ``budget.ranking``; ``result.met`` is
+    False where even the most layers the budget allows in float miss it (then ``keep_float`` is those)."""
     held_out.check(budget)
-    if ranking not in RANKINGS:
-        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
+    ranking = budget.ranking
     start = time.perf_counter()
     layers = list(layers if layers is not None else quantized_layers(float_model))
+    allowed = budget.float_layers_allowed(len(layers))
     evaluate = _Candidates(quantize, held_out, budget)
     before = evaluate(())
     ranked: list[Sensitivity] = []
     chosen: list[str] = []
-    if not before.meets:
+    if not before.meets and allowed:
         ranked = (_one_at_a_time(layers, evaluate) if ranking == "one-at-a-time"
                   else _error_added(float_model, quantize(frozenset()), layers, held_out.inputs[:PROXY_IMAGES]))
-        chosen = _shortest_prefix([s.layer for s in ranked], evaluate)
+        chosen = _shortest_prefix([s.layer for s in ranked][:allowed], evaluate)
         chosen = _put_back(chosen, evaluate)
     return FallbackResult(budget, held_out.reference_value(budget), before, evaluate(chosen), chosen, ranking, ranked,
                           len(evaluate.seen), time.perf_counter() - start)

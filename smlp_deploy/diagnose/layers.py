@@ -30,12 +30,12 @@ import torch
 from ..artifacts import ONNX_KINDS
 from ..calibration.tensors import Runner
 from ..errors import ArtifactError
+from ..export.scopes import module_tensors, scoped_graph
 from ..manifest import MANIFEST_NAME, Manifest
 from ..models.registry import create_model
 from ..models.smlpnet import Block, Head, SMLPNet, Stage
 from ..progress import format_table
 from .ranges import quantized_ranges
-from .scopes import module_tensors, scoped_graph
 
 # A matched tensor whose FP32 values differ from the module's by more than this is not the module's output.
 MATCH_TOLERANCE = 1e-3

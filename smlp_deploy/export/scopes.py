@@ -1,13 +1,14 @@
-"""Which ONNX tensor is which PyTorch module's output: read from the exporter's own record of module paths.
+"""Which ONNX tensor or node is which PyTorch module's: read from the exporter's own record of module paths.
 
 torch.onnx's exporter (torch.export, then onnxscript) writes on every node the module path it came from (the
 ``pkg.torch.onnx.name_scopes`` metadata: ``['', 'stages', 'stages.0', ..., fx node]``). onnxsim drops that
-metadata, so an export's ``model.onnx`` and the artifacts made from it carry the tensors but not the paths; the
-model is therefore exported again here with the export's own function, and matched to the artifact by tensor name
-(the simplifier, the FP16 converter and the quantizer keep the names of the tensors they do not remove). A module
-whose last tensor was folded away (a convolution merged with the BatchNorm after it) has no output of its own in
-the artifact and is left out; :func:`layers.layer_report` also drops any match whose FP32 values are not the
-module's.
+metadata, so an export's ``model.onnx`` and the artifacts made from it carry the tensors but not the paths. They
+are matched by tensor name (the simplifier, the FP16 converter and the quantizer keep the names of the tensors
+they do not remove) to a graph that still has the paths: the export's own graph before simplification
+(:class:`ModulePaths`, which the export keeps to name the layers its accuracy budget changed), or the model
+exported again (:func:`scoped_graph`, for the layer report). A module whose last tensor was folded away (a
+convolution merged with the BatchNorm after it) has no output of its own in the artifact and is left out;
+``diagnose.layers.layer_report`` also drops any match whose FP32 values are not the module's.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 import onnx
 from torch import nn
 
-from ..export.onnx_graph import export_onnx
 from ..models.smlpnet import SMLPNet
+from .onnx_graph import export_onnx
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
@@ -77,3 +78,36 @@ def module_tensors(scoped: onnx.ModelProto, modules: nn.Module, present: set[str
         if path in known and leaves and tensor in present:
             outputs[path] = tensor
     return ModuleTensors(outputs, {p: ts for p, ts in inputs.items() if p in known})
+
+
+@dataclass(frozen=True)
+class ModulePaths:
+    """Which PyTorch module each node of an export's graphs comes from, read from the exporter's record before
+    onnxsim drops it: for every tensor of the exported graph, the op that made it, that op's first input, and the
+    innermost module path it was exported from."""
+
+    producers: dict[str, tuple[str, str | None, str | None]]
+
+    @classmethod
+    def of(cls, scoped: onnx.ModelProto) -> ModulePaths:
+        producers: dict[str, tuple[str, str | None, str | None]] = {}
+        for node in scoped.graph.node:
+            scope = node_scope(node)
+            for tensor in node.output:
+                producers[tensor] = (node.op_type, node.input[0] if node.input else None,
+                                     max(scope, key=len) if scope else None)
+        return cls(producers)
+
+    def module_of(self, node: onnx.NodeProto, steps: int = 4) -> str | None:
+        """The module path of ``node`` of a graph made from the exported one (simplified, quantized, in fp16),
+        found by its output tensor, whose name those steps keep. Where onnxsim folded a node into an earlier one
+        (a BatchNorm into the Conv before it: the Conv now writes the BatchNorm's tensor), the chain of first
+        inputs is followed back, up to ``steps`` ops, to an op of ``node``'s type; None where none is found."""
+        tensor: str | None = node.output[0] if node.output else None
+        for _ in range(steps):
+            if tensor is None or tensor not in self.producers:
+                return None
+            op_type, tensor, module = self.producers[tensor]
+            if op_type == node.op_type:
+                return module
+        return None
