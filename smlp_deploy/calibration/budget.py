@@ -101,10 +101,6 @@ class Evaluation:
     def meets(self) -> bool:
         return self.hits >= self.needed and not self.gate
 
-    def describe(self) -> str:
-        gate = f"; parity gate: {'; '.join(self.gate)}" if self.gate else ""
-        return f"{self.value:.2f}% ({self.hits} images, {self.needed} needed){gate}"
-
 
 @dataclass(frozen=True)
 class Gate:

@@ -45,7 +45,6 @@ class Sensitivity:
 @dataclass(frozen=True)
 class FallbackResult:
     budget: AccuracyBudget
-    reference: float  # FP32's value of the budget's metric, in percent
     before: Evaluation  # every layer quantized
     after: Evaluation  # with ``keep_float`` in float
     keep_float: list[str]  # where the budget is missed: the most the budget allows, the most harmful first
@@ -99,7 +98,7 @@ def search_fallback(float_model: onnx.ModelProto, quantize: Callable[[frozenset[
                   else _error_added(float_model, quantize(frozenset()), layers, held_out.inputs[:PROXY_IMAGES]))
         chosen = _shortest_prefix([s.layer for s in ranked][:allowed], evaluate)
         chosen = _put_back(chosen, evaluate)
-    return FallbackResult(budget, held_out.reference_value(budget), before, evaluate(chosen), chosen, ranking, ranked,
+    return FallbackResult(budget, before, evaluate(chosen), chosen, ranking, ranked,
                           len(evaluate.seen), time.perf_counter() - start)
 
 

@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     layers.add_argument("images", nargs="+", type=Path, metavar="IMAGES",
                         help="image files or folders (searched recursively), like the ones the model will see")
     layers.add_argument("--samples", type=positive_int, default=DEFAULT_IMAGES, metavar="N",
-                        help=f"at most N images, the first in sorted order (default: {DEFAULT_IMAGES})")
+                        help=f"at most N images, evenly spaced in sorted order (default: {DEFAULT_IMAGES})")
     layers.add_argument("--detail", choices=("blocks", "layers"), default="blocks",
                         help="blocks: each stage, block and the head; layers: every module whose output the "
                         "artifact computes (default: blocks)")
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def read_images(export_dir: Path, sources: list[Path], samples: int) -> np.ndarray:
-    """At most ``samples`` images of ``sources`` (files, or folders searched recursively), through the export's
-    preprocessing."""
+    """At most ``samples`` images of ``sources`` (files, or folders searched recursively), evenly spaced in their
+    sorted order (a labeled folder's classes all come), through the export's preprocessing."""
     if not (export_dir / MANIFEST_NAME).is_file():
         raise InputError(f"{export_dir} is not an export folder (no {MANIFEST_NAME}): export to it with smlp-export",
                          parameter="export_dir")
@@ -79,7 +79,7 @@ def read_images(export_dir: Path, sources: list[Path], samples: int) -> np.ndarr
         raise InputError(f"{holds_no_images(sources[0])}: give images like the ones the model will see",
                          parameter="images")
     preprocess = Preprocessor(Manifest.load(export_dir / MANIFEST_NAME).preprocess)
-    return preprocess.batch(files[:samples])
+    return preprocess.batch(files[:: max(1, len(files) // samples)][:samples])
 
 
 entry_point = run_main(main, FLAGS)
