@@ -190,6 +190,9 @@ def plot_choice(report: PrecisionReport, path: str | Path) -> Path:
     axes.set(xscale="log", xlabel=f"images/s at batch {report.batch_size}", ylabel="top-1, %",
              title=f"{Path(report.export).name}: {report.images} images, {report.machine}")
     axes.title.set_fontsize(9)
+    speeds = [r.throughput_ips for r in report.rows]
+    axes.set_xticks([t for t in (m * 10.0**e for e in range(-1, 7) for m in (1, 2, 5))
+                     if min(speeds) / 1.5 <= t <= max(speeds) * 1.5])
     axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.grid(True, which="both", alpha=0.3)

@@ -82,11 +82,13 @@ def module_tensors(scoped: onnx.ModelProto, modules: nn.Module, present: set[str
 
 @dataclass(frozen=True)
 class ModulePaths:
-    """Which PyTorch module each node of an export's graphs comes from, read from the exporter's record before
-    onnxsim drops it: for every tensor of the exported graph, the op that made it, that op's first input, and the
-    innermost module path it was exported from."""
+    """Which PyTorch module each node of an export's graphs comes from, read from the exported graph before onnxsim
+    drops the exporter's record: for every tensor, the op that made it, that op's first input, and the innermost
+    module path it was exported from; and the module of each weight the exporter named by its parameter
+    (``stages.0.blocks.0.channel_mix.fc1.weight``)."""
 
     producers: dict[str, tuple[str, str | None, str | None]]
+    weights: dict[str, str]
 
     @classmethod
     def of(cls, scoped: onnx.ModelProto) -> ModulePaths:
@@ -96,13 +98,20 @@ class ModulePaths:
             for tensor in node.output:
                 producers[tensor] = (node.op_type, node.input[0] if node.input else None,
                                      max(scope, key=len) if scope else None)
-        return cls(producers)
+        weights = {i.name: i.name.removesuffix(".weight") for i in scoped.graph.initializer
+                   if i.name.endswith(".weight")}
+        return cls(producers, weights)
 
     def module_of(self, node: onnx.NodeProto, steps: int = 4) -> str | None:
-        """The module path of ``node`` of a graph made from the exported one (simplified, quantized, in fp16),
-        found by its output tensor, whose name those steps keep. Where onnxsim folded a node into an earlier one
-        (a BatchNorm into the Conv before it: the Conv now writes the BatchNorm's tensor), the chain of first
+        """The module path of ``node`` of a graph made from the exported one (simplified, smoothed), found by the
+        parameter its weight was exported from, else by its output tensor, whose name those steps keep. The
+        exporter folds a BatchNorm into the Conv before it and gives the Conv the BatchNorm's module; by its weight
+        it is the Conv's. Without a named weight, where onnxsim folded a node into an earlier one, the chain of first
         inputs is followed back, up to ``steps`` ops, to an op of ``node``'s type; None where none is found."""
+        if node.op_type in ("Conv", "MatMul", "Gemm"):
+            named = [self.weights[name] for name in node.input if name in self.weights]
+            if named:
+                return named[0]
         tensor: str | None = node.output[0] if node.output else None
         for _ in range(steps):
             if tensor is None or tensor not in self.producers:
