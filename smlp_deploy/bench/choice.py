@@ -18,16 +18,13 @@ from pathlib import Path
 
 from ..artifacts import format_of
 from ..errors import InputError
-from ..evaluation import class_indices, evaluate, runs_here
 from ..fileio import atomic_path
 from ..imagefolder import LabeledFolder
 from ..manifest import MANIFEST_NAME, Artifact, Manifest
 from ..progress import format_table
-from ..runtime.backends.factory import load_backend
 from ..runtime.backends.registry import default_backend
 from ..runtime.preprocess import Preprocessor
 from .results import BenchRow
-from .runner import BenchConfig, run_benchmark
 
 DEFAULT_MAX_DROP = 1.0  # points of top-1 below FP32
 DEFAULT_BATCH = 8
@@ -79,6 +76,9 @@ def compare_precisions(export_dir: str | Path, data: str | Path, *, max_top1_dro
                        log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> PrecisionReport:
     """Accuracy on the labeled folder ``data`` and throughput at ``batch_size`` of every artifact of the export in
     ``export_dir`` that runs here, with the Pareto front and the artifact to ship within ``max_top1_drop``."""
+    from ..evaluation import runs_here  # torch: the command's --help and argument errors do without it
+    from .runner import BenchConfig, run_benchmark
+
     export_dir = Path(export_dir)
     if not (export_dir / MANIFEST_NAME).is_file():
         raise InputError(f"{str(export_dir)!r} is not an export folder (no {MANIFEST_NAME}): make one with "
@@ -120,6 +120,9 @@ def default_backend_name(artifact: Artifact) -> str:
 
 def _accuracy(export_dir: Path, manifest: Manifest, artifacts: list[Artifact], folder: LabeledFolder,
               device: str | None, sorted_order: bool, quiet: bool) -> dict[str, tuple[float, float]]:
+    from ..evaluation import class_indices, evaluate
+    from ..runtime.backends.factory import load_backend
+
     indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes, sorted_order=sorted_order)
     with contextlib.ExitStack() as opened:
         models = {a.path: opened.enter_context(load_backend(export_dir / a.path, device=device,

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 from ..bench.choice import DEFAULT_BATCH, DEFAULT_MAX_DROP
-from ..environment import import_problem
-from ..errors import InputError
 from ..records import to_json
-from .common import positive_int, run_main
+from .common import check_plotting, positive_int, run_main
 
 FLAGS = {"export_dir": "EXPORT_DIR", "data": "--data", "max_top1_drop": "--max-top1-drop", "plot": "--plot",
          "device": "--device", "sorted_order": "--sorted-classes", "batch_sizes": "--batch-size",
@@ -49,9 +47,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.plot and (problem := import_problem("matplotlib")):
-        raise InputError(f"plots need matplotlib, and it cannot be imported here ({problem}): pip install "
-                         "'smlp-deploy[bench]'", parameter="plot")
+    check_plotting(args.plot)
     from ..bench.choice import compare_precisions, plot_choice  # torch: after the arguments are known to be usable
 
     report = compare_precisions(args.export_dir, args.data, max_top1_drop=args.max_top1_drop,

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..environment import import_problem
 from ..errors import InputError
 from ..imagefolder import find_images, holds_no_images
 from ..manifest import MANIFEST_NAME, Manifest
 from ..records import to_json
 from ..runtime.preprocess import Preprocessor
-from .common import positive_int, run_main
+from .common import check_plotting, positive_int, run_main
 
 FLAGS = {"export_dir": "EXPORT_DIR", "artifact": "ARTIFACT", "images": "IMAGES", "plot": "--plot",
          "detail": "--detail"}
@@ -53,9 +52,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.plot and (problem := import_problem("matplotlib")):
-        raise InputError(f"plots need matplotlib, and it cannot be imported here ({problem}): pip install "
-                         "'smlp-deploy[bench]'", parameter="plot")
+    check_plotting(args.plot)
     from ..diagnose.layers import layer_report  # torch and the exporter: after the arguments are known to be usable
 
     images = read_images(args.export_dir, args.images, args.samples)
