@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         BenchConfig,  # what to time: backends, precisions, batch sizes, the export
         run_benchmark,  # the timed matrix, as a report smlp-bench prints, saves and plots
     )
+    from .calibration.budget import AccuracyBudget  # what INT8/FP8 must keep: top-1 drop or agreement with FP32
     from .calibration.options import (
         Fp8Options,  # FP8 calibration: images, method, cache
         Int8Options,  # INT8 calibration: images, method, cache, target forms

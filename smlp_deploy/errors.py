@@ -96,6 +96,11 @@ class ScoreError(SmlpDeployError):
     input. Commands with a row per image (smlp-predict, Ray) put it in that image's row."""
 
 
+class AccuracyError(SmlpDeployError):
+    """A reduced-precision artifact cannot be made to meet the accuracy budget asked of it; the message says what
+    each remedy reached and what to try."""
+
+
 class BackendUnavailableError(SmlpDeployError):
     """A backend (TensorRT, a GPU, onnxruntime-gpu) is not installed or not usable on this machine."""
 

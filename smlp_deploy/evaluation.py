@@ -120,16 +120,23 @@ def evaluate(
     return {name: Accuracy(hits1[name] / n, hits5[name] / n, n) for name in models}
 
 
-def evaluate_artifacts(model: SMLPNet, manifest: Manifest, export_dir: Path, folder: LabeledFolder, *,
-                       say: Callable[[str], None], quiet: bool) -> None:
-    """Top-1/top-5 of the PyTorch ``model`` and of every artifact of the export in ``export_dir`` that runs here,
-    on ``folder``, written into ``manifest``; engines built for GPUs this machine lacks (TensorRT for RTX's, built
-    anywhere) are left to smlp-eval there."""
+def runs_here(manifest: Manifest) -> tuple[list[Artifact], list[Artifact]]:
+    """The artifacts of ``manifest`` that run on this machine, and the engines that do not (built for a GPU, or a
+    flavour, this machine lacks)."""
     runnable: list[Artifact] = []
     elsewhere: list[Artifact] = []
     for artifact in manifest.artifacts:
         kind = artifact.kind
         (elsewhere if kind is not None and engine_unavailable(kind) else runnable).append(artifact)
+    return runnable, elsewhere
+
+
+def evaluate_artifacts(model: SMLPNet, manifest: Manifest, export_dir: Path, folder: LabeledFolder, *,
+                       say: Callable[[str], None], quiet: bool) -> None:
+    """Top-1/top-5 of the PyTorch ``model`` and of every artifact of the export in ``export_dir`` that runs here,
+    on ``folder``, written into ``manifest``; engines built for GPUs this machine lacks (TensorRT for RTX's, built
+    anywhere) are left to smlp-eval there."""
+    runnable, elsewhere = runs_here(manifest)
     if elsewhere:
         say(f"not evaluated here (no GPU that runs them): {', '.join(a.path for a in elsewhere)}")
     indices = class_indices(folder.classes, manifest.labels, manifest.model.num_classes, sortable=False)

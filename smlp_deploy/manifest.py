@@ -10,6 +10,8 @@ stays valid; 3 (TensorRT for RTX) replaces ``engine`` by ``engines``, one record
 for each engine its flavour, target compute capabilities, build seconds and whether a GPU has verified it; 4 (FP8)
 adds ``fp8_calibration``, FP8's own calibration record beside INT8's ``calibration``. 5 adds
 ``backends`` to an artifact: its parity where another backend runs it in a precision of its own (OpenVINO bf16).
+6 adds ``accuracy_budget``: the budget an INT8 or FP8 export was made within, and what its remedies did
+(``budget_record``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .artifacts import ArtifactKind, engine_kind, kind_of
+from .budget_record import BudgetRecord
 from .environment import library_versions
 from .errors import ArtifactError, SmlpDeployError
 from .fileio import write_json_atomic
@@ -29,7 +32,7 @@ from .records import RecordError, from_json, to_json
 from .tensorrt.flavours import TENSORRT
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 IMAGENET_LABELS = "imagenet-1k"  # ``labels`` value for the 1000 ImageNet classes in index order
 
 
@@ -212,6 +215,7 @@ class Manifest:
     simplify: SimplifyRecord | None = None
     calibration: CalibrationRecord | None = None  # INT8's
     fp8_calibration: CalibrationRecord | None = None
+    accuracy_budget: BudgetRecord | None = None  # format 6: the budget INT8 and FP8 were made within
     versions: dict[str, str | None] = field(default_factory=library_versions)
     created: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
@@ -311,4 +315,9 @@ def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "format_version": 5}
 
 
-_UPGRADES = {1: _from_v1, 2: _from_v2, 3: _from_v3, 4: _from_v4}
+def _from_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 5 is format 6 without the optional ``accuracy_budget``."""
+    return {**data, "format_version": 6}
+
+
+_UPGRADES = {1: _from_v1, 2: _from_v2, 3: _from_v3, 4: _from_v4, 5: _from_v5}

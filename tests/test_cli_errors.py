@@ -27,7 +27,7 @@ from smlp_deploy.tensorrt.flavours import TENSORRT
 from .conftest import PYTHON_WORDS, ray_environment
 
 SIZE = 64
-COMMANDS = ("export", "predict", "eval", "bench", "triton", "serve", "doctor")
+COMMANDS = ("export", "predict", "eval", "bench", "compare", "debug", "triton", "serve", "doctor")
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,18 @@ CASES = [
          expect="--artifact: model.fp16.onnx is not part of the export"),
     case("serve", "{empty}", expect="has no manifest.json (make one with smlp-export)"),
     case("serve", "{export}", "--name", "bad name", expect="--name: model name"),
+    case("export", "--variant", "test", "--image-size", "64", "--int8", "--calib-dir", "{photos}", "--max-top1-drop",
+         "0.5", "--out", "{root}/budget", expect="--max-top1-drop: a top-1 drop is judged on a labeled folder: pass "
+         "--eval-dir DIR"),
+    case("export", "--variant", "test", "--image-size", "64", "--int8", "--calib-dir", "{photos}", "--min-agreement",
+         "99", "--holdout-dir", "{root}/missing", "--out", "{root}/budget",
+         expect="--holdout-dir: held-out folder '{root}/missing' does not exist"),
+    case("debug", "layers", "{empty}", "model.int8.onnx", "{photos}", expect="EXPORT_DIR: {empty} is not an export "
+         "folder (no manifest.json): export to it with smlp-export"),
+    case("debug", "layers", "{export}", "model.int8.onnx", "{photos}",
+         expect="ARTIFACT: 'model.int8.onnx' is not a reduced-precision ONNX artifact in {export}"),
+    case("compare", "{empty}", "--data", "{labeled}", expect="EXPORT_DIR: '{empty}' is not an export folder"),
+    case("compare", "{export}", "--data", "{empty}", expect="--data: labeled image folder '{empty}' has no images"),
 ]
 
 

@@ -116,11 +116,12 @@ def test_batch_profile_parsing():
 
 
 def test_a_format_3_manifest_loads_without_backend_parity(tmp_path):
-    """v3.json was written by the commit before formats 4 (FP8) and 5 (parity on other backends) (smlp-export
-    --variant test --image-size 64 --fp16, no engines): it reads as a current manifest with no FP8 calibration and
-    no parity on other backends."""
+    """v3.json was written by the commit before formats 4 (FP8), 5 (parity on other backends) and 6 (the accuracy
+    budget) (smlp-export --variant test --image-size 64 --fp16, no engines): it reads as a current manifest with no
+    FP8 calibration, no parity on other backends and no budget."""
     manifest = Manifest.load(SAMPLES / "v3.json")
-    assert manifest.format_version == FORMAT_VERSION == 5 and manifest.fp8_calibration is None
+    assert manifest.format_version == FORMAT_VERSION == 6 and manifest.fp8_calibration is None
+    assert manifest.accuracy_budget is None
     assert [a.path for a in manifest.artifacts] == ["model.onnx", "model.fp16.onnx"]
     assert all(a.backends is None and a.parity_on("openvino", "bf16") is None for a in manifest.artifacts)
     manifest.save(tmp_path)

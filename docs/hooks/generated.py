@@ -1,13 +1,15 @@
 """MkDocs hook: the parts of the pages that the code itself says, generated at build time so they cannot go stale.
 
-``<!-- cli-help: export -->`` becomes ``smlp-export --help``; ``<!-- artifacts-table -->`` the one table of artifact
-kinds (``smlp_deploy.artifacts``); ``<!-- backends-table -->`` the registry of runtime backends
-(``smlp_deploy.runtime.backends.registry``); ``<!-- layers-graph -->`` the imports between the layers of
-docs/architecture.md's table, and ``<!-- modules -->`` every module of the package by layer (tests/import_graph.py).
+``<!-- cli-help: export -->`` becomes ``smlp-export --help`` (``<!-- cli-help: debug layers -->``: a subcommand's);
+``<!-- artifacts-table -->`` the one table of artifact kinds (``smlp_deploy.artifacts``); ``<!-- backends-table -->``
+the registry of runtime backends (``smlp_deploy.runtime.backends.registry``); ``<!-- layers-graph -->`` the imports
+between the layers of docs/architecture.md's table, and ``<!-- modules -->`` every module of the package by layer
+(tests/import_graph.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import importlib.util
@@ -17,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
-MARKER = re.compile(r"<!-- (cli-help: (?P<command>[a-z]+)|(?P<table>artifacts|backends)-table|(?P<graph>layers-graph)"
-                    r"|(?P<modules>modules)) -->")
+MARKER = re.compile(r"<!-- (cli-help: (?P<command>[a-z]+(?: [a-z]+)?)|(?P<table>artifacts|backends)-table"
+                    r"|(?P<graph>layers-graph)|(?P<modules>modules)) -->")
 IMPORT_GRAPH = Path(__file__).resolve().parent.parent.parent / "tests" / "import_graph.py"
 HELP_COLUMNS = "100"  # argparse wraps to $COLUMNS: a fixed width, whatever the terminal that builds the site
 
@@ -39,7 +41,10 @@ def _render(match: re.Match[str]) -> str:
 
 def _cli_help(command: str) -> str:
     os.environ["COLUMNS"] = HELP_COLUMNS
-    parser = importlib.import_module(f"smlp_deploy.cli.{command}").parser()
+    name, _, sub = command.partition(" ")
+    parser = importlib.import_module(f"smlp_deploy.cli.{name}").parser()
+    if sub:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[sub]
     return f"```text\n{parser.format_help().rstrip()}\n```"
 
 

@@ -8,6 +8,7 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, __file__)
 
 if TYPE_CHECKING:
+    from .budget import AccuracyBudget, Evaluation, HeldOut
     from .cache import CacheLookup, cache_key, check_cache_file, read_cache, write_cache
     from .collector import Extremes, Histogram
     from .dataset import DEFAULT_SAMPLES, CalibrationSet, load_calibration_set

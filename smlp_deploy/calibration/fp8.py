@@ -25,7 +25,7 @@ Distribution calibration, where TensorRT's FP8 quantization is ``castToFp8(clip(
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,14 +110,21 @@ def fp8_calibrated_tensors(model: onnx.ModelProto) -> list[str]:
     return list(dict.fromkeys(q.node.input[q.index] for q in quantized_inputs(model) if q.weight is None))
 
 
-def quantize_fp8(float_model: str | Path, ranges: dict[str, tuple[float, float]]) -> onnx.ModelProto:
+def quantize_fp8(float_model: str | Path, ranges: dict[str, tuple[float, float]], *,
+                 keep_float: Collection[str] = ()) -> onnx.ModelProto:
     """The FP8 Q/DQ model of the float ONNX file ``float_model``, its activations scaled from ``ranges``, which must
     hold every tensor :func:`fp8_calibrated_tensors` names. Float parts, scales and biases are float32; with
-    fp16 float parts, convert the result as a whole (the scales follow, as TensorRT's strong typing wants them)."""
+    fp16 float parts, convert the result as a whole (the scales follow, as TensorRT's strong typing wants them).
+    The nodes named in ``keep_float`` (of :func:`fp8_nodes`) stay in the float parts' precision (float fallback)."""
     model = onnx.load(str(float_model))
     if _opset(model) < FP8_OPSET:
         model = onnx.version_converter.convert_version(model, FP8_OPSET)
     inputs = quantized_inputs(model)
+    unknown = sorted(set(keep_float) - {q.node.name for q in inputs})
+    if unknown:
+        raise CalibrationError(f"keep_float names {unknown[0]!r}, which is not a node the FP8 form of {float_model} "
+                               "quantizes: name nodes of fp8_nodes(model)", parameter="keep_float")
+    inputs = [q for q in inputs if q.node.name not in keep_float]
     needed = list(dict.fromkeys(q.node.input[q.index] for q in inputs if q.weight is None))
     missing = [name for name in needed if name not in ranges]
     if missing:

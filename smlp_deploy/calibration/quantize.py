@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,14 +120,21 @@ def left_operand_weights(model: onnx.ModelProto) -> list[str]:
     return [n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in initializers]
 
 
-def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]], target: Target) -> onnx.ModelProto:
+def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]], target: Target, *,
+                 keep_float: Collection[str] = ()) -> onnx.ModelProto:
     """The Q/DQ model for ``target``, quantized from the float ONNX file ``float_model`` with ``ranges``, which
     must hold every tensor ``target.calibrated_tensors`` names (the quantizer would silently leave a tensor
-    without a range in float), each finite and wider than 0 (the quantizer would make a scale up for it)."""
+    without a range in float), each finite and wider than 0 (the quantizer would make a scale up for it). The
+    Conv/MatMul/Gemm nodes named in ``keep_float`` get no Q/DQ of their own: they run in the float parts' precision
+    (float fallback)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
     source = onnx.load(str(float_model))
+    unknown = sorted(set(keep_float) - {n.name for n in source.graph.node if n.op_type in QUANTIZED_OPS})
+    if unknown:
+        raise CalibrationError(f"keep_float names {unknown[0]!r}, which is not a Conv, MatMul or Gemm node of "
+                               f"{float_model}: name nodes of the float model", parameter="keep_float")
     needed = target.calibrated_tensors(source)
     missing = [name for name in needed if name not in ranges]
     if missing:
@@ -135,7 +142,7 @@ def quantize_qdq(float_model: str | Path, ranges: dict[str, tuple[float, float]]
                                f"quantizes (e.g. {missing[0]!r}): calibrate for target {target.name!r}",
                                parameter="ranges")
     check_ranges(ranges, needed)
-    nodes = target.quantized_nodes(source)
+    nodes = [n for n in target.quantized_nodes(source) if n.name not in keep_float]
     op_types = sorted({n.op_type for n in nodes})
     options = {
         "ActivationSymmetric": True,

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..artifacts import PRECISIONS
+from ..calibration.budget import DEFAULT_IMAGES, AccuracyBudget
 from ..calibration.dataset import DEFAULT_SAMPLES
 from ..calibration.fp8 import METHODS as FP8_METHODS
 from ..calibration.methods import DEFAULT_METHOD, METHODS
@@ -29,6 +30,8 @@ FLAGS = {
     "cache": "--calib-cache", "targets": "--int8-target", "eval_dir": "--eval-dir", "profile": "--batch",
     "require_engine": "--require-engine", "directory": "--from-onnx", "out_dir": "--out", "flavours": "--flavour",
     "compute_capabilities": "--compute-capability", "export_dir": "--verify-engines", "openvino": "--openvino",
+    "max_top1_drop": "--max-top1-drop", "min_agreement": "--min-agreement", "holdout_dir": "--holdout-dir",
+    "images": "--budget-images", "max_float_layers": "--max-float-layers",
 }
 
 
@@ -66,6 +69,22 @@ def parser() -> argparse.ArgumentParser:
                    "CPUs (OpenVINO runs it as fused int8 kernels; ONNX Runtime runs it too); both")
     p.add_argument("--eval-dir", type=Path, metavar="DIR",
                    help="labeled image folder (one subfolder per class): add top-1/top-5 of every artifact")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--max-top1-drop", type=float, metavar="POINTS",
+                        help="make --int8/--fp8 within an accuracy budget: at most POINTS of top-1 below FP32 on "
+                        "--eval-dir, by smoothing activation outliers, then keeping the fewest layers in float; the "
+                        "export fails, saying what it reached, where it cannot")
+    budget.add_argument("--min-agreement", type=float, metavar="PCT",
+                        help="the other budget: at least PCT%% of held-out images get FP32's top-1 (--holdout-dir)")
+    p.add_argument("--holdout-dir", type=Path, metavar="DIR",
+                   help="unlabeled images --min-agreement is judged on, calibration images among them left out "
+                   "(default: the images of --calib-dir that calibration did not draw)")
+    p.add_argument("--budget-images", type=positive_int, default=DEFAULT_IMAGES, metavar="N",
+                   help=f"at most N images, drawn from --eval-dir or --holdout-dir, judge the budget (default: "
+                   f"{DEFAULT_IMAGES})")
+    p.add_argument("--max-float-layers", type=int, metavar="N",
+                   help="at most N layers kept in float to meet the budget (default: a tenth of the quantized "
+                   "layers; 0: smoothing only)")
     p.add_argument("--openvino", action="store_true",
                    help="also run each ONNX file on OpenVINO in FP32 and, where the CPU has bf16 instructions, bf16, "
                    "and record its parity (bf16 held to the FP16 thresholds; the INT8 CPU form against ONNX "
@@ -103,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("int8", "fp8"):
         if getattr(args, flag) and not args.calib_dir:
             cli.error(f"--{flag} needs calibration images: --calib-dir DIR")
+    budgeted = args.max_top1_drop is not None or args.min_agreement is not None
+    if budgeted and not (args.int8 or args.fp8):
+        cli.error("an accuracy budget (--max-top1-drop, --min-agreement) applies to --int8 and --fp8: add one")
+    for flag in ("holdout_dir", "max_float_layers"):
+        if getattr(args, flag) is not None and not budgeted:
+            cli.error(f"{FLAGS[flag]} belongs to an accuracy budget: add --max-top1-drop or --min-agreement")
     build = BuildOptions(args.batch, args.workspace, args.opt_level, args.timing_cache,
                          compute_capabilities=args.compute_capability)
     if args.verify_engines:
@@ -124,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             args.variant, precisions=precisions, out_dir=args.out, checkpoint=args.checkpoint,
             image_size=args.image_size, num_classes=args.num_classes, opset=args.opset,
             do_simplify=not args.no_simplify, build=build, flavours=args.flavour, require_engine=args.require_engine,
-            int8_options=int8, fp8_options=fp8_options,
-            eval_dir=args.eval_dir, openvino=args.openvino, seed=args.seed, quiet=args.quiet,
+            int8_options=int8, fp8_options=fp8_options, eval_dir=args.eval_dir,
+            budget=AccuracyBudget(args.max_top1_drop, args.min_agreement, args.holdout_dir, args.budget_images,
+                                  args.max_float_layers) if budgeted else None,
+            openvino=args.openvino, seed=args.seed, quiet=args.quiet,
         )
     print(export_summary(result))
     print(f"\nmanifest: {result.manifest_path}")

@@ -8,6 +8,7 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, __file__)
 
 if TYPE_CHECKING:
+    from ..calibration.budget import AccuracyBudget  # what INT8/FP8 must keep: top-1 drop or agreement with FP32
     from ..calibration.options import (
         Fp8Options,  # FP8 calibration: images, method, cache
         Int8Options,  # INT8 calibration: images, method, cache, target forms

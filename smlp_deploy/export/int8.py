@@ -3,7 +3,7 @@ write the INT8 Q/DQ form of each target. The options are ``calibration.options``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import onnx
@@ -57,7 +57,9 @@ def calibrate(
     return ranges, record
 
 
-def quantize(fp32_model: Path, ranges: Ranges, options: Int8Options, target: Target, *, fp16: bool) -> onnx.ModelProto:
-    """The Q/DQ model for ``target``; with ``fp16`` its float parts and scales are fp16."""
-    model = quantize_qdq(fp32_model, ranges, target)
+def quantize(fp32_model: Path, ranges: Ranges, options: Int8Options, target: Target, *, fp16: bool,
+             keep_float: Collection[str] = ()) -> onnx.ModelProto:
+    """The Q/DQ model for ``target``, the nodes in ``keep_float`` left in float; with ``fp16`` its float parts and
+    scales are fp16."""
+    model = quantize_qdq(fp32_model, ranges, target, keep_float=keep_float)
     return convert_to_fp16(model) if fp16 else model

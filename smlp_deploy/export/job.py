@@ -51,6 +51,7 @@ from .engine_plan import TIMING_CACHE_NAME, FlavourPlan, engine_status
 from .onnx_graph import export_onnx, save_model, simplify
 from .parity import check
 from .precision import convert_to_fp16
+from .scopes import ModulePaths
 from .verification import VerificationSet
 
 FP32 = onnx_artifact("fp32")
@@ -105,6 +106,7 @@ class ExportJob:
         self._model: SMLPNet | None = None
         self._proto: onnx.ModelProto | None = None
         self.calib: dict[tuple[Path, int, int], CalibrationSet] = {}  # by folder, samples and seed
+        self.module_paths: ModulePaths | None = None  # the exported graph's module paths, before onnxsim drops them
         self.ranges: dict[str, Ranges] = {}  # by precision
 
     @property
@@ -188,6 +190,7 @@ class ExportJob:
     def export_onnx(self, opset: int) -> None:
         self.verification.save(self.out / VERIFICATION_NAME)
         self._proto = export_onnx(self.model, self.out / FP32.file_name, opset=opset)
+        self.module_paths = ModulePaths.of(self._proto)
 
     def simplify(self) -> None:
         simplified = simplify(self.proto)
@@ -199,10 +202,11 @@ class ExportJob:
     def write_fp16(self) -> None:
         save_model(convert_to_fp16(self.proto), self.out / onnx_artifact("fp16").file_name)
 
-    def calibrate(self, options: CalibrationOptions) -> None:
+    def calibrate(self, options: CalibrationOptions, model: str = FP32.file_name) -> None:
+        """Ranges of the float ``model`` of the export folder (model.onnx, or a smoothed copy of it)."""
         calib = self.calib[(Path(options.calib_dir), options.samples, options.seed)]
         self.ranges[options.precision], record = int8.calibrate(
-            self.out / FP32.file_name, calib, self.manifest.preprocess, options, say=self.say, quiet=self.quiet,
+            self.out / model, calib, self.manifest.preprocess, options, say=self.say, quiet=self.quiet,
         )
         cache = Path(record.cache)
         # The default cache lives in the export folder: recorded by name, it stays right wherever the folder goes.

@@ -13,18 +13,22 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..artifacts import ARTIFACTS, PRECISIONS, is_runtime_cache, onnx_artifact
+from ..calibration.budget import AccuracyBudget
+from ..calibration.fallback import quantized_layers
+from ..calibration.fp8 import fp8_nodes
 from ..calibration.options import CalibrationOptions, Fp8Options, Int8Options, check_separate_caches
-from ..calibration.quantize import TARGETS
+from ..calibration.quantize import TARGETS, Target
 from ..errors import InputError
 from ..export_folder import VERIFICATION_NAME
 from ..imagefolder import LabeledFolder
 from ..manifest import MANIFEST_NAME
 from ..models.variants import resolve_name
 from ..tensorrt.builder import BuildOptions
-from . import openvino_parity
+from . import fp8, int8, openvino_parity
 from .engine_plan import TIMING_CACHE_NAME, plan_engines
 from .job import FP8, FP32, ExportJob, ExportResult, Step
 from .onnx_graph import DEFAULT_OPSET
+from .remedies import BudgetedQuantization, Form, check_budget
 
 Options = TypeVar("Options", bound=CalibrationOptions)
 
@@ -46,6 +50,7 @@ def export_model(
     int8_options: Int8Options | None = None,
     fp8_options: Fp8Options | None = None,
     eval_dir: str | Path | None = None,
+    budget: AccuracyBudget | None = None,
     openvino: bool = False,
     seed: int = 0,
     quiet: bool = False,
@@ -61,7 +66,9 @@ def export_model(
     ``build.compute_capabilities``. Engines a GPU here runs are verified; the others are recorded as built, not
     yet verified on a GPU. ``require_engine`` asks for at least one engine built here. Whatever cannot be met is
     refused before any work. ``eval_dir`` (a labeled image folder) adds top-1/top-5 of the model and every
-    artifact. ``openvino`` also runs each ONNX file OpenVINO opens on OpenVINO, in FP32 and (where the CPU has
+    artifact. ``budget`` makes the INT8 and FP8 forms within an accuracy budget (``export.remedies``: smoothing,
+    then float fallback; a top-1 drop is judged on ``eval_dir``), and fails with what it reached when they cannot
+    meet it. ``openvino`` also runs each ONNX file OpenVINO opens on OpenVINO, in FP32 and (where the CPU has
     it) bf16, and records that parity with the file (``export.openvino_parity``). Raises :class:`ParityError` when
     an artifact misses its precision's thresholds.
 
@@ -81,6 +88,8 @@ def export_model(
     engines = plan_engines([kind for kind in written if kind.precision in precisions], flavours, build,
                            require_engine=require_engine)
     eval_folder = LabeledFolder.scan(eval_dir) if eval_dir else None
+    if budget is not None:
+        check_budget(budget, precisions, eval_folder)
     on_openvino = openvino_parity.OpenVINOPlan.here() if openvino else None
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
@@ -94,6 +103,14 @@ def export_model(
         plan.append(Step(f"Reading calibration images from {options.calib_dir}"
                          + (f" for {options.precision.upper()}" if len(calibrated) > 1 else ""),
                          partial(job.read_calibration, options)))
+    within, forms = None, {}
+    if budget is not None:
+        half = "fp16" in precisions
+        forms = {f.kind.file_name: f for f in ([_int8_form(int8_run, t, half) for t in targets] if int8_run else [])
+                 + ([_fp8_form(fp8_run, half)] if fp8_run else [])}
+        within = BudgetedQuantization(job, budget, list(forms.values()), eval_folder)
+        plan.append(Step(f"Reading the images the accuracy budget is judged on ({budget.describe()})",
+                         within.read_held_out))
     plan.append(Step(f"Exporting to ONNX (opset {opset})", partial(job.export_onnx, opset)))
     if do_simplify:
         plan.append(Step("Simplifying with onnxsim", job.simplify))
@@ -101,19 +118,31 @@ def export_model(
     if "fp16" in precisions:
         plan += [Step("Converting to mixed FP16 (float32 I/O)", job.write_fp16),
                  *job.verify_steps(onnx_artifact("fp16"))]
+    if within is not None:
+        plan.append(Step("Smoothing activation outliers of model.onnx on the calibration images (SmoothQuant)",
+                         within.smooth))
+    within_budget = " within the accuracy budget" if within else ""
     if int8_run is not None:
-        plan.append(Step(f"Calibrating activation ranges ({int8_run.method})", partial(job.calibrate, int8_run)))
+        plan.append(Step(f"Calibrating activation ranges ({int8_run.method})",
+                         partial(within.calibrate if within else job.calibrate, int8_run)))
         for target in targets:
             half = "fp16" in precisions and target.fp16_float_parts
+            quantize = (partial(within.quantize, forms[target.artifact.file_name]) if within
+                        else partial(job.quantize, int8_run, target, half))
             plan.append(Step(f"Quantizing to {target.artifact.file_name} for {target.description}"
-                             + (", float parts fp16" if half else ""), partial(job.quantize, int8_run, target, half)))
+                             + (", float parts fp16" if half else "") + within_budget, quantize))
             plan += job.verify_steps(target.artifact, target=target.name, float_precision="fp16" if half else "fp32")
     if fp8_run is not None:
         half = "fp16" in precisions
-        plan.append(Step(f"Calibrating FP8 activation ranges ({fp8_run.method})", partial(job.calibrate, fp8_run)))
+        plan.append(Step(f"Calibrating FP8 activation ranges ({fp8_run.method})",
+                         partial(within.calibrate if within else job.calibrate, fp8_run)))
         plan.append(Step(f"Quantizing to {FP8.file_name} (E4M3, TensorRT explicit quantization)"
-                         + (", float parts fp16" if half else ""), partial(job.quantize_fp8, half)))
+                         + (", float parts fp16" if half else "") + within_budget,
+                         partial(within.quantize, forms[FP8.file_name]) if within
+                         else partial(job.quantize_fp8, half)))
         plan.append(job.verify_step(FP8, target=FP8.target, float_precision="fp16" if half else "fp32"))
+    if within is not None:
+        plan.append(Step("Recording the accuracy budget and its remedies", within.record))
     plan += job.engine_steps()
     if eval_folder:
         plan.append(Step(f"Evaluating accuracy on {eval_folder.root} ({len(eval_folder.samples)} images)",
@@ -123,6 +152,19 @@ def export_model(
              + (TIMING_CACHE_NAME,) * any(p.builds for p in engines))
     job.run(plan, reuse=reuse)
     return job.result()
+
+
+def _int8_form(options: Int8Options, target: Target, fp16: bool) -> Form:
+    """The INT8 ``target`` form as the budget quantizes it: float parts fp16 with ``fp16`` where the target has them."""
+    half = fp16 and target.fp16_float_parts
+    return Form(target.artifact, options,
+                lambda source, ranges, keep: int8.quantize(source, ranges, options, target, fp16=half, keep_float=keep),
+                quantized_layers)
+
+
+def _fp8_form(options: Fp8Options, fp16: bool) -> Form:
+    return Form(FP8, options, lambda source, ranges, keep: fp8.quantize(source, ranges, fp16=fp16, keep_float=keep),
+                lambda model: [node.name for node in fp8_nodes(model)])
 
 
 def _calibration_options(precision: str, precisions: tuple[str, ...], options: Options | None,
