@@ -62,12 +62,18 @@ class Thresholds:
         return found
 
 
-# FP8 (E4M3) keeps 3 mantissa bits: each quantized value is off by up to 1/16 of itself, where INT8's error is a
-# fixed step of the calibrated range. So FP8 is held to every verification input, random tensors included (it
-# saturates at 448 scales, where most of them stay), at a worst-image cosine between FP16's and INT8's: measured
-# 0.9961-0.9976 on random weights (test and tiny variants, photos and random tensors; INT8 0.9994-0.9998 on its
-# photos) and 0.9997 on the trained digits (docs/fp8.md, "Parity"). No top-1 bound: random weights give near-tied
-# logits, and 1 of sMLPNet-T's 5 photos flips; accuracy is measured on labeled images (--eval-dir).
+# The floors, from docs/benchmarks/parity-floors.json (docs/benchmarks/parity_floors.py: the test and tiny variants
+# with random weights and the trained digits model, every INT8 method and form). A reduced precision's cosine floor
+# is 1 - 4 x (1 - its worst measured cosine), rounded down: room for models and calibration sets not measured.
+# * INT8, worst 0.98760 (the digits model's CPU form, entropy; 0.9989 and up on random weights): floor 0.95. Held
+#   on the photographs only: random tensors lie outside any calibrated range by design. No top-1 bound: random
+#   weights give near-tied logits (80% measured on sMLPNet-T's 5 photos); accuracy is measured on labeled images.
+# * FP8 (E4M3, 3 mantissa bits: each value off by up to 1/16 of itself, where INT8's error is a fixed step of the
+#   calibrated range), worst 0.99527 (random weights; the digits 0.99686): floor 0.98, on every verification input,
+#   random tensors included (they stay within its 448 scales). No top-1 bound, as INT8.
+# * FP16 and FP32 measure 1 - 2.9e-7 in cosine and 7.2e-7 of the logits' scale here, on ONNX Runtime's CPU kernels.
+#   Their floors (cosine 0.999 and top-1 99%; 1e-4 and every top-1) also gate TensorRT engines verified on a GPU,
+#   whose kernels (FP16 accumulation, reduced-precision tactics) were not measured: they stay where they were.
 # One INT8 Q/DQ graph on two runtimes (OpenVINO against ONNX Runtime), float parts in fp32 on both: the arithmetic
 # is the same, the rounding order and requantization differ. Worst-photo cosine measured on model.int8.cpu.onnx:
 # 0.99999 (the digits model, tests/test_openvino.py), 0.99963 (sMLPNet-T, random weights; docs/cpu.md);
@@ -77,8 +83,8 @@ SAME_GRAPH = "int8, same graph"
 THRESHOLDS = {
     "fp32": Thresholds(max_rel_diff=1e-4, min_top1=1.0),
     "fp16": Thresholds(min_cosine=0.999, min_top1=0.99),
-    "int8": Thresholds(min_cosine=0.9),
-    "fp8": Thresholds(min_cosine=0.99),
+    "int8": Thresholds(min_cosine=0.95),
+    "fp8": Thresholds(min_cosine=0.98),
     SAME_GRAPH: Thresholds(min_cosine=0.999),
 }
 
