@@ -8,10 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ..bench.peers import OpenVINODirect
 from ..bench.report import format_report, read_json, write_csv, write_json, write_plot
 from ..bench.targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS
 from ..models.variants import ALIASES, VARIANTS
+from ..runtime.backends.registry import BACKENDS as RUNTIME_BACKENDS
 from .common import positive_int, run_main
+from .requires import require_backend, require_extra
 
 T = TypeVar("T")
 FLAGS = {"report": "--from-json", "backends": "--backends", "precisions": "--precision",
@@ -35,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
                    help="model to export when --artifacts is not given (default: tiny)")
     p.add_argument("--artifacts", type=Path, help="an export directory (smlp-export --out); default: export to a "
                    "temporary directory (fp32, and fp16 when asked)")
-    p.add_argument("--backends", type=_list(str), default=DEFAULT_BACKENDS,
+    p.add_argument("--backends", type=_list(str),
                    help=f"comma-separated: {', '.join(BACKENDS)} (default: all but torch.compile and "
                    "openvino-direct, the peers timed beside the toolkit's paths)")
     p.add_argument("--precision", "--precisions", dest="precisions", type=_list(str), default=("fp32",),
@@ -53,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: every core this process may use)")
     p.add_argument("--json", type=Path, help="write the full report as JSON")
     p.add_argument("--csv", type=Path, help="write one row per result as CSV")
-    p.add_argument("--plot", type=Path, help="write latency and throughput plots as PNG (needs matplotlib)")
+    p.add_argument("--plot", type=Path, help="write latency and throughput plots as PNG (needs matplotlib: pip install "
+                   "'smlp-deploy[bench]')")
     p.add_argument("--from-json", type=Path, metavar="REPORT",
                    help="time nothing: show a report an earlier run wrote with --json (and write its --csv, --plot)")
     return p
@@ -61,13 +65,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.plot:
+        require_extra("plot", "bench")
     if args.from_json:
         report = read_json(args.from_json)
     else:
+        _require_backends(args.backends or ())
         from ..bench.runner import BenchConfig, run_benchmark  # torch: not needed to redraw a saved report
 
-        config = BenchConfig(variant=args.variant, backends=args.backends, precisions=args.precisions,
-                             batch_sizes=args.batch_sizes, artifacts=args.artifacts, warmup=args.warmup,
+        config = BenchConfig(variant=args.variant, backends=args.backends or DEFAULT_BACKENDS,
+                             precisions=args.precisions, batch_sizes=args.batch_sizes, artifacts=args.artifacts,
+                             warmup=args.warmup,
                              iters=args.iters, duration_s=args.duration, end_to_end=args.end_to_end,
                              device=args.device, threads=args.threads)
         report = run_benchmark(config, log=lambda line: print(line, file=sys.stderr))
@@ -77,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
             write(report, path)
             print(f"wrote {path}")
     return 0
+
+
+def _require_backends(names: tuple[str, ...]) -> None:
+    """The backends named in --backends that run on CPUs can run here (their library imports); GPU-only ones are
+    skipped with the reason where there is no GPU, as the defaults are."""
+    for name in names:
+        runtime = "openvino" if name == OpenVINODirect.name else name  # the peer calls the same library
+        info = RUNTIME_BACKENDS.get(runtime)
+        if info is not None and "cpu" in info.devices:
+            require_backend("backends", runtime)
 
 
 entry_point = run_main(main, FLAGS)
