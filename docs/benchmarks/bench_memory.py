@@ -6,11 +6,17 @@ options, no run options), and ``after``, the toolkit's OnnxRuntimeBackend, whose
 shrinks ONNX Runtime's CPU arena. The RSS after loading and after each call. Then both ways in one process, timed
 interleaved (the first calls are warm-up), so their ratio says whether the shrink changes what a benchmark times.
 
+``targets``: what each target of a benchmark holds: the targets smlp-bench's default backends make of an export
+at ``--precision``, all loaded, then called in turn at one batch size for ``--rounds`` rounds, the RSS after each
+call; run it with ``PYTHONPATH`` at an older source tree to see that tree's figures.
+
 ``command``: a command under ``/usr/bin/time -v`` (wall time, peak RSS) with the package imported from
 ``--checkout`` (a source tree: this one, or an older commit's ``git archive``), and the load average around it.
 Each run is appended to ``--json``.
 
     python docs/benchmarks/bench_memory.py arena EXPORT_DIR --json docs/benchmarks/bench-memory-arena.json
+    python docs/benchmarks/bench_memory.py targets EXPORT_DIR --precision fp32,fp16,int8 --batch-size 32 \
+        --json docs/benchmarks/bench-memory-targets.json
     python docs/benchmarks/bench_memory.py command --checkout . --label "README example" \\
         --json docs/benchmarks/bench-cost.json -- smlp-bench --artifacts EXPORT_DIR ...
 """
@@ -84,12 +90,43 @@ def arena(args: argparse.Namespace) -> dict:
     return {"rss_mib_after_load_and_each_call": memory, "timing": timing}
 
 
+def targets(args: argparse.Namespace) -> dict:
+    from smlp_deploy.bench.results import Skipped
+    from smlp_deploy.bench.targets import DEFAULT_BACKENDS, resolve
+    from smlp_deploy.manifest import Manifest
+    from smlp_deploy.models.registry import create_model
+
+    info = Manifest.load(args.export_dir / "manifest.json").model
+    model = create_model(info.name, num_classes=info.num_classes, image_size=info.image_size)
+    found = [t for b in DEFAULT_BACKENDS for p in args.precision.split(",")
+             for t in resolve(b, p, model=model, artifacts=args.export_dir, device="cpu", threads=args.threads)]
+    loaded = {}
+    for target in found:
+        if not isinstance(target, Skipped):
+            try:
+                loaded[target.label] = target.load()
+            except Exception as exc:  # as the benchmark does: a target that fails to load is skipped
+                print(f"skipped {target.label}: {exc}")
+    rss = {"loaded": rss_mib()}
+    batch = np.random.default_rng(0).standard_normal((args.batch_size, 3, info.image_size, info.image_size),
+                                                     dtype=np.float32)
+    for round_ in range(1, args.rounds + 1):
+        for label, backend in loaded.items():
+            backend.run(batch)
+            rss[f"round {round_}: {label}"] = rss_mib()
+            print(f"round {round_}: {label:<36} RSS {rss_mib():6.0f} MiB")
+    return {"batch_size": args.batch_size, "rss_mib": rss}
+
+
 def command(args: argparse.Namespace) -> dict:
-    argv = [shutil.which(args.argv[0]) or args.argv[0], *args.argv[1:]]
+    # a console script of this environment (smlp-bench), as the venv's bin would run it
+    argv = [shutil.which(args.argv[0], path=Path(sys.executable).parent) or args.argv[0], *args.argv[1:]]
     env = {**os.environ, "PYTHONPATH": str(Path(args.checkout).resolve())}
     load_before = os.getloadavg()
     done = subprocess.run(["/usr/bin/time", "-v", *argv], check=False, capture_output=True, text=True, env=env)
     load_after = os.getloadavg()
+    if done.returncode:
+        sys.exit(f"{args.label}: exit status {done.returncode}\n{done.stderr[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (.+)", done.stderr)[1]  # type: ignore[index]
     seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(wall.split(":"))))
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1]) / 2**20  # type: ignore[index]
@@ -110,16 +147,22 @@ def main() -> None:
     a.add_argument("--batch-sizes", type=lambda t: [int(n) for n in t.split(",")], default=[8, 32])
     a.add_argument("--threads", type=int, default=os.cpu_count())
     a.add_argument("--duration", type=float, default=20.0, help="seconds of timed calls per way (default: 20)")
+    t = sub.add_parser("targets")
+    t.add_argument("export_dir", type=Path)
+    t.add_argument("--precision", default="fp32,fp16,int8")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--threads", type=int, default=os.cpu_count())
     c = sub.add_parser("command")
     c.add_argument("--checkout", default=".")
     c.add_argument("--label", required=True)
     c.add_argument("argv", nargs=argparse.REMAINDER)
-    for p in (a, c):
+    for p in (a, t, c):
         p.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.what == "command":
         args.argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    result = arena(args) if args.what == "arena" else command(args)
+    result = {"arena": arena, "targets": targets, "command": command}[args.what](args)
     if args.json:
         previous = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": []}
         previous["runs"].append({"command": " ".join(sys.argv), "machine": capture(), **result})
