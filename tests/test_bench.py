@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import json
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
 from smlp_deploy.bench import BenchConfig, run_benchmark
+from smlp_deploy.bench.heartbeat import Heartbeat
 from smlp_deploy.bench.timing import measure, measure_interleaved
 from smlp_deploy.cli.bench import entry_point
 from smlp_deploy.errors import InputError
@@ -22,21 +28,24 @@ def artifacts(every_precision_64):
 
 
 def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeypatch):
+    """The JSON is written without --json: beside the plot."""
     paths = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "png")}
     monkeypatch.setattr("sys.argv", [
         "smlp-bench", "--artifacts", str(artifacts), "--backends", "torch,onnxruntime,tensorrt",
         "--precision", "fp32,fp16,int8", "--batch-sizes", "1,4", "--device", "cpu", "--iters", "5", "--warmup", "1",
-        "--end-to-end", "--threads", "1",
-        "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--plot", str(paths["png"])])
+        "--end-to-end", "--threads", "1", "--csv", str(paths["csv"]), "--plot", str(paths["png"])])
     threads = torch.get_num_threads()
     assert entry_point() == 0
     assert torch.get_num_threads() == threads  # the benchmark's thread count is not left behind
-    printed = capsys.readouterr().out
+    printed, progress = capsys.readouterr()
+    assert progress.startswith(f"results: {paths['json']}, written as each batch size is measured")
+    assert "] batch 4: 5 target(s) loaded" in progress and "] batch 4: timing 6 calls in rounds" in progress
     assert "vs eager fp32" in printed and "skipped torch int8: eager PyTorch has no INT8 path" in printed
     assert "onnxruntime int8 (TensorRT's form) *" in printed
     assert "* model.int8.onnx is the Q/DQ form TensorRT builds" in printed
 
     report = json.loads(paths["json"].read_text())
+    assert report["complete"] is True
     assert report["env"]["cpu_cores"] >= 1 and report["env"]["versions"]["onnxruntime"]
     assert report["peak_gflops"]["fp32"] > 0
     measured = {(r["backend"], r["precision"], r["batch_size"])
@@ -75,6 +84,69 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
     assert "error: --from-json: " in capsys.readouterr().err
 
 
+def test_a_stopped_run_keeps_what_it_measured(artifacts, tmp_path, capsys, monkeypatch):
+    """Ctrl-C once the first rows are in: the JSON the first line named (here the default, in the working folder)
+    holds every row measured, marked partial, and --from-json redraws it: table, CSV, plot."""
+    script = "import sys; from smlp_deploy.cli.bench import entry_point; sys.argv[0] = 'smlp-bench'; " \
+             "sys.exit(entry_point())"
+    sizes = ",".join(str(n) for n in range(1, 33))  # far more than the run reaches before it is stopped
+    argv = ["--artifacts", str(artifacts), "--backends", "onnxruntime", "--batch-sizes", sizes, "--device", "cpu",
+            "--threads", "1", "--warmup", "1", "--iters", "5"]
+    with subprocess.Popen([sys.executable, "-c", script, *argv], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as run:
+        first = run.stderr.readline()
+        saved = tmp_path / first.removeprefix("results: ").split(",")[0]
+        assert first.startswith("results: smlp-bench-") and saved.suffix == ".json", first
+        while not (saved.is_file() and json.loads(saved.read_text())["results"]):
+            assert run.poll() is None, run.stderr.read()
+            time.sleep(0.02)
+        run.send_signal(signal.SIGINT)
+        err = run.communicate(timeout=120)[1]
+    assert run.returncode == 130 and "interrupted" in err, err
+    report = json.loads(saved.read_text())
+    assert report["complete"] is False and f"row(s) measured are in {saved.name}" in err, err
+    measured = sorted({r["batch_size"] for r in report["results"]})
+    assert measured == list(range(1, len(measured) + 1)) and len(measured) < 32  # batch sizes in order, none torn
+    assert sorted((r["batch_size"], r["backend"]) for r in report["results"]) == [
+        (n, b) for n in measured for b in ("onnxruntime", "torch")]
+    assert all(r["speedup"] for r in report["results"])
+
+    again = {k: tmp_path / f"again.{k}" for k in ("csv", "png")}
+    monkeypatch.setattr("sys.argv", ["smlp-bench", "--from-json", str(saved), "--csv", str(again["csv"]), "--plot",
+                                     str(again["png"])])
+    assert entry_point() == 0
+    shown = capsys.readouterr().out
+    assert f"partial: the run stopped before its end; {len(report['results'])} row(s) measured" in shown
+    assert len(list(csv.DictReader(again["csv"].open()))) == len(report["results"])
+    assert again["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_batch_size_loads_its_targets_afresh_and_closes_them(artifacts):
+    """A session keeps the memory of every batch size it ran (ONNX Runtime's arena), so each batch size has its own:
+    all of a batch size's targets are open together (they are timed interleaved) and closed before the next."""
+    from smlp_deploy.bench.peak import matmul_probe
+    from smlp_deploy.bench.runner import _bench_targets
+    from smlp_deploy.bench.targets import resolve
+    from smlp_deploy.manifest import Manifest
+    from smlp_deploy.runtime.preprocess import Preprocessor
+
+    opened = []
+
+    def load(real):
+        opened.append(real())
+        return opened[-1]
+
+    targets = [dataclasses.replace(t, load=functools.partial(load, t.load)) for p in ("fp32", "fp16")
+               for t in resolve("onnxruntime", p, model=None, artifacts=artifacts, device="cpu", threads=1)]
+    config = BenchConfig(batch_sizes=(1, 3), warmup=0, iters=5)
+    preprocessor = Preprocessor(Manifest.load(artifacts / "manifest.json").preprocess)
+    batches = _bench_targets(targets, {"fp32": matmul_probe()}, config, preprocessor, 1, [], Heartbeat(lambda _: None))
+    for count, (rows, _) in enumerate(batches, start=1):
+        assert len(opened) == 2 * count and all(backend.closed for backend in opened)
+        assert {row.batch_size for row in rows} == {config.batch_sizes[count - 1]} and len(rows) == 2
+    assert count == 2
+
+
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(InputError, match="backends must be among"):
         run_benchmark(BenchConfig(backends=("tvm",)))
@@ -98,13 +170,32 @@ def test_interleaved_rounds_settle_each_callable_before_timing_it():
         order.append(k)
         return len(order)  # the position of this call
 
+    said = []
     timed = measure_interleaved({k: (lambda k=k: call(k)) for k in "ab"}, warmup=1, iters=4, block=3,
-                                on_result=lambda k, position: timed_results.append((k, position)))
+                                on_result=lambda k, position: timed_results.append((k, position)),
+                                progress=lambda what: said.append((what, len(order))))
     # warm-up; then per round and callable one untimed call and up to `block` timed ones, 4 timed in all
     assert "".join(order) == "a" "b" + "aaaa" "bbbb" + "aa" "bb"
     assert {k: t.summary().n for k, t in timed.items()} == {"a": 4, "b": 4}
     # only timed calls reach on_result: not the warm-up (1, 2) nor the settling calls (3, 7, 11, 13)
     assert timed_results == [("a", 4), ("a", 5), ("a", 6), ("b", 8), ("b", 9), ("b", 10), ("a", 12), ("b", 14)]
+    # progress: what starts next, said between calls (with the number of calls made before it)
+    assert said == [("warm-up: a", 0), ("warm-up: b", 1), ("round 1: a", 2), ("round 1: b", 6), ("round 2: a", 10),
+                    ("round 2: b", 12)]
+
+
+def test_heartbeat_says_phases_at_once_and_beats_only_after_a_silence():
+    lines: list[str] = []
+    heartbeat = Heartbeat(lines.append, every_s=3600)
+    heartbeat.say("batch 1: timing")
+    heartbeat.beat("round 1: onnxruntime fp32")  # within the hour: nothing
+    assert lines == ["[ 0:00] batch 1: timing"]
+    heartbeat.every_s = 0
+    heartbeat.beat("round 2: onnxruntime fp32")
+    heartbeat.every_s = 3600
+    with heartbeat.ticking("exporting"):  # said as it starts, then every_s apart
+        pass
+    assert lines[1:] == ["[ 0:00] round 2: onnxruntime fp32", "[ 0:00] exporting"]
 
 
 def test_interleaved_budget_counts_timed_calls_only():

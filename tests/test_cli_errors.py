@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -154,6 +158,76 @@ CASES = [
     case("compare", "{empty}", "--data", "{labeled}", expect="EXPORT_DIR: '{empty}' is not an export folder"),
     case("compare", "{export}", "--data", "{empty}", expect="--data: labeled image folder '{empty}' has no images"),
 ]
+
+
+# An optional dependency a flag needs, missing: the command stops before any work. Each case runs in one child
+# process where the libraries cannot be imported (sys.modules[name] = None, as Python reads an import it must not
+# make) and, for smlp-serve, where no tritonserver is (sys.prefix an empty folder, no pytriton). An audit hook
+# records every file the command opens and every folder it lists or makes under the test's folders (TMPDIR too):
+# there must be none, so no image was listed, no model or manifest read, no export begun, no output written.
+MISSING = [
+    ("bench", ("--variant", "test", "--backends", "onnxruntime", "--batch-sizes", "1", "--plot", "{root}/bench.png"),
+     "--plot: cannot import matplotlib (", "pip install 'smlp-deploy[bench]'"),
+    ("bench", ("--artifacts", "{export}", "--backends", "onnxruntime,openvino", "--batch-sizes", "1"),
+     "--backends: backend 'openvino' cannot run here: cannot import openvino", "pip install 'smlp-deploy[openvino]'"),
+    ("bench", ("--artifacts", "{export}", "--backends", "openvino-direct", "--batch-sizes", "1"),
+     "--backends: backend 'openvino' cannot run here", "pip install 'smlp-deploy[openvino]'"),
+    ("predict", ("{export}/model.onnx", "{photos}", "--backend", "openvino"),
+     "--backend: backend 'openvino' cannot run here", "pip install 'smlp-deploy[openvino]'"),
+    ("predict", ("{export}/model.onnx", "{photos}", "--ray", "--output", "{root}/ray.jsonl"),
+     "--ray: cannot import ray (", "pip install 'smlp-deploy[ray]'"),
+    ("eval", ("{export}/model.onnx", "--data", "{labeled}", "--backend", "openvino"),
+     "--backend: backend 'openvino' cannot run here", "pip install 'smlp-deploy[openvino]'"),
+    ("serve", ("{export}", "--backend", "openvino"), "--backend: backend 'openvino' cannot run here",
+     "pip install 'smlp-deploy[openvino]'"),
+    ("serve", ("{export}",), "error: no tritonserver: nvidia-pytriton is not installed",
+     "pip install --no-deps --target {nowhere}/tritonserver nvidia-pytriton"),
+]
+CHILD = """
+import contextlib, importlib, io, json, sys
+from pathlib import Path
+for name in ("matplotlib", "ray", "openvino", "pytriton"):
+    sys.modules[name] = None
+watched, cases, results = sys.argv[1], json.loads(sys.argv[2]), []
+touched = []
+sys.addaudithook(lambda event, args: touched.append(f"{event} {args[0]}") if event in (
+    "open", "os.listdir", "os.scandir", "os.mkdir") and str(args[0]).startswith(watched) else None)
+for command, argv, prefix in cases:
+    sys.prefix = prefix  # where smlp-serve looks for its tritonserver first
+    sys.argv, err, touched[:] = [f"smlp-{command}", *argv], io.StringIO(), []
+    with contextlib.redirect_stderr(err):
+        status = importlib.import_module(f"smlp_deploy.cli.{command}").entry_point()
+    results.append({"status": status, "err": err.getvalue(), "touched": list(touched)})
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def without_extras(files, tmp_path_factory) -> list[dict]:
+    """Every MISSING case, run in one child process (one start of Python and torch, not eight)."""
+    base = tmp_path_factory.getbasetemp()
+    files = {**files, "nowhere": tmp_path_factory.mktemp("no-prefix")}
+    scratch = tmp_path_factory.mktemp("scratch")
+    cases = [(command, [arg.format(**files) for arg in args],
+              str(files["nowhere"]) if "tritonserver" in install else sys.prefix)
+             for command, args, _, install in MISSING]
+    done = subprocess.run([sys.executable, "-c", CHILD, str(base), json.dumps(cases)], check=False,
+                          capture_output=True, text=True, env={**os.environ, "TMPDIR": str(scratch)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [{**result, "files": files} for result in json.loads(done.stdout.splitlines()[-1])]
+
+
+@pytest.mark.parametrize("index", range(len(MISSING)), ids=[f"{c} {' '.join(a)}"[:60] for c, a, *_ in MISSING])
+def test_a_missing_extra_stops_the_command_before_any_work(index, without_extras):
+    """The flag's library (or smlp-serve's tritonserver) is missing: one line naming the flag and the install,
+    exit status 2, and nothing under the test's folders opened, listed or made."""
+    _, _, expect, install = MISSING[index]
+    result = without_extras[index]
+    err = result["err"]
+    assert result["status"] == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert expect in err and install.format(**result["files"]) in err, err
+    assert not PYTHON_WORDS.findall(err), err
+    assert result["touched"] == [], result["touched"]
 
 
 def run(command: str, args: tuple[str, ...], files: dict[str, Path], monkeypatch, capsys) -> tuple[int, str]:

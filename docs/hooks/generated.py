@@ -5,6 +5,11 @@
 the registry of runtime backends (``smlp_deploy.runtime.backends.registry``); ``<!-- layers-graph -->`` the imports
 between the layers of docs/architecture.md's table, and ``<!-- modules -->`` every module of the package by layer
 (tests/import_graph.py).
+
+The plain lists that make docs/cli.md and docs/api.md readable as files are checked instead, failing the build:
+docs/cli.md's ``<!-- commands -->`` table names exactly the scripts of pyproject.toml's ``[project.scripts]``, each
+with its ``cli-help`` section; docs/api.md's ``<!-- api-list -->`` table names exactly the page's ``:::`` entries,
+in their order, each an object of the package.
 """
 
 from __future__ import annotations
@@ -15,18 +20,70 @@ import importlib
 import importlib.util
 import os
 import re
+import tomllib
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
+from mkdocs.exceptions import PluginError
+
 MARKER = re.compile(r"<!-- (cli-help: (?P<command>[a-z]+(?: [a-z]+)?)|(?P<table>artifacts|backends)-table"
                     r"|(?P<graph>layers-graph)|(?P<modules>modules)) -->")
-IMPORT_GRAPH = Path(__file__).resolve().parent.parent.parent / "tests" / "import_graph.py"
+ROOT = Path(__file__).resolve().parent.parent.parent
+IMPORT_GRAPH = ROOT / "tests" / "import_graph.py"
+LIST = re.compile(r"<!-- (?P<name>commands|api-list) -->\n(?P<table>.*?)\n<!-- /(?P=name) -->", re.S)
+ROW = re.compile(r"^\| \[`(?P<shown>[^`]+)`\]\(#(?P<anchor>[^)]+)\) \| (?P<what>.+) \|$", re.M)
 HELP_COLUMNS = "100"  # argparse wraps to $COLUMNS: a fixed width, whatever the terminal that builds the site
 
 
 def on_page_markdown(markdown: str, **_: object) -> str:
+    for found in LIST.finditer(markdown):
+        rows = list(ROW.finditer(found["table"]))
+        (_check_commands if found["name"] == "commands" else _check_api)(rows, markdown)
     return MARKER.sub(_render, markdown)
+
+
+def _check_commands(rows: list[re.Match[str]], markdown: str) -> None:
+    """The commands table names each script of pyproject.toml once, in a row of its own that links to its section,
+    and each script's module has its ``cli-help`` section on the page."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    listed = [row["shown"] for row in rows]
+    missing, unknown = sorted(set(scripts) - set(listed)), sorted(set(listed) - set(scripts))
+    if missing or unknown or len(listed) != len(set(listed)):
+        raise PluginError(f"docs/cli.md's list of commands does not match pyproject.toml's [project.scripts]: "
+                          f"add a line for {missing or 'none'}, remove {unknown or 'none'}, once each")
+    for row in rows:
+        module = scripts[row["shown"]].split(":")[0].removeprefix("smlp_deploy.cli.")
+        if row["anchor"] != row["shown"] or f"<!-- cli-help: {module} -->" not in markdown:
+            raise PluginError(f"docs/cli.md: {row['shown']} needs a section '## {row['shown']}' holding "
+                              f"<!-- cli-help: {module} --> (its row links to #{row['anchor']})")
+
+
+def _check_api(rows: list[re.Match[str]], markdown: str) -> None:
+    """The API table lists the page's ``:::`` entries, in their order, each an object of the package."""
+    documented = re.findall(r"^::: (\S+)$", markdown, re.M)
+    listed = [row["anchor"] for row in rows]
+    if listed != documented:
+        raise PluginError(f"docs/api.md's list differs from its ::: entries: listed but not documented "
+                          f"{sorted(set(listed) - set(documented)) or 'none'}, documented but not listed "
+                          f"{sorted(set(documented) - set(listed)) or 'none'} (or the order differs)")
+    for row in rows:
+        if not row["anchor"].endswith(row["shown"]) or _resolve(row["anchor"]) is None:
+            raise PluginError(f"docs/api.md lists {row['shown']} as {row['anchor']}, which the package does not have")
+
+
+def _resolve(name: str) -> object | None:
+    """The object a dotted name stands for (a module, or an attribute of one), or None."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            found = getattr(found, attribute, None)
+        return found
+    return None
 
 
 def _render(match: re.Match[str]) -> str:

@@ -37,7 +37,9 @@ def format_report(report: BenchReport) -> str:
                           "GPU compute ms (+H2D +D2H)"], rows)
     notes = [f"* {note}" for note in dict.fromkeys(r.note for r in report.results if r.note)]
     skipped = [f"skipped {s.backend} {s.precision}: {s.reason}" for s in report.skipped]
-    return "\n".join([head, "", table, *notes, *([""] + skipped if skipped else [])])
+    stopped = [] if report.complete else [f"partial: the run stopped before its end; {len(report.results)} row(s) "
+                                          "measured"]
+    return "\n".join([head, *stopped, "", table, *notes, *([""] + skipped if skipped else [])])
 
 
 def _device_split(row: BenchRow) -> str:

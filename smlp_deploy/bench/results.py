@@ -62,3 +62,4 @@ class BenchReport:
     peak_gflops: dict[str, float] = field(default_factory=dict)  # median over the batch sizes' rounds
     results: list[BenchRow] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    complete: bool = True  # False while a run is under way, and in what a stopped run leaves

@@ -26,6 +26,7 @@ from ..runtime.backends.base import Backend
 from ..runtime.preprocess import Preprocessor
 from ..samples import sample_images
 from ..tensorrt.times import DeviceTimes
+from .heartbeat import Heartbeat
 from .peak import matmul_probe
 from .results import BenchModel, BenchReport, BenchRow, EndToEnd, Skipped
 from .targets import BACKENDS, DEFAULT_BACKENDS, PRECISIONS, Target, resolve
@@ -63,39 +64,57 @@ class BenchConfig:
             raise InputError(f"{str(self.artifacts)!r} is not an export directory (no {MANIFEST_NAME})",
                              parameter="artifacts")
 
-    def measure(self, calls: Mapping[str, Callable[[], R]], on_result: Callable[[str, R], None]) -> dict[str, Latency]:
+    def measure(self, calls: Mapping[str, Callable[[], R]], on_result: Callable[[str, R], None],
+                progress: Callable[[str], None]) -> dict[str, Latency]:
         """``calls`` timed interleaved, with this run's warm-up and count or duration."""
         return measure_interleaved(calls, warmup=self.warmup, iters=self.iters, duration_s=self.duration_s,
-                                   on_result=on_result)
+                                   on_result=on_result, progress=progress)
 
 
-def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchReport:
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print,
+                  on_update: Callable[[BenchReport], None] | None = None) -> BenchReport:
+    """Time every target of ``config`` at each of its batch sizes, with the baselines in the same rounds.
+
+    ``log`` receives progress: a line as each phase starts and each result comes in, and between them, at least
+    every 20 s, what runs. ``on_update`` receives the report each time it grows (the targets skipped, then each
+    batch size's rows), ``complete`` False until the last, so a caller can keep it on disk as it goes: a run
+    stopped by an error or Ctrl-C keeps what it measured.
+    """
     config.check()
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = config.threads or cpu_cores()
+    progress = Heartbeat(log)
+    update = on_update or (lambda report: None)
     with _torch_threads(threads), tempfile.TemporaryDirectory(prefix="smlp-bench-") as tmp:
-        artifacts = Path(config.artifacts) if config.artifacts else _export(config, Path(tmp), log)
+        artifacts = Path(config.artifacts) if config.artifacts else _export(config, Path(tmp), progress)
         manifest = Manifest.load(artifacts / MANIFEST_NAME)
         info = manifest.model
         torch.manual_seed(0)
         model = create_model(info.name, num_classes=info.num_classes, image_size=info.image_size)
         macs = count_macs(model)
         report = BenchReport(capture() | {"threads": threads, "device": device},
-                             BenchModel(info.name, info.image_size, macs))
+                             BenchModel(info.name, info.image_size, macs), complete=False)
         targets: list[Target] = []
         for backend, precision in _pairs(config, device):
             for found in resolve(backend, precision, model=model, artifacts=artifacts, device=device, threads=threads):
                 if isinstance(found, Skipped):
                     report.skipped.append(found)
-                    log(f"skipped {backend} {precision}: {found.reason}")
+                    progress.say(f"skipped {backend} {precision}: {found.reason}")
                 else:
                     targets.append(found)
+        update(report)
         preprocessor = Preprocessor(manifest.preprocess)
         peak_dtypes = ("fp32", "fp16") if device == "cuda" else ("fp32",)
         probes = {dtype: matmul_probe(device, dtype) for dtype in peak_dtypes}
-        report.results, peaks = _bench_targets(targets, probes, config, preprocessor, macs, report.skipped, log)
-        report.peak_gflops = {dtype: float(np.median([p[dtype] for p in peaks])) for dtype in peak_dtypes}
-    _add_speedups(report.results)
+        peaks: list[dict[str, float]] = []
+        for rows, batch_peaks in _bench_targets(targets, probes, config, preprocessor, macs, report.skipped,
+                                                progress):
+            _add_speedups(rows)
+            report.results += rows
+            peaks.append(batch_peaks)
+            report.peak_gflops = {dtype: float(np.median([p[dtype] for p in peaks])) for dtype in peak_dtypes}
+            update(report)
+    report.complete = True
     return report
 
 
@@ -120,49 +139,71 @@ def _pairs(config: BenchConfig, device: str) -> list[tuple[str, str]]:
 
 def _bench_targets(targets: list[Target], probes: dict[str, tuple[Callable[[], object], float]], config: BenchConfig,
                    preprocessor: Preprocessor, macs: int, skipped: list[Skipped],
-                   log: Callable[[str], None]) -> tuple[list[BenchRow], list[dict[str, float]]]:
-    """All targets stay loaded; at each batch size they are timed interleaved (see ``measure_interleaved``)
-    together with the matmul ``probes`` (dtype -> (call, FLOPs)), so each row's peak comes from its rounds.
-    Returns the rows and the peaks of each batch size; a target that fails to load joins ``skipped``."""
+                   progress: Heartbeat) -> Iterator[tuple[list[BenchRow], dict[str, float]]]:
+    """At each batch size, every target is loaded afresh and timed interleaved (see ``measure_interleaved``) with
+    the matmul ``probes`` (dtype -> (call, FLOPs)), so each row's peak comes from its rounds; then all are closed.
+    A session keeps the memory of every batch size it ran (ONNX Runtime's arena, OpenVINO's buffers), so targets
+    kept from batch 1 to 32 would carry batch 1's and 8's into batch 32. Yields each batch size's rows and peaks;
+    a target that fails to load joins ``skipped``."""
     by_label = {target.label: target for target in targets}
-    rows: list[BenchRow] = []
-    peaks_per_batch: list[dict[str, float]] = []
-    with contextlib.ExitStack() as stack:
-        backends: dict[str, Backend] = {}
-        for target in targets:
-            try:
-                backends[target.label] = target.load()
-            except SmlpDeployError as exc:
-                skipped.append(Skipped(target.backend, target.precision, str(exc)))
-                log(f"skipped {target.label}: {exc}")
-                continue
-            stack.callback(backends[target.label].close)
-        for batch_size in config.batch_sizes:
-            live: dict[str, Backend] = {}
-            for label, backend in backends.items():
-                if backend.max_batch_size and batch_size > backend.max_batch_size:
-                    log(f"{label}: batch {batch_size} is beyond the engine's profile ({backend.max_batch_size})")
-                else:
-                    live[label] = backend
+    unloadable: set[str] = set()
+    for batch_size in config.batch_sizes:
+        at = f"batch {batch_size}"
+        with contextlib.ExitStack() as stack:
+            live = _load(targets, batch_size, stack, unloadable, skipped, progress)
             batch = np.random.default_rng(0).standard_normal((batch_size, 3, *[preprocessor.config.input_size] * 2),
                                                              dtype=np.float32)
             calls = {label: functools.partial(backend.run, batch) for label, backend in live.items()}
-            memory = {label: _peak_memory_of(call, by_label[label]) for label, call in calls.items()}
+            progress.say(f"{at}: {len(calls)} target(s) loaded; peak memory of a first call each")
+            memory = {}
+            for label, call in calls.items():
+                progress.beat(f"{at}: first call: {label}")
+                memory[label] = _peak_memory_of(call, by_label[label])
             device_times: dict[str, list[DeviceTimes]] = {label: [] for label in calls}
             timed: dict[str, Callable[[], object]] = {**calls}
             timed |= {f"matmul {d}": call for d, (call, _) in probes.items()}
-            latencies = config.measure(timed, functools.partial(_record_device_times, live, device_times))
+            progress.say(f"{at}: timing {len(timed)} calls in rounds ({config.warmup} warm-up calls each)")
+            latencies = config.measure(timed, functools.partial(_record_device_times, live, device_times),
+                                       functools.partial(_beat, progress, at))
             peaks = {d: flops / (latencies.pop(f"matmul {d}").summary().p50 * 1e-3) / 1e9
                      for d, (_, flops) in probes.items()}
-            peaks_per_batch.append(peaks)
-            e2e = _end_to_end(live, preprocessor, batch_size, config) if config.end_to_end else {}
+            e2e = _end_to_end(live, preprocessor, batch_size, config, progress) if config.end_to_end else {}
+            rows = []
             for label, latency in latencies.items():
                 row = _row(by_label[label], batch_size, latency.summary(), macs, peaks, memory[label], e2e.get(label),
                            _median_times(device_times[label]))
-                log(f"{label:<32} batch {batch_size:>3}: p50 {row.latency_ms.p50:8.2f} ms "
-                    f"({row.throughput_ips:8.1f} img/s, {row.peak_fraction:.0%} of matmul peak)")
+                progress.say(f"{label:<32} batch {batch_size:>3}: p50 {row.latency_ms.p50:8.2f} ms "
+                             f"({row.throughput_ips:8.1f} img/s, {row.peak_fraction:.0%} of matmul peak)")
                 rows.append(row)
-    return rows, peaks_per_batch
+        yield rows, peaks
+
+
+def _beat(progress: Heartbeat, at: str, what: str) -> None:
+    progress.beat(f"{at}: {what}")
+
+
+def _load(targets: list[Target], batch_size: int, stack: contextlib.ExitStack, unloadable: set[str],
+          skipped: list[Skipped], progress: Heartbeat) -> dict[str, Backend]:
+    """The targets that load and take ``batch_size``, by label, each closed when ``stack`` closes."""
+    live: dict[str, Backend] = {}
+    for target in targets:
+        if target.label in unloadable:
+            continue
+        progress.beat(f"batch {batch_size}: loading {target.label}")
+        try:
+            backend = target.load()
+        except SmlpDeployError as exc:
+            unloadable.add(target.label)
+            skipped.append(Skipped(target.backend, target.precision, str(exc)))
+            progress.say(f"skipped {target.label}: {exc}")
+            continue
+        stack.callback(backend.close)
+        if backend.max_batch_size and batch_size > backend.max_batch_size:
+            progress.say(f"{target.label}: batch {batch_size} is beyond the engine's profile "
+                         f"({backend.max_batch_size})")
+        else:
+            live[target.label] = backend
+    return live
 
 
 def _record_device_times(live: dict[str, Backend], device_times: dict[str, list[DeviceTimes]], label: str,
@@ -195,8 +236,8 @@ def _row(target: Target, batch_size: int, latency: LatencyStats, macs: int, peak
     )
 
 
-def _end_to_end(backends: dict[str, Backend], preprocessor: Preprocessor, batch_size: int,
-                config: BenchConfig) -> dict[str, EndToEnd]:
+def _end_to_end(backends: dict[str, Backend], preprocessor: Preprocessor, batch_size: int, config: BenchConfig,
+                progress: Heartbeat) -> dict[str, EndToEnd]:
     """JPEG bytes -> top-5 (decode + preprocess + inference) per target, and the share of it spent decoding and
     preprocessing, from the timed calls' own split of their time (so the share is below 1 by construction)."""
     photos = _jpeg_photos()
@@ -211,7 +252,9 @@ def _end_to_end(backends: dict[str, Backend], preprocessor: Preprocessor, batch_
 
     splits: dict[str, list[tuple[float, float]]] = {label: [] for label in backends}
     calls = {label: functools.partial(classify, backend) for label, backend in backends.items()}
-    latencies = config.measure(calls, lambda label, split: splits[label].append(split))
+    progress.say(f"batch {batch_size}: end to end, JPEG bytes to top-5")
+    latencies = config.measure(calls, lambda label, split: splits[label].append(split),
+                               functools.partial(_beat, progress, f"batch {batch_size}: end to end"))
     results = {}
     for label, latency in latencies.items():
         total = latency.summary().p50
@@ -243,8 +286,8 @@ def _add_speedups(results: list[BenchRow]) -> None:
 def _peak_memory_of(call: Callable[[], object], target: Target) -> tuple[float | None, float | None]:
     """Peak memory over one call (the first at a batch size, the one that grows the arenas), in MiB: host, GPU.
 
-    Host: the process's peak RSS; every target is loaded, so a row also counts the arenas of the targets
-    measured before it. GPU: what torch's allocator added during the call, for PyTorch targets only (the
+    Host: the process's peak RSS; every target of the batch size is loaded, so a row also counts the arenas of
+    the targets measured before it. GPU: what torch's allocator added during the call, for PyTorch targets only (the
     allocator does not see TensorRT's or ONNX Runtime's memory, nor would the figure be theirs)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak RSS (VmHWM)
@@ -269,10 +312,10 @@ def _rss_mib(field: str) -> float | None:
     return None
 
 
-def _export(config: BenchConfig, out: Path, log: Callable[[str], None]) -> Path:
+def _export(config: BenchConfig, out: Path, progress: Heartbeat) -> Path:
     from ..export.pipeline import export_model
 
     precisions = tuple(p for p in ("fp32", "fp16") if p == "fp32" or p in config.precisions)
-    log(f"exporting {config.variant} ({', '.join(precisions)}) to a temporary directory ...")
-    export_model(config.variant, precisions=precisions, out_dir=out, quiet=True)
+    with progress.ticking(f"exporting {config.variant} ({', '.join(precisions)}) to a temporary directory ..."):
+        export_model(config.variant, precisions=precisions, out_dir=out, quiet=True)
     return out

@@ -64,6 +64,7 @@ def measure_interleaved(
     block: int = BLOCK,
     sync: Callable[[], None] = lambda: None,
     on_result: Callable[[str, R], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Latency]:
     """Time several callables in rounds: each in turn makes ``block`` timed calls, after one untimed call
     whenever there is more than one callable.
@@ -73,11 +74,14 @@ def measure_interleaved(
     backend ran is slow (up to 1.4x on a 2-core CPU: the other's thread pool still holds the cores, its data
     the caches). ``iters`` is the number of timed calls per callable; otherwise each callable is timed until
     its timed calls add up to ``duration_s`` (at least MIN_ITERS calls). ``on_result`` receives the name and
-    return value of every timed call, for figures taken inside the calls.
+    return value of every timed call, for figures taken inside the calls; ``progress`` what starts next
+    (``"warm-up: NAME"``, ``"round 2: NAME"``), between calls, never inside a timed one.
     """
     if not calls:
         raise ValueError("measure_interleaved needs at least one callable")
-    for call in calls.values():
+    say = progress or (lambda what: None)
+    for name, call in calls.items():
+        say(f"warm-up: {name}")
         for _ in range(warmup):
             call()
     sync()
@@ -91,10 +95,13 @@ def measure_interleaved(
             return min(block, wanted - done)
         return block if iters is None and spent_ms[name] < duration_s * 1e3 else 0
 
+    rounds = 0
     while any(more(name) for name in calls):
+        rounds += 1
         for name, call in calls.items():
             if not (count := more(name)):
                 continue
+            say(f"round {rounds}: {name}")
             if len(calls) > 1:
                 call()
                 sync()

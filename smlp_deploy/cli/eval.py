@@ -14,6 +14,7 @@ from ..progress import format_table
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..runtime.classifier import Classifier
 from .common import positive_int, run_main
+from .requires import require_backend
 
 FLAGS = {"data": "--data", "device": "--device", "backend": "--backend", "sorted_order": "--sorted-classes",
          "allow_unlisted": "--allow-unlisted", "precision": "--precision"}
@@ -46,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    require_backend("backend", args.backend)
     folder = LabeledFolder.scan(args.data)
     classifiers = [Classifier(path, backend=args.backend, device=args.device, threads=args.threads,
                               allow_unlisted=args.allow_unlisted, precision=args.precision)

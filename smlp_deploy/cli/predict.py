@@ -20,12 +20,13 @@ from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..runtime.classifier import Classifier, Prediction
 from .common import positive_int, run_main
 from .noise import library_chatter_to_file
+from .requires import require_backend, require_extra
 
 FLAGS = {"backend": "--backend", "device": "--device", "max_batch_size": "--batch-size", "topk": "--topk",
          "allow_unlisted": "--allow-unlisted", "jpeg_draft": "--jpeg-draft", "images": "IMAGES",
          "batch_size": "--batch-size", "output": "--output", "resume": "--resume", "replicas": "--replicas",
          "gpus_per_replica": "--gpus-per-replica", "cpus_per_replica": "--cpus-per-replica", "address": "--address",
-         "verbose": "--verbose", "precision": "--precision"}
+         "verbose": "--verbose", "precision": "--precision", "ray": "--ray"}
 RAY_FLAGS = ("output", "resume", "replicas", "gpus_per_replica", "cpus_per_replica", "address", "verbose")
 
 
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     given = [FLAGS[name] for name in RAY_FLAGS if getattr(args, name) not in (None, False)]
     if given:
         p.error(f"{', '.join(given)}: only with --ray")
+    require_backend("backend", args.backend)
     files, unusable = expand(args.images)
     if not files:
         raise InputError(f"no images to classify: {'; '.join(why for _, why in unusable)}", parameter="images")
@@ -143,6 +145,9 @@ def run_on_ray(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         p.error("--ray takes one folder or list file and --output")
     if args.address is None:  # Ray reads this at import: the local instance then listens on 127.0.0.1 only
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    require_extra("ray", "ray")
+    if args.address is None:  # a cluster's workers have their own libraries
+        require_backend("backend", args.backend)
     from ..batch.pipeline import predict_dataset
 
     with nullcontext() if args.verbose else library_chatter_to_file("ray"):

@@ -15,10 +15,12 @@ from types import FrameType
 from typing import NoReturn
 
 from ..artifacts import ARTIFACTS
+from ..environment import find_tritonserver
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
 from ..serving.repository import TritonRepository, write_triton_repository
 from ..serving.server import LocalTritonServer
 from .common import positive_int, run_main
+from .requires import require_backend
 
 FLAGS = {"export_dir": "EXPORT_DIR", "name": "--name", "artifact": "--artifact", "instances": "--instances",
          "max_batch_size": "--max-batch-size", "max_queue_delay_us": "--max-queue-delay-us",
@@ -51,6 +53,8 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    find_tritonserver()  # the server, and the backend its models run, before the repository is written
+    require_backend("classifier_backend", args.backend)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a service manager's stop is a Ctrl-C here
     try:
         with tempfile.TemporaryDirectory(prefix="smlp-serve-") as scratch:
