@@ -2,11 +2,11 @@
 choice asked: what each remedy reached, the artifacts' parity, the search's cost.
 
 The fixture (tests/outliers.py): the digits model (``smlp_deploy/samples/smlpnet_digits.pth``, 64 px) with 2
-channels per channel MLP rescaled by ``k`` (LayerNorm's affine times k, fc1's input column over k: FP32 unchanged), channels
-drawn by ``--seeds``. Each case is one ``export_model`` call, as ``smlp-export`` makes it: both INT8 forms (and
-FP8 with ``--fp8``), 256 calibration images of the train split, the budget judged on the 450 held-out images
-(``eval_dir``), no engines. ``--int8-floor`` sets the INT8 parity gate's cosine floor for the run (the export's
-own is ``export.parity.THRESHOLDS``), to see what a stricter gate asks of the remedies. Each case runs in a fresh
+channels per channel MLP rescaled by ``k`` (LayerNorm's affine times k, fc1's input column over k: FP32 unchanged),
+channels drawn by ``--seeds``. Each case is one ``export_model`` call, as ``smlp-export`` makes it: both INT8 forms
+(and FP8 with ``--fp8``), 256 calibration images of the train split, the budget judged on the 450 held-out images
+(``eval_dir``), no engines. ``--int8-floor`` sets the INT8 parity gate's cosine floor for the run (the export's own
+is ``export.parity.THRESHOLDS``), to see what a stricter gate asks of the remedies. Each case runs in a fresh
 process: ``seconds`` is the whole export, ``peak_mib`` the process's peak resident memory::
 
     .venv/bin/python docs/benchmarks/budgeted_export.py --k 100 150 250 1000 --seeds 0 1 2 --fp8 \\

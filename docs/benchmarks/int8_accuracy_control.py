@@ -2,10 +2,10 @@
 ``quantize_with_accuracy_control``.
 
 The fixture (tests/outliers.py): the digits model (``smlp_deploy/samples/smlpnet_digits.pth``, 64 px) with 2
-channels per channel MLP rescaled by ``k`` (LayerNorm's affine times k, fc1's input column over k: FP32 unchanged). Every tool
-gets the same FP32 ONNX file (the export's own ``model.onnx`` of the fixture), the same 256 calibration images
-(drawn from the train split as ``smlp-export`` draws them, seed 0) and the same budget: at most 0.5 point of top-1
-below FP32 on the 450 held-out images, which are also what each search validates on. Rows:
+channels per channel MLP rescaled by ``k`` (LayerNorm's affine times k, fc1's input column over k: FP32 unchanged).
+Every tool gets the same FP32 ONNX file (the export's own ``model.onnx`` of the fixture), the same 256 calibration
+images (drawn from the train split as ``smlp-export`` draws them, seed 0) and the same budget: at most 0.5 point of
+top-1 below FP32 on the 450 held-out images, which are also what each search validates on. Rows:
 
 * ``int8``: every layer quantized (the export today), TensorRT form and CPU form, fp32 float parts;
 * ``smoothing``: calibration/smoothing.py, then calibrated and quantized again;
