@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from smlp_deploy.cli.export import entry_point, main
+from smlp_deploy.cli.export import entry_point, main, parser
 from smlp_deploy.errors import BackendUnavailableError, ParityError
 from smlp_deploy.export import BatchProfile, BuildOptions, build_from_onnx, export_model
 from smlp_deploy.export.onnx_graph import op_counts
@@ -19,6 +20,7 @@ from smlp_deploy.runtime.backends import OnnxRuntimeBackend
 from smlp_deploy.tensorrt.flavours import FLAVOURS, TENSORRT
 
 from .conftest import assert_steps_counted
+from .reliability import snapshot
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +139,36 @@ def test_rerun_into_the_same_directory(tmp_path):
     assert [a.path for a in second.manifest.artifacts] == ["model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.onnx", "verification.npz"]
     assert first.manifest.artifacts[0].sha256 == second.manifest.artifacts[0].sha256
+
+
+def test_replacing_the_default_folders_export_is_announced_before_any_work(tmp_path, capsys, monkeypatch):
+    """The README's examples run one after another write to exports/<model>/: the second says, before its first
+    step, which files of the first it will replace (issue 33); an export into a folder the user named does not."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["--variant", "test", "--image-size", "64", "--fp16"]) == 0
+    first = snapshot(tmp_path / "exports" / "smlpnet_test")
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning raised: nothing may have been done before it
+        with pytest.raises(UserWarning) as warned:
+            main(["--variant", "test", "--image-size", "64", "--flavour", "none"])
+    assert str(warned.value) == ("this export replaces the one in exports/smlpnet_test (model.onnx, model.fp16.onnx, "
+                                 "engine.fp16.rtx.plan) once it passes its checks; give --out DIR to keep that one")
+    assert capsys.readouterr().err == "" and snapshot(tmp_path / "exports" / "smlpnet_test") == first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder named with --out is the user's choice: no word
+        export_model("test", image_size=64, out_dir=tmp_path / "exports" / "smlpnet_test", flavours=(), quiet=True)
+
+
+def test_export_help_groups_its_options():
+    """smlp-export --help in the groups a user looks for (issue 33), every option in one of them."""
+    groups = {g.title: [a.option_strings[0] for a in g._group_actions] for g in parser()._action_groups}
+    assert list(groups) == ["positional arguments", "options", "model", "precisions", "calibration", "verification",
+                            "engines", "output"]
+    assert groups["options"] == ["-h"] and groups["positional arguments"] == []
+    assert groups["precisions"] == ["--fp32", "--fp16", "--int8", "--fp8"]
+    assert "--max-top1-drop" in groups["verification"] and "--from-onnx" in groups["engines"]
+    assert groups["output"] == ["--out", "--quiet"]
 
 
 def test_cli_summary_and_errors(tmp_path, capsys, monkeypatch):

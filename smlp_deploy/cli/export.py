@@ -42,77 +42,97 @@ def parser() -> argparse.ArgumentParser:
         "TensorRT for RTX builds its engines on any machine (no GPU needed); TensorRT builds on the GPU the engine "
         "is for. A flavour that cannot build here is skipped, and the commands that finish it are printed.",
     )
-    p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS) + sorted(ALIASES),
-                   help="model (default: tiny)")
-    p.add_argument("--checkpoint", type=Path, help="authors' .pth or a state dict; random weights if omitted")
-    p.add_argument("--image-size", type=int, default=224, help="square input side, a multiple of 32 (default: 224)")
-    p.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default: 1000)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default: {DEFAULT_OPSET})")
-    p.add_argument("--out", type=Path, help="output directory (default: exports/<model name>/)")
-    p.add_argument("--fp32", action="store_true", help="FP32 artifacts (the default when no precision is given)")
-    p.add_argument("--fp16", action="store_true", help="mixed-precision FP16 artifacts (float32 I/O)")
-    p.add_argument("--int8", action="store_true", help="INT8 Q/DQ model calibrated on --calib-dir (float parts fp16 "
-                   "when --fp16 is also given: the usual fastest engine)")
-    p.add_argument("--fp8", action="store_true", help="FP8 (E4M3) Q/DQ model calibrated on --calib-dir, for GPUs of "
-                   "compute capability 8.9 and later (float parts fp16 when --fp16 is also given)")
-    p.add_argument("--calib-dir", type=Path, metavar="DIR", help="folder of calibration images (searched recursively)")
-    p.add_argument("--calib-samples", type=positive_int, default=DEFAULT_SAMPLES, metavar="N",
-                   help=f"calibration images drawn from --calib-dir (default: {DEFAULT_SAMPLES})")
-    p.add_argument("--calib-method", choices=sorted(METHODS),
-                   help=f"activation range method (default: {DEFAULT_METHOD} for INT8, {FP8_DEFAULT_METHOD} for FP8, "
-                   f"which takes {' or '.join(FP8_METHODS)})")
-    p.add_argument("--calib-cache", type=Path, metavar="PATH",
-                   help="calibration cache, reused when model, preprocessing, images and method match (default: "
-                   f"{Int8Options.cache_name} for INT8, {Fp8Options.cache_name} for FP8, in the output directory)")
-    p.add_argument("--int8-target", default="tensorrt", choices=sorted(TARGETS) + ["both"],
-                   help="tensorrt: model.int8.onnx for TensorRT (default); cpu: model.int8.cpu.onnx, the form for "
-                   "CPUs (OpenVINO runs it as fused int8 kernels; ONNX Runtime runs it too); both")
-    p.add_argument("--eval-dir", type=Path, metavar="DIR",
-                   help="labeled image folder (one subfolder per class): add top-1/top-5 of every artifact")
-    budget = p.add_mutually_exclusive_group()
+    model = p.add_argument_group("model", "the network exported, and the reference it is checked against")
+    model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS) + sorted(ALIASES),
+                       help="model (default: tiny)")
+    model.add_argument("--checkpoint", type=Path, help="authors' .pth or a state dict; random weights if omitted")
+    model.add_argument("--image-size", type=int, default=224,
+                       help="square input side, a multiple of 32 (default: 224)")
+    model.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default: 1000)")
+    model.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                       help=f"ONNX opset, >= 17 (default: {DEFAULT_OPSET})")
+    model.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    model.add_argument("--seed", type=int, default=0, help="seed for random weights, random verification inputs "
+                       "and the calibration sample (default: 0)")
+
+    precisions = p.add_argument_group("precisions", "the artifacts written (FP32 when none is given)")
+    precisions.add_argument("--fp32", action="store_true",
+                            help="FP32 artifacts (the default when no precision is given)")
+    precisions.add_argument("--fp16", action="store_true", help="mixed-precision FP16 artifacts (float32 I/O)")
+    precisions.add_argument("--int8", action="store_true", help="INT8 Q/DQ model calibrated on --calib-dir (float "
+                            "parts fp16 when --fp16 is also given: the usual fastest engine)")
+    precisions.add_argument("--fp8", action="store_true", help="FP8 (E4M3) Q/DQ model calibrated on --calib-dir, for "
+                            "GPUs of compute capability 8.9 and later (float parts fp16 when --fp16 is also given)")
+
+    calibration = p.add_argument_group("calibration", "the images and method INT8 and FP8 are calibrated with")
+    calibration.add_argument("--calib-dir", type=Path, metavar="DIR",
+                             help="folder of calibration images (searched recursively)")
+    calibration.add_argument("--calib-samples", type=positive_int, default=DEFAULT_SAMPLES, metavar="N",
+                             help=f"calibration images drawn from --calib-dir (default: {DEFAULT_SAMPLES})")
+    calibration.add_argument("--calib-method", choices=sorted(METHODS),
+                             help=f"activation range method (default: {DEFAULT_METHOD} for INT8, "
+                             f"{FP8_DEFAULT_METHOD} for FP8, which takes {' or '.join(FP8_METHODS)})")
+    calibration.add_argument("--calib-cache", type=Path, metavar="PATH",
+                             help="calibration cache, reused when model, preprocessing, images and method match "
+                             f"(default: {Int8Options.cache_name} for INT8, {Fp8Options.cache_name} for FP8, in the "
+                             "output directory)")
+    calibration.add_argument("--int8-target", default="tensorrt", choices=sorted(TARGETS) + ["both"],
+                             help="tensorrt: model.int8.onnx for TensorRT (default); cpu: model.int8.cpu.onnx, the "
+                             "form for CPUs (OpenVINO runs it as fused int8 kernels; ONNX Runtime runs it too); both")
+
+    verification = p.add_argument_group("verification", "beyond the parity with PyTorch every artifact is held to: "
+                                        "accuracy, OpenVINO, an accuracy budget")
+    verification.add_argument("--eval-dir", type=Path, metavar="DIR", help="labeled image folder (one subfolder per "
+                              "class): add top-1/top-5 of every artifact")
+    verification.add_argument("--openvino", action="store_true",
+                              help="also run each ONNX file on OpenVINO in FP32 and, where the CPU has bf16 "
+                              "instructions, bf16, and record its parity (bf16 held to the FP16 thresholds; the INT8 "
+                              "CPU form against ONNX Runtime); needs the openvino extra")
+    budget = verification.add_mutually_exclusive_group()
     budget.add_argument("--max-top1-drop", type=float, metavar="POINTS",
                         help="make --int8/--fp8 within an accuracy budget: at most POINTS of top-1 below FP32 on "
                         "--eval-dir, by smoothing activation outliers, then keeping the fewest layers in float; the "
                         "export fails, saying what it reached, where it cannot")
     budget.add_argument("--min-agreement", type=float, metavar="PCT",
                         help="the other budget: at least PCT%% of held-out images get FP32's top-1 (--holdout-dir)")
-    p.add_argument("--holdout-dir", type=Path, metavar="DIR",
-                   help="unlabeled images --min-agreement is judged on, calibration images among them left out "
-                   "(default: the images of --calib-dir that calibration did not draw)")
-    p.add_argument("--budget-images", type=positive_int, default=DEFAULT_IMAGES, metavar="N",
-                   help=f"at most N images, drawn from --eval-dir or --holdout-dir, judge the budget (default: "
-                   f"{DEFAULT_IMAGES})")
-    p.add_argument("--max-float-layers", type=int, metavar="N",
-                   help="at most N layers kept in float to meet the budget (default: a tenth of the quantized "
-                   "layers; 0: smoothing only)")
-    p.add_argument("--openvino", action="store_true",
-                   help="also run each ONNX file on OpenVINO in FP32 and, where the CPU has bf16 instructions, bf16, "
-                   "and record its parity (bf16 held to the FP16 thresholds; the INT8 CPU form against ONNX "
-                   "Runtime); needs the openvino extra")
-    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
-    p.add_argument("--batch", default="1:8:32", type=BatchProfile.parse, metavar="MIN:OPT:MAX",
-                   help="engine batch profile (default: 1:8:32)")
-    p.add_argument("--workspace", type=positive_int, default=4096, metavar="MIB",
-                   help="TensorRT workspace limit (default: 4096)")
-    p.add_argument("--opt-level", type=int, default=3, choices=range(6),
-                   help="TensorRT builder optimization level (default: 3)")
-    p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache, reused across builds "
-                   "(default: timing.cache in the output directory)")
-    p.add_argument("--flavour", type=_flavours, metavar="NAME[,NAME]",
-                   help=f"TensorRT flavours to build engines with: {', '.join(FLAVOURS)}, or none (default: every "
-                   "flavour that can build here; the others are skipped with the commands that finish them)")
-    p.add_argument("--compute-capability", type=_names, metavar="CC[,CC]",
-                   help=f"GPUs {TENSORRT_RTX.title} engines are built for, e.g. 8.6,8.9 (default: the library's own "
-                   f"set, {', '.join(TENSORRT_RTX.runs_on)})")
-    p.add_argument("--require-engine", action="store_true", help="fail if no TensorRT engine can be built here")
-    p.add_argument("--from-onnx", type=Path, metavar="EXPORT_DIR",
-                   help="build the engines an earlier export planned (TensorRT on a GPU host; TensorRT for RTX "
-                   "anywhere), verifying those this machine's GPU runs")
-    p.add_argument("--verify-engines", type=Path, metavar="EXPORT_DIR",
-                   help="on a GPU: check the parity of every engine of an export that runs here, and record it")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed for random weights, random verification inputs and the calibration sample (default: 0)")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    verification.add_argument("--holdout-dir", type=Path, metavar="DIR",
+                              help="unlabeled images --min-agreement is judged on, calibration images among them "
+                              "left out (default: the images of --calib-dir that calibration did not draw)")
+    verification.add_argument("--budget-images", type=positive_int, default=DEFAULT_IMAGES, metavar="N",
+                              help="at most N images, drawn from --eval-dir or --holdout-dir, judge the budget "
+                              f"(default: {DEFAULT_IMAGES})")
+    verification.add_argument("--max-float-layers", type=int, metavar="N",
+                              help="at most N layers kept in float to meet the budget (default: a tenth of the "
+                              "quantized layers; 0: smoothing only)")
+
+    engines = p.add_argument_group("engines", "TensorRT engines: how they are built, or those of an earlier export")
+    engines.add_argument("--batch", default="1:8:32", type=BatchProfile.parse, metavar="MIN:OPT:MAX",
+                         help="engine batch profile (default: 1:8:32)")
+    engines.add_argument("--workspace", type=positive_int, default=4096, metavar="MIB",
+                         help="TensorRT workspace limit (default: 4096)")
+    engines.add_argument("--opt-level", type=int, default=3, choices=range(6),
+                         help="TensorRT builder optimization level (default: 3)")
+    engines.add_argument("--timing-cache", type=Path, help="TensorRT timing cache, reused across builds "
+                         "(default: timing.cache in the output directory)")
+    engines.add_argument("--flavour", type=_flavours, metavar="NAME[,NAME]",
+                         help=f"TensorRT flavours to build engines with: {', '.join(FLAVOURS)}, or none (default: "
+                         "every flavour that can build here; the others are skipped with the commands that finish "
+                         "them)")
+    engines.add_argument("--compute-capability", type=_names, metavar="CC[,CC]",
+                         help=f"GPUs {TENSORRT_RTX.title} engines are built for, e.g. 8.6,8.9 (default: the "
+                         f"library's own set, {', '.join(TENSORRT_RTX.runs_on)})")
+    engines.add_argument("--require-engine", action="store_true",
+                         help="fail if no TensorRT engine can be built here")
+    engines.add_argument("--from-onnx", type=Path, metavar="EXPORT_DIR",
+                         help="build the engines an earlier export planned (TensorRT on a GPU host; TensorRT for RTX "
+                         "anywhere), verifying those this machine's GPU runs")
+    engines.add_argument("--verify-engines", type=Path, metavar="EXPORT_DIR",
+                         help="on a GPU: check the parity of every engine of an export that runs here, and record it")
+
+    output = p.add_argument_group("output")
+    output.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: exports/<model name>/, and an export "
+                        "there is replaced whole, with a warning first)")
+    output.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
 
 

@@ -8,6 +8,7 @@ staging folder that replaces the export folder, whole, when all of them have pas
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -94,6 +95,8 @@ def export_model(
     name = resolve_name(variant)
     out = Path(out_dir or Path("exports") / name)
     check_export_target(out)
+    if out_dir is None:
+        announce_replacing(out)
     job = ExportJob(out, build, quiet, engine_plans=engines, openvino=on_openvino)
 
     weights = f"checkpoint {checkpoint}" if checkpoint else f"random weights, seed {seed}"
@@ -177,6 +180,15 @@ def _calibration_options(precision: str, precisions: tuple[str, ...], options: O
                          f"{precision}_options={type_name}(calib_dir)", parameter=f"{precision}_options")
     options.check()
     return options
+
+
+def announce_replacing(out: Path) -> None:
+    """Say, before any work, which earlier export in the default folder this one will replace: someone following the
+    README's examples one after another would otherwise lose the first export's files without a word."""
+    if (out / MANIFEST_NAME).is_file():
+        held = [name for name in ARTIFACTS if (out / name).is_file()]
+        warnings.warn(f"this export replaces the one in {out} ({', '.join(held) or 'no artifacts'}) once it passes "
+                      "its checks; give --out DIR to keep that one", stacklevel=3)
 
 
 def check_export_target(out: Path) -> None:
