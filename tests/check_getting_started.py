@@ -3,7 +3,8 @@
 Each code block of the page's "A first run" section that holds commands is run in order, in the repository's root,
 with `.venv/bin` first on PATH (as `source .venv/bin/activate` would); the block after it, where there is one,
 is the output the page shows, and the commands' output must match it line for line. In the page's output, a line
-`...` stands for any lines, and `...` inside a line for any text; warnings (stderr) are part of what is shown.
+`...` stands for any lines, and `...` inside a line for any text; a table's padding and rules may be of any width;
+warnings (stderr) are part of what is shown.
 
     make export && .venv/bin/python tests/check_getting_started.py
 """
@@ -41,8 +42,15 @@ def matches(expected: list[str], actual: list[str]) -> bool:
     head, rest = expected[0], expected[1:]
     if head.strip() == "...":
         return any(matches(rest, actual[i:]) for i in range(len(actual) + 1))
-    pattern = ".*".join(re.escape(part) for part in head.rstrip().split("...")) + r"\s*"
+    pattern = ".*".join(_literal(part) for part in head.rstrip().split("...")) + r"\s*"
     return bool(actual) and re.fullmatch(pattern, actual[0].rstrip()) is not None and matches(rest, actual[1:])
+
+
+def _literal(text: str) -> str:
+    """``text`` as a pattern whose table padding (2 or more spaces) and rules (3 or more dashes) may be of any width:
+    a column is as wide as its longest cell, and the photos' paths are as long as where the clone lies."""
+    return "".join(r" {2,}" if re.fullmatch(r" {2,}", piece) else r"-{3,}" if re.fullmatch(r"-{3,}", piece)
+                   else re.escape(piece) for piece in re.split(r"( {2,}|-{3,})", text))
 
 
 def main() -> int:

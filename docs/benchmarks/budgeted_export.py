@@ -5,9 +5,10 @@ The fixture (tests/outliers.py): the digits model (``smlp_deploy/samples/smlpnet
 channels per channel MLP rescaled by ``k`` (LayerNorm's affine times k, fc1's input column over k: FP32 unchanged),
 channels drawn by ``--seeds``. Each case is one ``export_model`` call, as ``smlp-export`` makes it: both INT8 forms
 (and FP8 with ``--fp8``), 256 calibration images of the train split, the budget judged on the 450 held-out images
-(``eval_dir``), no engines. ``--int8-floor`` sets the INT8 parity gate's cosine floor for the run (the export's own
-is ``export.parity.THRESHOLDS``), to see what a stricter gate asks of the remedies. Each case runs in a fresh
-process: ``seconds`` is the whole export, ``peak_mib`` the process's peak resident memory::
+(``eval_dir``), no engines (``--targets tensorrt``: the TensorRT form alone). ``--int8-floor`` sets the INT8 parity
+gate's cosine floor for the run (the export's own is ``export.parity.THRESHOLDS``), to see what a stricter gate asks
+of the remedies. Each case runs in a fresh process: ``seconds`` is the whole export, ``peak_mib`` the process's peak
+resident memory::
 
     .venv/bin/python docs/benchmarks/budgeted_export.py --k 100 150 250 1000 --seeds 0 1 2 --fp8 \\
         --json docs/benchmarks/budgeted-export-digits.json
@@ -34,7 +35,7 @@ def peak_mib() -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
-def case(root: Path, k: float, seed: int, fp8: bool, floor: float | None) -> dict:
+def case(root: Path, k: float, seed: int, fp8: bool, floor: float | None, targets: tuple[str, ...]) -> dict:
     """One budgeted export of the fixture for ``k`` and channel seed ``seed``, in this process."""
     from smlp_deploy import AccuracyBudget
     from smlp_deploy.errors import SmlpDeployError
@@ -57,7 +58,7 @@ def case(root: Path, k: float, seed: int, fp8: bool, floor: float | None) -> dic
     try:
         result = export_model("test", checkpoint=checkpoint, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
                               precisions=precisions, out_dir=root / f"export-k{k:g}-s{seed}", flavours=(),
-                              int8_options=Int8Options(root / "digits" / "train", targets=("tensorrt", "cpu")),
+                              int8_options=Int8Options(root / "digits" / "train", targets=targets),
                               fp8_options=Fp8Options(root / "digits" / "train") if fp8 else None,
                               eval_dir=root / "digits" / "test", budget=AccuracyBudget(max_top1_drop=BUDGET_POINTS),
                               quiet=True)
@@ -77,11 +78,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="channel choices")
     parser.add_argument("--fp8", action="store_true", help="FP8 too")
     parser.add_argument("--int8-floor", type=float, help="the INT8 parity gate's cosine floor for this run")
+    parser.add_argument("--targets", nargs="+", default=["tensorrt", "cpu"], help="the INT8 forms exported")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--case", nargs=3, metavar=("ROOT", "K", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(case(Path(args.case[0]), float(args.case[1]), int(args.case[2]), args.fp8, args.int8_floor)))
+        print(json.dumps(case(Path(args.case[0]), float(args.case[1]), int(args.case[2]), args.fp8, args.int8_floor,
+                              tuple(args.targets))))
         return
     from tests.digits import write_digits
 
@@ -92,6 +95,7 @@ def main() -> None:
             for seed in args.seeds:
                 command = [sys.executable, __file__, "--case", tmp, str(k), str(seed)]
                 command += ["--fp8"] * args.fp8 + (["--int8-floor", str(args.int8_floor)] if args.int8_floor else [])
+                command += ["--targets", *args.targets]
                 done = subprocess.run(command, capture_output=True, text=True, check=True)
                 results.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(json.dumps(summary(results[-1])), flush=True)
