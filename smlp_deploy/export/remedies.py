@@ -16,8 +16,8 @@ For each calibrated precision, in this order:
 
 Where smoothing changed the graph, each form is also quantized from model.onnx, calibrated again (uncached), so
 that the manifest holds the metric before any remedy. Smoothing before fallback: on the outlier fixture smoothing
-alone met a 0.5 point budget in every case measured, and fallback alone left worst logit cosines of 0.63-0.94
-(docs/calibration.md).
+alone met a 0.5 point budget in every case measured, and fallback alone left worst logit cosines of 0.85-0.92
+(docs/accuracy.md).
 """
 
 from __future__ import annotations
