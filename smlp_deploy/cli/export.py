@@ -130,8 +130,8 @@ def parser() -> argparse.ArgumentParser:
                          help="on a GPU: check the parity of every engine of an export that runs here, and record it")
 
     output = p.add_argument_group("output")
-    output.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: exports/<model name>/, and an export "
-                        "there is replaced whole, with a warning first)")
+    output.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: exports/<model name>/, "
+                        "and an export there is replaced whole, with a warning first)")
     output.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
 
