@@ -20,6 +20,8 @@ from smlp_deploy.bench.timing import measure, measure_interleaved
 from smlp_deploy.cli.bench import entry_point
 from smlp_deploy.errors import InputError
 
+from .reliability import CTRL_C_AS_IN_A_TERMINAL
+
 
 @pytest.fixture(scope="module")
 def artifacts(every_precision_64):
@@ -87,8 +89,9 @@ def test_cli_writes_table_json_csv_and_plot(artifacts, tmp_path, capsys, monkeyp
 def test_a_stopped_run_keeps_what_it_measured(artifacts, tmp_path, capsys, monkeypatch):
     """Ctrl-C once the first rows are in: the JSON the first line named (here the default, in the working folder)
     holds every row measured, marked partial, and --from-json redraws it: table, CSV, plot."""
-    script = "import sys; from smlp_deploy.cli.bench import entry_point; sys.argv[0] = 'smlp-bench'; " \
-             "sys.exit(entry_point())"
+    # Ctrl-C as a terminal gives it: a suite started in the background (nohup, `make test &`) ignores SIGINT
+    script = CTRL_C_AS_IN_A_TERMINAL + "import sys; from smlp_deploy.cli.bench import entry_point; " \
+        "sys.argv[0] = 'smlp-bench'; sys.exit(entry_point())"
     sizes = ",".join(str(n) for n in range(1, 33))  # far more than the run reaches before it is stopped
     argv = ["--artifacts", str(artifacts), "--backends", "onnxruntime", "--batch-sizes", sizes, "--device", "cpu",
             "--threads", "1", "--warmup", "1", "--iters", "5"]
