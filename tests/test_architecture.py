@@ -183,3 +183,20 @@ def test_redrawing_a_saved_benchmark_loads_no_torch(tmp_path):
               "print(sorted(m for m in ('torch', 'onnxruntime', 'smlp_deploy.models.smlpnet') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]" and (tmp_path / "r.csv").stat().st_size > 0
+
+
+def test_every_benchmark_script_imports_names_the_package_has():
+    """docs/benchmarks/ runs by hand, outside the suite: a module split (issue 29 moved cpu_features) must not leave
+    a script that fails at its first line when someone reruns a figure."""
+    import importlib
+
+    scripts = sorted((Path(__file__).resolve().parent.parent / "docs" / "benchmarks").glob("*.py"))
+    missing = []
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("smlp_deploy"):
+                module = importlib.import_module(node.module)
+                missing += [f"{script.name}:{node.lineno} {node.module}.{alias.name}" for alias in node.names
+                            if not hasattr(module, alias.name)
+                            and importlib.util.find_spec(f"{node.module}.{alias.name}") is None]
+    assert len(scripts) > 10 and missing == []

@@ -127,13 +127,14 @@ def speed(args: argparse.Namespace, python: Path, tmp: Path) -> dict:
     import torch
 
     from smlp_deploy.calibration import load_calibration_set
+    from smlp_deploy.cpu import openvino_cpu_capabilities
     from smlp_deploy.export import export_model
     from smlp_deploy.export.int8 import Int8Options
     from smlp_deploy.models import create_model
     from smlp_deploy.records import to_json
     from smlp_deploy.runtime import load_backend
     from smlp_deploy.runtime.backends import TorchBackend
-    from smlp_deploy.runtime.backends.openvino_backend import OpenVINOBackend, cpu_capabilities
+    from smlp_deploy.runtime.backends.openvino_backend import OpenVINOBackend
 
     export = export_model(args.variant, precisions=("fp32", "int8"), out_dir=tmp / "export", flavours=(),
                           int8_options=Int8Options(args.calib_dir, samples=args.calib_samples, targets=("cpu",)),
@@ -153,7 +154,7 @@ def speed(args: argparse.Namespace, python: Path, tmp: Path) -> dict:
         backends["openvino int8 (previous CPU form)"] = OpenVINOBackend(args.previous)
         backends["onnxruntime int8 (previous CPU form)"] = load_backend(args.previous, "onnxruntime", device="cpu")
         onnx_files["onnxruntime int8 (previous CPU form)"] = args.previous
-    if "BF16" in cpu_capabilities():
+    if "BF16" in openvino_cpu_capabilities():
         backends["openvino bf16 (model.onnx)"] = load_backend(fp32, "openvino", precision="bf16")
     reports = {row: onnxruntime_report(onnx_files[row], tmp) if row in onnx_files else
                openvino_report(b) if row.startswith("openvino") else {"describe": b.describe()}
@@ -237,10 +238,10 @@ def accuracy(python: Path, tmp: Path) -> list[dict]:
 def main() -> None:
     import skimage
 
-    from smlp_deploy.environment import capture, cpu_features
+    from smlp_deploy.cpu import cpu_features, openvino_cpu_capabilities
+    from smlp_deploy.environment import capture
     from smlp_deploy.fileio import write_json_atomic
     from smlp_deploy.progress import format_table
-    from smlp_deploy.runtime.backends.openvino_backend import cpu_capabilities
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="tiny")
@@ -256,7 +257,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    environment = {**capture(), "cpu_features": cpu_features(), "openvino_capabilities": cpu_capabilities(),
+    environment = {**capture(), "cpu_features": cpu_features(), "openvino_capabilities": openvino_cpu_capabilities(),
                    "loadavg_before": os.getloadavg()}
     python = nncf_python(args.nncf_venv)
     with tempfile.TemporaryDirectory(prefix="cpu-int8-") as folder:
