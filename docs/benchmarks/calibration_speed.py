@@ -4,8 +4,10 @@
     python docs/benchmarks/calibration_speed.py --variant tiny --samples 256 --rounds 2 \
         --rss-samples 256,1024 --json docs/benchmarks/calibration-speed-tiny.json
 
-With ``--fp8``, each round also times FP8's calibration (each FP8 method on the tensors the FP8 form quantizes),
-and every task is also compared with INT8's default calibration in the same round.
+With ``--as-before``, each round also times percentile and entropy as calibration ran before its statistics used
+every core (binned on one thread, ONNX Runtime's threads spinning after each run). With ``--fp8``, each round also
+times FP8's calibration (each FP8 method on the tensors the FP8 form quantizes), and every task is also compared
+with INT8's default calibration in the same round.
 
 The images are the digits fixture's train split (1,347 PNGs, tests/digits.py) unless ``--calib-dir`` names a
 folder; the model has random weights (seed 0), as ``smlp-export`` without a checkpoint. Each round times, in an
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -67,9 +70,10 @@ def batches(images, size: int, first: int | None = None):
         yield np.stack(batch)
 
 
-def timed_tasks(model: Path, calib, tensors: list[str], fp8_tensors: list[str] | None = None):
+def timed_tasks(model: Path, calib, tensors: list[str], fp8_tensors: list[str] | None = None,
+                as_before: bool = False):
     """The tasks a round times, by name, and the calibration batch size; with ``fp8_tensors``, FP8's methods on
-    them too."""
+    them too; with ``as_before``, percentile and entropy as calibration ran before its statistics used every core."""
     fp32 = OnnxRuntimeBackend(model, device="cpu")
     observed = Activations(model, tensors)
     one = observed(next(batches(calib.images(), 1)))
@@ -88,7 +92,23 @@ def timed_tasks(model: Path, calib, tensors: list[str], fp8_tensors: list[str] |
     tasks |= {name: (lambda m=m: compute_ranges(model, calib, m, tensors, quiet=True)) for name, m in METHODS.items()}
     tasks |= {f"FP8 {name}": (lambda m=METHODS[name]: compute_ranges(model, calib, m, fp8_tensors, quiet=True))
               for name in (FP8_METHODS if fp8_tensors else ())}
+    if as_before:
+        tasks |= {f"{name}, as before": partial(run_as_before, tasks[name]) for name in ("percentile", "entropy")}
     return tasks, calib_batch
+
+
+def run_as_before(task) -> None:
+    """``task`` as calibration ran before its statistics were spread over the cores: binned on one thread, with ONNX
+    Runtime's threads spinning after each run."""
+    import smlp_deploy.calibration.forward as forward
+    import smlp_deploy.calibration.methods as methods
+
+    cores, spinning = methods.cpu_cores, forward.ALLOW_SPINNING
+    methods.cpu_cores, forward.ALLOW_SPINNING = (lambda: 1), "1"
+    try:
+        task()
+    finally:
+        methods.cpu_cores, forward.ALLOW_SPINNING = cores, spinning
 
 
 def time_rounds(tasks: dict, rounds: int) -> dict[str, list[float]]:
@@ -165,6 +185,8 @@ def main() -> None:
     p.add_argument("--statistics-against", type=Path, metavar="DIR",
                    help="time the histograms alone, this tree's against those of the smlp_deploy in DIR")
     p.add_argument("--statistics-images", type=int, default=4, help="images whose activations they are fed")
+    p.add_argument("--as-before", action="store_true", help="also time percentile and entropy as calibration ran "
+                   "before its statistics used every core (one thread, ONNX Runtime's threads spinning)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -179,7 +201,7 @@ def main() -> None:
         calib = load_calibration_set(args.calib_dir, export.manifest.preprocess, samples=args.samples, quiet=True)
         tensors = calibrated_tensors(onnx.load(str(model)), ["tensorrt"])
         fp8_tensors = fp8_calibrated_tensors(onnx.load(str(model))) if args.fp8 else None
-        tasks, calib_batch = timed_tasks(model, calib, tensors, fp8_tensors)
+        tasks, calib_batch = timed_tasks(model, calib, tensors, fp8_tensors, as_before=args.as_before)
         times = time_rounds(tasks, args.rounds)
         del tasks  # their sessions go before the export processes start
         statistics = (time_statistics(model, calib, tensors, args.statistics_images,
