@@ -168,6 +168,10 @@ CASES = [
 MISSING = [
     ("bench", ("--variant", "test", "--backends", "onnxruntime", "--batch-sizes", "1", "--plot", "{root}/bench.png"),
      "--plot: cannot import matplotlib (", "pip install 'smlp-deploy[bench]'"),
+    ("compare", ("{export}", "--data", "{labeled}", "--plot", "{root}/choice.png"),
+     "--plot: cannot import matplotlib (", "pip install 'smlp-deploy[bench]'"),
+    ("debug", ("layers", "{export}", "model.int8.onnx", "{photos}", "--plot", "{root}/layers.png"),
+     "--plot: cannot import matplotlib (", "pip install 'smlp-deploy[bench]'"),
     ("bench", ("--artifacts", "{export}", "--backends", "onnxruntime,openvino", "--batch-sizes", "1"),
      "--backends: backend 'openvino' cannot run here: cannot import openvino", "pip install 'smlp-deploy[openvino]'"),
     ("bench", ("--artifacts", "{export}", "--backends", "openvino-direct", "--batch-sizes", "1"),

@@ -7,8 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping
 
-from ..environment import import_problem
-from ..errors import InputError, SmlpDeployError
+from ..errors import SmlpDeployError
 
 
 def run_main(main: Callable[[], int | None], flags: Mapping[str, str] | None = None) -> Callable[[], int]:
@@ -43,13 +42,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def check_plotting(plot: object) -> None:
-    """Before any work, where a plot is asked for (``plot``, its path, is set): matplotlib must import."""
-    if plot and (problem := import_problem("matplotlib")):
-        raise InputError(f"plots need matplotlib, and it cannot be imported here ({problem}): pip install "
-                         "'smlp-deploy[bench]'", parameter="plot")
 
 
 def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..bench.choice import DEFAULT_BATCH, DEFAULT_MAX_DROP
 from ..records import to_json
-from .common import check_plotting, positive_int, run_main
+from .common import positive_int, run_main
+from .requires import require_extra
 
 FLAGS = {"export_dir": "EXPORT_DIR", "data": "--data", "max_top1_drop": "--max-top1-drop", "plot": "--plot",
          "device": "--device", "sorted_order": "--sorted-classes", "batch_sizes": "--batch-size",
@@ -47,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    check_plotting(args.plot)
+    if args.plot:
+        require_extra("plot", "bench")
     from ..bench.choice import compare_precisions, plot_choice  # torch: after the arguments are known to be usable
 
     report = compare_precisions(args.export_dir, args.data, max_top1_drop=args.max_top1_drop,

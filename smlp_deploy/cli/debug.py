@@ -15,7 +15,8 @@ from ..imagefolder import find_images, holds_no_images
 from ..manifest import MANIFEST_NAME, Manifest
 from ..records import to_json
 from ..runtime.preprocess import Preprocessor
-from .common import check_plotting, positive_int, run_main
+from .common import positive_int, run_main
+from .requires import require_extra
 
 FLAGS = {"export_dir": "EXPORT_DIR", "artifact": "ARTIFACT", "images": "IMAGES", "plot": "--plot",
          "detail": "--detail"}
@@ -52,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    check_plotting(args.plot)
+    if args.plot:
+        require_extra("plot", "bench")
     from ..diagnose.layers import layer_report  # torch and the exporter: after the arguments are known to be usable
 
     images = read_images(args.export_dir, args.images, args.samples)
