@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..artifacts import format_of
+from ..artifacts import format_of, onnx_artifact
 from ..errors import InputError
 from ..fileio import atomic_path
 from ..imagefolder import LabeledFolder
@@ -28,6 +28,7 @@ from .results import BenchRow
 
 DEFAULT_MAX_DROP = 1.0  # points of top-1 below FP32
 DEFAULT_BATCH = 8
+REFERENCE = onnx_artifact("fp32").file_name  # model.onnx: the budget is read against its top-1
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ def compare_precisions(export_dir: str | Path, data: str | Path, *, max_top1_dro
     runnable, elsewhere = runs_here(manifest)
     if elsewhere:
         log(f"not compared here (no GPU that runs them): {', '.join(a.path for a in elsewhere)}")
+    if not any(a.path == REFERENCE for a in runnable):  # before any image is read or any call timed
+        raise InputError(f"{export_dir} has no {REFERENCE} that runs here to compare against", parameter="export_dir")
     accuracy = _accuracy(export_dir, manifest, runnable, folder, device, sorted_order, quiet)
     backends = {a.path: default_backend_name(a) for a in runnable}
     config = BenchConfig(backends=tuple(dict.fromkeys(backends.values())),
@@ -99,10 +102,11 @@ def compare_precisions(export_dir: str | Path, data: str | Path, *, max_top1_dro
                          threads=threads)
     bench = run_benchmark(config, log=log)
     timed = {r.artifact: r for r in bench.results if r.artifact in backends and r.backend == backends[r.artifact]}
-    reference = accuracy.get("model.onnx")
-    if reference is None:
-        raise InputError(f"{export_dir} has no model.onnx that runs here to compare against", parameter="export_dir")
-    rows = [_row(a, accuracy[a.path], timed[a.path], reference) for a in runnable if a.path in timed]
+    if REFERENCE not in timed:  # it failed to load for the benchmark: the rows need its throughput to be read
+        reasons = "; ".join(s.reason for s in bench.skipped if s.backend == backends[REFERENCE])
+        raise InputError(f"{export_dir}/{REFERENCE} could not be timed here: {reasons or 'no result'}",
+                         parameter="export_dir")
+    rows = [_row(a, accuracy[a.path], timed[a.path], accuracy[REFERENCE]) for a in runnable if a.path in timed]
     env = bench.env
     machine = f"{env['gpu']['name'] if env['gpu'] else env['cpu']} ({env['threads']} threads)"
     report = PrecisionReport(str(export_dir), str(folder.root), len(folder.samples), batch_size, max_top1_drop,
@@ -152,7 +156,7 @@ def _marked(rows: list[PrecisionRow], max_top1_drop: float) -> list[PrecisionRow
 
 def _choose(report: PrecisionReport) -> None:
     eligible = [r for r in report.rows if r.note is None and r.within_budget]
-    fp32 = next(r for r in report.rows if r.artifact == "model.onnx")
+    fp32 = next(r for r in report.rows if r.artifact == REFERENCE)
     budget = f"at most {report.max_top1_drop:g} points of top-1 below FP32's {fp32.top1:.2%}"
     if not eligible:
         report.reason = f"nothing to ship here within {budget}"
@@ -183,7 +187,7 @@ def plot_choice(report: PrecisionReport, path: str | Path) -> Path:
     front = sorted((r for r in report.rows if r.pareto), key=lambda r: r.throughput_ips)
     axes.plot([r.throughput_ips for r in front], [100 * r.top1 for r in front], color="tab:orange", zorder=2,
               label="Pareto front")
-    fp32 = next(r for r in report.rows if r.artifact == "model.onnx")
+    fp32 = next(r for r in report.rows if r.artifact == REFERENCE)
     axes.axhline(100 * fp32.top1 - report.max_top1_drop, color="grey", linestyle="--", linewidth=1,
                  label=f"budget: {report.max_top1_drop:g} points below FP32")
     chosen = next((r for r in report.rows if r.artifact == report.choice), None)
