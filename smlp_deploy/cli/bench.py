@@ -97,17 +97,18 @@ def _run(args: argparse.Namespace, saved: Path) -> BenchReport:
                          precisions=args.precisions, batch_sizes=args.batch_sizes, artifacts=args.artifacts,
                          warmup=args.warmup, iters=args.iters, duration_s=args.duration, end_to_end=args.end_to_end,
                          device=args.device, threads=args.threads)
-    rows: list[int] = []  # how many rows each write saved
+    saved_rows: int | None = None  # how many rows the last write saved (None: nothing written yet)
 
     def save(report: BenchReport) -> None:
+        nonlocal saved_rows
         write_json(report, saved)
-        rows.append(len(report.results))
+        saved_rows = len(report.results)
 
     try:
         return run_benchmark(config, log=lambda line: print(line, file=sys.stderr, flush=True), on_update=save)
     except BaseException:
-        if rows:
-            print(f"the {rows[-1]} row(s) measured are in {saved}: smlp-bench --from-json {saved}", file=sys.stderr,
+        if saved_rows is not None:
+            print(f"the {saved_rows} row(s) measured are in {saved}: smlp-bench --from-json {saved}", file=sys.stderr,
                   flush=True)
         raise
 
