@@ -51,9 +51,9 @@ class AccuracyBudget:
             raise InputError("an accuracy budget is either a maximum top-1 drop or a minimum top-1 agreement: give ",
                              Arg("max_top1_drop", 0.5), " or ", Arg("min_agreement", 99.5), ", not both",
                              parameter="max_top1_drop")
-        parameter = "max_top1_drop" if self.max_top1_drop is not None else "min_agreement"
         if not 0 <= self.points <= 100:
-            raise InputError(f"the budget is in points between 0 and 100, got {self.points:g}", parameter=parameter)
+            raise InputError(f"the budget is in points between 0 and 100, got {self.points:g}",
+                             parameter=self.parameter)
         if self.holdout_dir is not None and self.metric == "top1-drop":
             raise InputError("held-out images are for an agreement budget; a top-1 drop is judged on the labeled "
                              "folder of ", Arg("eval_dir", "DIR"), parameter="holdout_dir")
@@ -69,6 +69,11 @@ class AccuracyBudget:
     @property
     def metric(self) -> str:
         return "top1-drop" if self.max_top1_drop is not None else "agreement"
+
+    @property
+    def parameter(self) -> str:
+        """The parameter that states the budget, which its errors name."""
+        return "max_top1_drop" if self.max_top1_drop is not None else "min_agreement"
 
     @property
     def points(self) -> float:

@@ -64,38 +64,47 @@ def quantized_layers(model: onnx.ModelProto) -> list[str]:
 
 
 class _Candidates:
-    """Evaluates sets of float layers, each once."""
+    """Evaluates sets of float layers, each once; keeps the model with none in float (the error-added ranking
+    runs it)."""
 
     def __init__(self, quantize: Callable[[frozenset[str]], onnx.ModelProto], held_out: HeldOut,
-                 budget: AccuracyBudget):
+                 budget: AccuracyBudget, first: tuple[onnx.ModelProto, Evaluation] | None):
         self.quantize, self.held_out, self.budget = quantize, held_out, budget
         self.seen: dict[frozenset[str], Evaluation] = {}
+        self.none_in_float: onnx.ModelProto | None = None
+        if first is not None:
+            self.none_in_float, self.seen[frozenset()] = first
 
     def __call__(self, layers: Collection[str]) -> Evaluation:
         key = frozenset(layers)
         if key not in self.seen:
-            self.seen[key] = self.held_out.measure(self.quantize(key), self.budget)
+            model = self.quantize(key)
+            if not key:
+                self.none_in_float = model
+            self.seen[key] = self.held_out.measure(model, self.budget)
         return self.seen[key]
 
 
 def search_fallback(float_model: onnx.ModelProto, quantize: Callable[[frozenset[str]], onnx.ModelProto],
-                    held_out: HeldOut, budget: AccuracyBudget, *,
-                    layers: Sequence[str] | None = None) -> FallbackResult:
+                    held_out: HeldOut, budget: AccuracyBudget, *, layers: Sequence[str] | None = None,
+                    first: tuple[onnx.ModelProto, Evaluation] | None = None) -> FallbackResult:
     """The fewest of ``layers`` (default: every quantized layer of ``float_model``) to keep in float so that
     ``quantize(keep_float)`` meets ``budget`` on ``held_out``, ranked by ``budget.ranking``; ``result.met`` is
-    False where even the most layers the budget allows in float miss it (then ``keep_float`` is those)."""
+    False where even the most layers the budget allows in float miss it (then ``keep_float`` is those).
+    ``first``: ``quantize(())`` and its evaluation, where the caller has them (not quantized again)."""
     held_out.check(budget)
     ranking = budget.ranking
     start = time.perf_counter()
     layers = list(layers if layers is not None else quantized_layers(float_model))
     allowed = budget.float_layers_allowed(len(layers))
-    evaluate = _Candidates(quantize, held_out, budget)
+    evaluate = _Candidates(quantize, held_out, budget, first)
     before = evaluate(())
     ranked: list[Sensitivity] = []
     chosen: list[str] = []
     if not before.meets and allowed:
+        assert evaluate.none_in_float is not None  # evaluate(()) above
         ranked = (_one_at_a_time(layers, evaluate) if ranking == "one-at-a-time"
-                  else _error_added(float_model, quantize(frozenset()), layers, held_out.inputs[:PROXY_IMAGES]))
+                  else _error_added(float_model, evaluate.none_in_float, layers, held_out.inputs[:PROXY_IMAGES]))
         chosen = _shortest_prefix([s.layer for s in ranked][:allowed], evaluate)
         chosen = _put_back(chosen, evaluate)
     return FallbackResult(budget, before, evaluate(chosen), chosen, ranking, ranked,

@@ -64,7 +64,7 @@ class Form:
 
 def check_budget(budget: AccuracyBudget, precisions: Sequence[str], eval_folder: LabeledFolder | None) -> None:
     """Refuse, before any work, a budget with nothing to apply to or no data to be judged on."""
-    parameter = "max_top1_drop" if budget.metric == "top1-drop" else "min_agreement"
+    parameter = budget.parameter
     if not {"int8", "fp8"} & set(precisions):
         raise InputError("an accuracy budget applies to INT8 and FP8: export int8 or fp8 too", parameter=parameter)
     if budget.metric == "top1-drop" and eval_folder is None:
@@ -175,22 +175,24 @@ class BudgetedQuantization:
         source = self.job.out / self.source
         ranges = self.job.ranges[form.kind.precision]
         held_out = self._held_out(form)
-        first = held_out.measure(form.quantize(source, ranges, ()), self.budget)
+        model = form.quantize(source, ranges, ())
+        first = held_out.measure(model, self.budget)
         name = form.kind.file_name
         steps = ([_step("none", self.before[name]), _step("smoothing", first)] if name in self.before
                  else [_step("none", first)])
         keep: list[str] = []
         fallback: FallbackResult | None = None
+        float_model = onnx.load(str(source))
         if not first.meets:
-            float_model = onnx.load(str(source))
             fallback = search_fallback(float_model, lambda kept: form.quantize(source, ranges, kept), held_out,
-                                       self.budget, layers=form.layers(float_model))
+                                       self.budget, layers=form.layers(float_model), first=(model, first))
             steps.append(_step("fallback", fallback.after))
             if not fallback.met:
                 raise self._missed(form, steps, fallback)
             keep = fallback.keep_float
-        save_model(form.quantize(source, ranges, keep), self.job.out / name)
-        nodes = {node.name: node for node in onnx.load(str(source)).graph.node}
+            model = form.quantize(source, ranges, keep)
+        save_model(model, self.job.out / name)
+        nodes = {node.name: node for node in float_model.graph.node}
         paths = self.job.module_paths
         self.outcomes.append(BudgetOutcome(
             name, steps, [FloatLayer(paths.module_of(nodes[n]) if paths else None, n) for n in keep],
@@ -244,7 +246,7 @@ class BudgetedQuantization:
             Arg("samples", 2 * form.options.samples), ") or another calibration method (",
             Arg("method", _other_method(form.options)),
             f"), or export FP16 instead. {self.job.target} was {previous}",
-            parameter="max_top1_drop" if budget.metric == "top1-drop" else "min_agreement")
+            parameter=budget.parameter)
 
 
 def _step(remedy: str, evaluation: Evaluation) -> BudgetStep:
