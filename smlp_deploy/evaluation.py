@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,12 +19,13 @@ from .errors import Arg, InputError
 from .imagefolder import LabeledFolder
 from .manifest import IMAGENET_LABELS, Accuracy, Artifact, Manifest
 from .models.labels import imagenet_labels, imagenet_wnids
-from .models.smlpnet import SMLPNet
 from .progress import progress_bar
 from .runtime.backends.factory import load_backend
-from .runtime.backends.torch_backend import TorchBackend
 from .runtime.preprocess import Preprocessor
 from .tensorrt.capabilities import engine_unavailable
+
+if TYPE_CHECKING:  # torch: smlp-eval imports this module, and its --help and argument errors do without it
+    from .models.smlpnet import SMLPNet
 
 Logits = Callable[[np.ndarray], np.ndarray]  # [N, 3, H, W] float32 -> [N, classes]
 
@@ -136,6 +138,8 @@ def evaluate_artifacts(model: SMLPNet, manifest: Manifest, export_dir: Path, fol
     """Top-1/top-5 of the PyTorch ``model`` and of every artifact of the export in ``export_dir`` that runs here,
     on ``folder``, written into ``manifest``; engines built for GPUs this machine lacks (TensorRT for RTX's, built
     anywhere) are left to smlp-eval there."""
+    from .runtime.backends.torch_backend import TorchBackend
+
     runnable, elsewhere = runs_here(manifest)
     if elsewhere:
         say(f"not evaluated here (no GPU that runs them): {', '.join(a.path for a in elsewhere)}")

@@ -185,6 +185,16 @@ def test_redrawing_a_saved_benchmark_loads_no_torch(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "[]" and (tmp_path / "r.csv").stat().st_size > 0
 
 
+def test_every_command_but_the_export_starts_without_torch():
+    """A command's --help and argument errors come before any model: only smlp-export's module needs torch to load
+    (smlp-eval's did, through the export's evaluation step, until it imported TorchBackend where it runs)."""
+    commands = ("eval", "compare", "debug", "bench", "doctor", "triton", "serve", "predict")
+    script = ("import importlib, sys\nsys.modules['torch'] = None\n"
+              f"for name in {commands!r}:\n    importlib.import_module('smlp_deploy.cli.' + name)\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_every_benchmark_script_imports_names_the_package_has():
     """docs/benchmarks/ runs by hand, outside the suite: a module split (issue 29 moved cpu_features) must not leave
     a script that fails at its first line when someone reruns a figure."""
