@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ImageError, ScoreError
+from ..errors import ImageError, ScoreError, SmlpDeployError
 from ..preprocess_config import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -87,17 +87,14 @@ class ClassifierReplica:
         one by one: rare)."""
         if not good:
             return {}
-        try:
-            return dict(zip(good, self.classifier.predict([batch["image"][i] for i in good], topk=self.topk),
-                            strict=True))
-        except ScoreError:
-            found = {}
-            for i in good:
-                try:
-                    found[i] = self.classifier.predict(batch["image"][i], topk=self.topk)
-                except ScoreError as exc:
-                    errors[i] = f"image {batch['path'][i]}: {exc}"
-            return found
+        found: dict[int, Prediction] = {}
+        results = self.classifier.predict_each([batch["image"][i] for i in good], topk=self.topk, errors=(ScoreError,))
+        for i, result in zip(good, results, strict=True):
+            if isinstance(result, SmlpDeployError):
+                errors[i] = f"image {batch['path'][i]}: {result}"
+            else:
+                found[i] = result
+        return found
 
 
 @dataclass(frozen=True)

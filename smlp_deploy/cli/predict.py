@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..errors import ImageError, InputError, ScoreError
+from ..errors import InputError, SmlpDeployError
 from ..imagefolder import find_images, holds_no_images
 from ..progress import format_table
 from ..runtime.backends.registry import BACKENDS, PRECISION_CHOICES
@@ -89,14 +89,8 @@ def classify(classifier: Classifier, files: list[Path], topk: int) -> Iterator[t
     step = classifier.max_batch_size
     for start in range(0, len(files), step):
         chunk = files[start : start + step]
-        try:
-            yield from zip(chunk, classifier.predict([str(p) for p in chunk], topk=topk), strict=True)
-        except (ImageError, ScoreError):  # rare: find the culprits one by one
-            for path in chunk:
-                try:
-                    yield path, classifier.predict(str(path), topk=topk)
-                except (ImageError, ScoreError) as exc:
-                    yield path, str(exc)
+        for path, result in zip(chunk, classifier.predict_each([str(p) for p in chunk], topk=topk), strict=True):
+            yield path, str(result) if isinstance(result, SmlpDeployError) else result
 
 
 def main(argv: list[str] | None = None) -> int:

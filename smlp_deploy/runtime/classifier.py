@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..artifacts import kind_of
-from ..errors import Arg, ArtifactError, InputError, ScoreError
+from ..errors import Arg, ArtifactError, ImageError, InputError, ScoreError
 from ..export_folder import ExportFolder
 from ..fileio import sha256_file
 from ..manifest import IMAGENET_LABELS, MANIFEST_NAME, Manifest
@@ -192,6 +192,24 @@ class Classifier:
         items, single = _as_items(images)
         predictions = [self._prediction(row, int(topk)) for row in self._run(items)]
         return predictions[0] if single else predictions
+
+    def predict_each(self, images: Sequence[Any], topk: int = 5,
+                     errors: tuple[type[InputError | ScoreError], ...] = (ImageError, ScoreError),
+                     ) -> list[Prediction | InputError | ScoreError]:
+        """Each image's prediction, or the error (of ``errors``) that stopped it, in order: one bad image does not
+        cost the others theirs. All in one call; only where that fails (rare), each image alone."""
+        try:
+            return list(self.predict(list(images), topk=topk))
+        except errors:
+            return [self._attempt(image, topk, errors) for image in images]
+
+    def _attempt(self, image: Any, topk: int,
+                 errors: tuple[type[InputError | ScoreError], ...]) -> Prediction | InputError | ScoreError:
+        try:
+            prediction: Prediction = self.predict(image, topk=topk)  # one image: one Prediction
+        except errors as exc:
+            return exc
+        return prediction
 
     def _prediction(self, logits: np.ndarray, topk: int) -> Prediction:
         shifted = np.exp(logits - logits.max())
