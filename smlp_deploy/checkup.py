@@ -198,8 +198,13 @@ def _extra(name: str) -> Extra:
     install made before the extra was added does not)."""
     requirements = extra_requirements(name)
     if name in EXTRA_LIBRARIES:
-        return Extra(name, requirements is not None, [p for p in map(import_problem, EXTRA_LIBRARIES[name]) if p])
+        return Extra(name, requirements is not None, import_problems(name))
     return Extra(name, requirements is not None, unmet(requirements or []))
+
+
+def import_problems(extra: str) -> list[str]:
+    """Why each library of ``extra`` (a key of :data:`EXTRA_LIBRARIES`) fails to import here; empty when all do."""
+    return [problem for problem in map(import_problem, EXTRA_LIBRARIES[extra]) if problem]
 
 
 def _capabilities(report: DoctorReport) -> list[Capability]:

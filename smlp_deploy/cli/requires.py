@@ -7,8 +7,7 @@ line that names the flag and the install: ``error: --plot: cannot import matplot
 
 from __future__ import annotations
 
-from ..checkup import EXTRA_LIBRARIES, Extra
-from ..environment import import_problem
+from ..checkup import Extra, import_problems
 from ..errors import BackendUnavailableError
 from ..runtime.backends.registry import BACKENDS
 
@@ -16,8 +15,7 @@ from ..runtime.backends.registry import BACKENDS
 def require_extra(parameter: str, extra: str) -> None:
     """The libraries of smlp-deploy's ``extra`` (``"bench"``: matplotlib) import here; else an error for the flag
     ``parameter`` stands for, naming what fails to import and the install."""
-    missing = [problem for problem in map(import_problem, EXTRA_LIBRARIES[extra]) if problem]
-    if missing:
+    if missing := import_problems(extra):
         raise BackendUnavailableError(Extra(extra, True, missing).needs, parameter=parameter)
 
 
