@@ -30,6 +30,13 @@ def commands() -> list[str]:
     return [line for line in shell_lines() if line.startswith("smlp-")]
 
 
+def test_the_commands_are_found():
+    """The README's shell blocks hold a command of each kind the parametrized test below reads (none found would
+    leave it an empty, passing set)."""
+    assert {line.split()[0] for line in commands()} >= {"smlp-export", "smlp-predict", "smlp-eval", "smlp-bench",
+                                                       "smlp-serve", "smlp-triton", "smlp-debug", "smlp-compare"}
+
+
 @pytest.mark.parametrize("line", commands())
 def test_every_command_parses_with_its_own_parser(line):
     name, *args = shlex.split(line.replace("[", "").replace("]", ""))
