@@ -9,6 +9,16 @@ from dataclasses import dataclass, field
 REMEDY_WORDS = {"none": "as quantized", "smoothing": "smoothed", "fallback": "with float fallback"}
 
 
+def describe_steps(steps: list[BudgetStep]) -> str:
+    """``as quantized 91.78% -> smoothed 99.33%``: the budget's metric after each remedy, as the export says it."""
+    return " -> ".join(f"{REMEDY_WORDS[s.remedy]} {s.value:.2f}%" for s in steps)
+
+
+def describe_smoothed(layers: list[SmoothedLayer]) -> str:
+    """``stages.0.blocks.0.channel_mix.fc1 (alpha 1), ...``: each smoothed layer and its strength."""
+    return ", ".join(f"{s.module or s.node} (alpha {s.alpha:g})" for s in layers)
+
+
 @dataclass(frozen=True)
 class SmoothedLayer:
     """A linear layer whose input's per-channel scale smoothing moved into its weight."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..budget_record import REMEDY_WORDS, BudgetRecord
+from ..budget_record import BudgetRecord, describe_smoothed, describe_steps
 from ..export.job import ExportResult
 from ..manifest import UNVERIFIED
 from ..progress import format_table
@@ -50,9 +50,9 @@ def budget_summary(budget: BudgetRecord) -> str:
     """The accuracy budget and, per artifact, the metric after each remedy and the layers kept in float."""
     what = (f"at most {budget.points:g} points of top-1 below FP32's {budget.reference:.2f}%" if
             budget.metric == "top1-drop" else f"at least {budget.points:g}% top-1 agreement with FP32")
-    smoothed = (f"; smoothed {len(budget.smoothing)} layer(s): " + ", ".join(
-        f"{s.module or s.node} (alpha {s.alpha:g})" for s in budget.smoothing)) if budget.smoothing else ""
-    rows = [[o.artifact, " -> ".join(f"{REMEDY_WORDS[s.remedy]} {s.value:.2f}%" for s in o.steps),
+    smoothed = (f"; smoothed {len(budget.smoothing)} layer(s): {describe_smoothed(budget.smoothing)}"
+                if budget.smoothing else "")
+    rows = [[o.artifact, describe_steps(o.steps),
              ", ".join(f.module or f.node for f in o.float_layers) or "none"] for o in budget.outcomes]
     return "\n".join([f"accuracy budget: {what}, on {budget.images} images of {budget.data}{smoothed}",
                       format_table(["artifact", "budget's metric", "kept in float"], rows)])

@@ -31,7 +31,16 @@ import numpy as np
 import onnx
 
 from ..artifacts import ArtifactKind
-from ..budget_record import REMEDY_WORDS, BudgetOutcome, BudgetRecord, BudgetStep, FloatLayer, SmoothedLayer
+from ..budget_record import (
+    REMEDY_WORDS,
+    BudgetOutcome,
+    BudgetRecord,
+    BudgetStep,
+    FloatLayer,
+    SmoothedLayer,
+    describe_smoothed,
+    describe_steps,
+)
 from ..calibration.budget import AccuracyBudget, Evaluation, Gate, HeldOut
 from ..calibration.fallback import FallbackResult, search_fallback
 from ..calibration.fp8 import METHODS as FP8_METHODS
@@ -156,8 +165,7 @@ class BudgetedQuantization:
             return
         save_model(smoothed, self.job.out / SMOOTHED_NAME)
         self.source = SMOOTHED_NAME
-        self.job.say(f"smoothed {len(self.smoothed)} of {len(sites)} layers: "
-                     + ", ".join(f"{s.module or s.node} (alpha {s.alpha:g})" for s in self.smoothed))
+        self.job.say(f"smoothed {len(self.smoothed)} of {len(sites)} layers: {describe_smoothed(self.smoothed)}")
         for options in dict.fromkeys(form.options for form in self.forms):
             ranges = compute_ranges(fp32, self.job.calib[_calib_key(options)], get_method(options.method),
                                     options.tensors(proto), quiet=True)
@@ -198,7 +206,7 @@ class BudgetedQuantization:
             name, steps, [FloatLayer(paths.module_of(nodes[n]) if paths else None, n) for n in keep],
             ranking=fallback.ranking if fallback else None, evaluations=fallback.evaluations if fallback else 0,
             seconds=round(fallback.seconds, 2) if fallback else 0.0))
-        self.job.say(" -> ".join(f"{REMEDY_WORDS[s.remedy]} {s.value:.2f}%" for s in steps)
+        self.job.say(describe_steps(steps)
                      + f" (FP32 {self._reference_value():.2f}%): meets the budget"
                      + (f" with {len(keep)} layer(s) in float" if keep else ""))
 
