@@ -31,7 +31,8 @@ from ..artifacts import ONNX_KINDS
 from ..calibration.tensors import Runner
 from ..errors import ArtifactError
 from ..export.scopes import module_tensors, scoped_graph
-from ..manifest import MANIFEST_NAME, Manifest
+from ..export_folder import ExportFolder
+from ..manifest import Manifest
 from ..models.registry import create_model
 from ..models.smlpnet import Block, Head, SMLPNet, Stage
 from ..progress import format_table
@@ -100,7 +101,7 @@ def layer_report(export_dir: str | Path, artifact: str, images: np.ndarray, *,
         raise ValueError(f"detail must be one of {', '.join(DETAILS)}, got {detail!r}")
     folder = Path(export_dir)
     path = _artifact(folder, artifact)
-    model = reference_model(_manifest(folder))
+    model = reference_model(ExportFolder.open(folder).manifest)
     proto = onnx.load(str(path))
     present = {t for node in proto.graph.node for t in node.output}
     matched = module_tensors(scoped_graph(model), model, present)
@@ -142,13 +143,6 @@ def reference_model(manifest: Manifest) -> SMLPNet:
     torch.manual_seed(info.seed or 0)
     return create_model(info.name, num_classes=info.num_classes, image_size=info.image_size,
                         checkpoint=info.checkpoint.path if info.checkpoint else None)
-
-
-def _manifest(folder: Path) -> Manifest:
-    if not (folder / MANIFEST_NAME).is_file():
-        raise ArtifactError(f"{folder} is not an export folder (no {MANIFEST_NAME}): export to it first",
-                            parameter="export_dir")
-    return Manifest.load(folder / MANIFEST_NAME)
 
 
 def _artifact(folder: Path, name: str) -> Path:
